@@ -1,0 +1,337 @@
+"""A real OpenSSH lab on one machine: sshd in one network namespace, clients in others.
+
+Used by the end-to-end tests, the demo and the benchmarks. Everything it creates has
+a unique name and is removed by :meth:`Lab.close`, also when a test fails: processes
+in its namespaces are killed, then the namespaces are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parent.parent
+UNDERLAY = "10.231"  # /16 inside the lab's namespaces only: server .0.1, clients .1.x
+SSHD = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/sshd"
+
+
+def tunhelper_command() -> str:
+    """The installed ``tunhelper`` next to this interpreter (the project's venv)."""
+    candidate = Path(sys.executable).with_name("tunhelper")
+    return str(candidate) if candidate.exists() else shutil.which("tunhelper") or "tunhelper"
+
+
+def run(*argv: str, ns: Optional[str] = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    if ns is not None:
+        argv = ("ip", "netns", "exec", ns, *argv)
+    return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks for the lab; empty when it can run."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    for tool in ("ip", "ssh", "ssh-keygen", "ping"):
+        if shutil.which(tool) is None:
+            missing.append(tool)
+    if not os.path.exists(SSHD):
+        missing.append("sshd (openssh-server)")
+    if not os.path.exists("/dev/net/tun"):
+        missing.append("/dev/net/tun")
+    return missing
+
+
+class Lab:
+    """One sshd whose root account runs tunhelper as the forced command."""
+
+    def __init__(
+        self,
+        helper_args: Sequence[str] = ("--pool", "192.168.3.0/24"),
+        *,
+        sshd_options: Optional[dict[str, str]] = None,
+        key_options: str = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding",
+    ) -> None:
+        self.tag = uuid.uuid4().hex[:6]
+        self.dir = Path(tempfile.mkdtemp(prefix=f"tunhelper-lab-{self.tag}-"))
+        self.state_dir = str(self.dir / "state")
+        self.helper_args = list(helper_args)
+        self.key_options = key_options
+        self.sshd_options = {
+            "PermitTunnel": "yes",
+            "PermitRootLogin": "forced-commands-only",
+            "ExposeAuthInfo": "yes",
+            "MaxStartups": "200",
+            "MaxSessions": "50",
+            **(sshd_options or {}),
+        }
+        self.server_ns = f"th-{self.tag}-srv"
+        self.bridge = f"thb{self.tag}"
+        self.namespaces: list[str] = []
+        self.clients: list[Client] = []
+        self.sshd: Optional[subprocess.Popen] = None
+        self._keys: list[str] = []
+
+    # -- life cycle --------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        os.chmod(self.dir, 0o755)
+        run("ip", "netns", "add", self.server_ns)
+        self.namespaces.append(self.server_ns)
+        ns = self.server_ns
+        run("ip", "link", "set", "lo", "up", ns=ns)
+        run("ip", "link", "add", self.bridge, "type", "bridge", ns=ns)
+        run("ip", "addr", "add", f"{UNDERLAY}.0.1/16", "dev", self.bridge, ns=ns)
+        run("ip", "link", "set", self.bridge, "up", ns=ns)
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "host_key"))
+        (self.dir / "authorized_keys").write_text("")
+        config = {
+            "ListenAddress": f"{UNDERLAY}.0.1",
+            "Port": "22",
+            "HostKey": str(self.dir / "host_key"),
+            "AuthorizedKeysFile": str(self.dir / "authorized_keys"),
+            "PidFile": str(self.dir / "sshd.pid"),
+            "UsePAM": "no",
+            "StrictModes": "no",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "LogLevel": "VERBOSE",
+            **self.sshd_options,
+        }
+        (self.dir / "sshd_config").write_text("".join(f"{k} {v}\n" for k, v in config.items()))
+        os.makedirs("/run/sshd", exist_ok=True)
+        self.sshd_log = open(self.dir / "sshd.log", "w")  # noqa: SIM115 - lives as long as sshd
+        self.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
+            stdout=self.sshd_log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 10
+        while "Server listening" not in (self.dir / "sshd.log").read_text():
+            if self.sshd.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()}")
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
+        for ns in reversed(self.namespaces):
+            pids = run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+        if self.sshd is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.sshd.kill()
+            self.sshd.wait()
+            self.sshd_log.close()
+        for ns in reversed(self.namespaces):
+            run("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- configuration -----------------------------------------------------------
+
+    def authorize(self, public_key: str, helper_args: Optional[Sequence[str]] = None) -> None:
+        args = self.helper_args if helper_args is None else list(helper_args)
+        argv = [tunhelper_command(), *args, "--state-dir", self.state_dir]
+        command = " ".join(shlex.quote(a) for a in argv)
+        options = f'{self.key_options},command="{command}"' if self.key_options else f'command="{command}"'
+        self._keys.append(f"{options} {public_key}")
+        (self.dir / "authorized_keys").write_text("\n".join(self._keys) + "\n")
+
+    def add_client(self, name: Optional[str] = None, helper_args: Optional[Sequence[str]] = None) -> Client:
+        """A client host in its own namespace, with its own key authorized on the server."""
+        index = len(self.clients) + 2
+        client = Client(self, name or f"c{index}", index)
+        self.clients.append(client)
+        client.setup()
+        self.authorize(client.public_key, helper_args)
+        return client
+
+    # -- observation -------------------------------------------------------------
+
+    def leases(self) -> list[dict]:
+        out = run(tunhelper_command(), "leases", "--json", "--state-dir", self.state_dir)
+        return json.loads(out.stdout)
+
+    def active_leases(self) -> list[dict]:
+        return [lease for lease in self.leases() if lease["state"] == "active"]
+
+    def server_addresses(self) -> dict[str, list[dict]]:
+        """``ip -j addr`` on the server, by device name."""
+        out = json.loads(run("ip", "-j", "addr", ns=self.server_ns).stdout)
+        return {link["ifname"]: link.get("addr_info", []) for link in out}
+
+    def server_tun_devices(self) -> list[str]:
+        return sorted(d for d in self.server_addresses() if d.startswith("tun"))
+
+    def ping_from_server(self, address: str) -> bool:
+        return run("ping", "-c", "1", "-W", "2", address, ns=self.server_ns, check=False).returncode == 0
+
+    def sshd_log_text(self) -> str:
+        return (self.dir / "sshd.log").read_text()
+
+
+class Client:
+    """A client host: a namespace on the lab's bridge, an ed25519 key, ssh sessions."""
+
+    def __init__(self, lab: Lab, name: str, index: int) -> None:
+        self.lab = lab
+        self.name = name
+        self.index = index
+        self.ns = f"th-{lab.tag}-{name}"
+        self.key = lab.dir / f"key-{name}"
+        self.sessions: list[Session] = []
+
+    def setup(self) -> None:
+        lab = self.lab
+        run("ip", "netns", "add", self.ns)
+        lab.namespaces.append(self.ns)
+        outer, inner = f"thv{lab.tag}{self.index}", "eth0"
+        run("ip", "link", "add", outer, "netns", lab.server_ns, "type", "veth",
+            "peer", "name", inner, "netns", self.ns)
+        run("ip", "link", "set", outer, "master", lab.bridge, ns=lab.server_ns)
+        run("ip", "link", "set", outer, "up", ns=lab.server_ns)
+        hi, lo = divmod(self.index, 250)
+        run("ip", "addr", "add", f"{UNDERLAY}.{1 + hi}.{lo + 1}/16", "dev", inner, ns=self.ns)
+        run("ip", "link", "set", inner, "up", ns=self.ns)
+        run("ip", "link", "set", "lo", "up", ns=self.ns)
+        run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.key))
+        self.public_key = Path(f"{self.key}.pub").read_text().strip()
+
+    def ssh_argv(self, *extra: str, command: Sequence[str] = ()) -> list[str]:
+        return [
+            "ip", "netns", "exec", self.ns,
+            "ssh", "-F", "/dev/null", "-i", str(self.key),
+            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=10",
+            "-w", "any", *extra, f"root@{UNDERLAY}.0.1", *command,
+        ]
+
+    def connect(self, *extra: str, command: Sequence[str] = ()) -> Session:
+        """Start ``ssh -w any`` to the lab's server; returns at once."""
+        session = Session(self, self.ssh_argv(*extra, command=command))
+        self.sessions.append(session)
+        return session
+
+    def tun_devices(self) -> list[str]:
+        out = json.loads(run("ip", "-j", "link", ns=self.ns).stdout)
+        return sorted(link["ifname"] for link in out if link["ifname"].startswith("tun"))
+
+    def close(self) -> None:
+        for s in self.sessions:
+            s.close()
+
+
+class Session:
+    """One ``ssh -w any`` process and what it printed."""
+
+    def __init__(self, client: Client, argv: list[str]) -> None:
+        self.client = client
+        self.stderr_path = client.lab.dir / f"ssh-{client.name}-{len(client.sessions)}.err"
+        self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in close()
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
+        )
+        self._buffer = b""
+        self.address: Optional[str] = None
+        self.device: Optional[str] = None
+
+    def read_address(self, timeout: float = 15.0) -> Optional[str]:
+        """The first line the server wrote, or ``None`` if ssh ended or time ran out."""
+        line = self.read_line(timeout)
+        self.address = line
+        return line
+
+    def read_line(self, timeout: float) -> Optional[str]:
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not sel.select(remaining):
+                    return None
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    return None
+                self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text()
+
+    def configure_client_side(self, gateway: str = "192.168.3.1") -> str:
+        """What a user does by hand today: address and peer on the local tun, up."""
+        assert self.address is not None
+        devices = self.client.tun_devices()
+        assert len(devices) == 1, f"expected one tun in {self.client.ns}, found {devices}"
+        self.device = devices[0]
+        ns = self.client.ns
+        run("ip", "addr", "add", self.address, "peer", gateway, "dev", self.device, ns=ns)
+        run("ip", "link", "set", self.device, "up", ns=ns)
+        return self.device
+
+    def ping(self, address: str, count: int = 1) -> bool:
+        result = run("ping", "-c", str(count), "-W", "2", address, ns=self.client.ns, check=False)
+        return result.returncode == 0
+
+    def wait(self, timeout: float) -> Optional[int]:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+        self._stderr.close()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    """Poll a condition in a test (never in tunhelper itself) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

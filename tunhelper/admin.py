@@ -1,0 +1,81 @@
+"""The admin's view of the lease store: ``tunhelper leases`` and ``tunhelper release``."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from tunhelper.errors import TunhelperError
+from tunhelper.holder import Liveness
+from tunhelper.lease import ACTIVE, Lease, open_store
+
+STALE = "stale"  # recorded active, but its helper and session are both gone
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def _state(lease: Lease, alive: Liveness) -> str:
+    if lease.state == ACTIVE and not alive(lease):
+        return STALE
+    return lease.state
+
+
+def describe(lease: Lease, alive: Liveness) -> dict[str, Any]:
+    return {
+        "address": lease.address,
+        "pool": lease.pool,
+        "client": lease.client,
+        "device": lease.device,
+        "state": _state(lease, alive),
+        "since": _iso(lease.since),
+        "released_at": _iso(lease.released_at),
+        "pid": lease.helper_pid,
+        "session_pid": lease.session_pid,
+        "host": lease.host,
+    }
+
+
+def leases(state_dir: str, as_json: bool) -> int:
+    store = open_store(state_dir)
+    try:
+        alive = Liveness()
+        rows = [describe(lease, alive) for lease in store.leases()]
+    finally:
+        store.close()
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    columns = ("address", "state", "device", "pid", "since", "client")
+    table = [columns] + [tuple(str(r[c] if r[c] is not None else "-") for c in columns) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def release(state_dir: str, address: str, force: bool) -> int:
+    """Free a lease by hand; one that a live session still uses needs ``--force``."""
+    store = open_store(state_dir)
+    try:
+        alive = Liveness()
+        held = [lease for lease in store.leases() if lease.address == address and lease.state == ACTIVE]
+        if not held:
+            raise TunhelperError(f"no active lease for {address}; see 'tunhelper leases'")
+        live = [lease for lease in held if alive(lease)]
+        if live and not force:
+            raise TunhelperError(
+                f"{address} is in use by a live session (helper pid {live[0].helper_pid}); "
+                "end that session, or use --force to free it anyway"
+            )
+        store.release_address(address)
+    finally:
+        store.close()
+    print(f"released {address}")
+    return 0

@@ -1,0 +1,69 @@
+"""Who holds a lease, and whether that holder still lives.
+
+A lease stays taken while either its helper or its sshd session process lives: a
+helper killed with SIGKILL leaves its address on a device that sshd still carries,
+and handing that address out again would put two clients on it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import psutil
+
+from tunhelper import platform
+from tunhelper.lease import Holder, Lease
+
+# psutil derives start times from the boot time, which the kernel reports to the
+# second and may shift by one after a clock step; a reused pid within the same
+# second and slot is not a realistic risk.
+_START_TOLERANCE = 1.0
+
+
+def this_host() -> str:
+    return socket.gethostname()
+
+
+def process_start(pid: int) -> float:
+    return psutil.Process(pid).create_time()
+
+
+def current(session_pid: int, session_start: float, device: str) -> Holder:
+    """The holder record for this helper serving the given session."""
+    pid = os.getpid()
+    return Holder(
+        host=this_host(),
+        boot_id=platform.boot_id(),
+        helper_pid=pid,
+        helper_start=process_start(pid),
+        session_pid=session_pid,
+        session_start=session_start,
+        device=device,
+    )
+
+
+def running(pid: int, start: float) -> bool:
+    """Is the process that had ``pid`` at ``start`` still running (not a reused pid)?"""
+    try:
+        p = psutil.Process(pid)
+        return abs(p.create_time() - start) <= _START_TOLERANCE and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+class Liveness:
+    """The ``alive`` judgement the lease store is given; caches the boot id and host."""
+
+    def __init__(self) -> None:
+        self.host = this_host()
+        self.boot_id = platform.boot_id()
+
+    def __call__(self, lease: Lease) -> bool:
+        if lease.host != self.host:
+            return True  # another gateway's lease: only that gateway can judge it
+        if lease.boot_id != self.boot_id:
+            return False  # from before a reboot: every session of it is gone
+        return running(lease.helper_pid, lease.helper_start) or running(
+            lease.session_pid, lease.session_start
+        )

@@ -1,0 +1,353 @@
+"""The lease store: who holds which address of which pool, like a DHCP server's leases.
+
+Deliberately free of OS and netlink code: liveness of a holder is judged by a
+callback the caller passes in, so this module can be tested alone and reused by a
+store shared by a fleet of gateways. The SQL is plain (no SQLite-only syntax except
+the lock taken in :meth:`SqliteLeaseStore._begin`), so a PostgreSQL store is the same
+statements behind the same small interface, :class:`LeaseStore`.
+
+One row per address ever handed out. A released row is kept: it remembers the
+address's last client, which is what makes addresses sticky.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Optional, Protocol
+
+from tunhelper.errors import TunhelperError
+
+ACTIVE = "active"
+RELEASED = "released"
+DB_NAME = "leases.sqlite3"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    pool          TEXT    NOT NULL,
+    slot          INTEGER NOT NULL,
+    address       TEXT    NOT NULL,
+    client        TEXT    NOT NULL,
+    state         TEXT    NOT NULL,
+    token         TEXT    NOT NULL,
+    since         REAL    NOT NULL,
+    released_at   REAL,
+    host          TEXT    NOT NULL,
+    boot_id       TEXT    NOT NULL,
+    helper_pid    INTEGER NOT NULL,
+    helper_start  REAL    NOT NULL,
+    session_pid   INTEGER NOT NULL,
+    session_start REAL    NOT NULL,
+    device        TEXT    NOT NULL,
+    PRIMARY KEY (pool, slot)
+);
+CREATE INDEX IF NOT EXISTS leases_by_client ON leases (pool, client);
+CREATE INDEX IF NOT EXISTS leases_by_state ON leases (pool, state, released_at);
+"""
+
+
+class PoolExhausted(TunhelperError):
+    pass
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lease: enough to tell, later and from another process, if it is alive.
+
+    Start times guard against pid reuse; the boot id makes every lease from before a
+    reboot stale; the host keeps a shared store from judging another gateway's pids.
+    """
+
+    host: str
+    boot_id: str
+    helper_pid: int
+    helper_start: float
+    session_pid: int
+    session_start: float
+    device: str
+
+
+@dataclass(frozen=True)
+class Lease:
+    pool: str
+    slot: int
+    address: str
+    client: str
+    state: str
+    token: str
+    since: float
+    released_at: Optional[float]
+    host: str
+    boot_id: str
+    helper_pid: int
+    helper_start: float
+    session_pid: int
+    session_start: float
+    device: str
+
+    @property
+    def holder(self) -> Holder:
+        return Holder(
+            self.host, self.boot_id, self.helper_pid, self.helper_start,
+            self.session_pid, self.session_start, self.device,
+        )
+
+
+_COLUMNS = ", ".join(f.name for f in fields(Lease))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What an allocation needs to know about the pool, without knowing IP at all.
+
+    Slots are offsets in the pool; ``address_of`` renders one for display.
+    """
+
+    pool: str
+    first: int
+    last: int
+    excluded: Collection[int]
+    client: str
+    holder: Holder
+    address_of: Callable[[int], str]
+
+
+Alive = Callable[[Lease], bool]
+
+
+class LeaseStore(Protocol):
+    """The whole interface a store offers; everything else is private to a store."""
+
+    def allocate(self, request: Request, alive: Alive) -> Lease: ...
+
+    def release(self, lease: Lease) -> bool: ...
+
+    def release_address(self, address: str) -> int: ...
+
+    def leases(self) -> list[Lease]: ...
+
+    def close(self) -> None: ...
+
+
+class SqliteLeaseStore:
+    """Leases in one SQLite file; many helper processes allocate at once, safely.
+
+    Every allocation is one write transaction taken up front (``BEGIN IMMEDIATE``), so
+    two helpers can never both see an address as free.
+    """
+
+    def __init__(self, path: str, timeout: float = 10.0) -> None:
+        self.path = path
+        self._timeout = timeout
+        try:
+            self._db = sqlite3.connect(path, timeout=timeout, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise _db_error(path, e) from None
+
+    # -- the interface -----------------------------------------------------------
+
+    def allocate(self, request: Request, alive: Alive) -> Lease:
+        with self._transaction():
+            slot = (
+                self._sticky(request, alive)
+                or self._fresh(request)
+                or self._oldest_released(request)
+                or self._reclaim(request, alive)
+            )
+            if slot is None:
+                raise PoolExhausted(
+                    f"pool {request.pool} is exhausted: every address is held by a live "
+                    "session; try again later, or ask the admin for a larger --pool"
+                )
+            return self._grant(request, slot)
+
+    def release(self, lease: Lease) -> bool:
+        """Release this grant only: a lease since reclaimed by another session stays."""
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE leases SET state = ?, released_at = ? "
+                "WHERE pool = ? AND slot = ? AND token = ? AND state = ?",
+                (RELEASED, time.time(), lease.pool, lease.slot, lease.token, ACTIVE),
+            )
+            return cur.rowcount == 1
+
+    def release_address(self, address: str) -> int:
+        with self._transaction():
+            cur = self._db.execute(
+                "UPDATE leases SET state = ?, released_at = ? WHERE address = ? AND state = ?",
+                (RELEASED, time.time(), address, ACTIVE),
+            )
+            return cur.rowcount
+
+    def leases(self) -> list[Lease]:
+        try:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM leases ORDER BY pool, slot")
+            return [Lease(*r) for r in rows]
+        except sqlite3.DatabaseError as e:
+            raise _db_error(self.path, e) from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- allocation steps, in order of preference ----------------------------------
+
+    def _usable(self, request: Request, slot: int) -> bool:
+        return request.first <= slot <= request.last and slot not in request.excluded
+
+    def _sticky(self, request: Request, alive: Alive) -> Optional[int]:
+        """The client's own previous address, if no live session holds it."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM leases WHERE pool = ? AND client = ? ORDER BY since DESC",
+            (request.pool, request.client),
+        ).fetchall()
+        for lease in (Lease(*r) for r in rows):
+            if not self._usable(request, lease.slot):
+                continue
+            if lease.state == RELEASED or not alive(lease):
+                return lease.slot
+        return None
+
+    def _fresh(self, request: Request) -> Optional[int]:
+        """The lowest address never handed out, skipping excluded ones."""
+        start = request.first
+        while start <= request.last:
+            row = self._db.execute(
+                "SELECT c.s FROM ("
+                "  SELECT ? AS s"
+                "  UNION ALL"
+                "  SELECT slot + 1 FROM leases WHERE pool = ? AND slot >= ? AND slot < ?"
+                ") AS c "
+                "WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.pool = ? AND l.slot = c.s) "
+                "ORDER BY c.s LIMIT 1",
+                (start, request.pool, start, request.last, request.pool),
+            ).fetchone()
+            if row is None or row[0] > request.last:
+                return None
+            if row[0] not in request.excluded:
+                return row[0]
+            start = row[0] + 1
+        return None
+
+    def _oldest_released(self, request: Request) -> Optional[int]:
+        """Another client's released address, the one unused for longest (as DHCP does)."""
+        rows = self._db.execute(
+            "SELECT slot FROM leases WHERE pool = ? AND state = ? ORDER BY released_at",
+            (request.pool, RELEASED),
+        )
+        for (slot,) in rows:
+            if self._usable(request, slot):
+                return slot
+        return None
+
+    def _reclaim(self, request: Request, alive: Alive) -> Optional[int]:
+        """Active leases whose helper and session are both gone are free again."""
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM leases WHERE pool = ? AND state = ? ORDER BY since",
+            (request.pool, ACTIVE),
+        ).fetchall()
+        for lease in (Lease(*r) for r in rows):
+            if self._usable(request, lease.slot) and not alive(lease):
+                return lease.slot
+        return None
+
+    def _grant(self, request: Request, slot: int) -> Lease:
+        lease = Lease(
+            pool=request.pool,
+            slot=slot,
+            address=request.address_of(slot),
+            client=request.client,
+            state=ACTIVE,
+            token=uuid.uuid4().hex,
+            since=time.time(),
+            released_at=None,
+            **asdict(request.holder),
+        )
+        values = asdict(lease)
+        self._db.execute("DELETE FROM leases WHERE pool = ? AND slot = ?", (request.pool, slot))
+        self._db.execute(
+            f"INSERT INTO leases ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
+            tuple(values.values()),
+        )
+        return lease
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self)
+
+    def _begin(self) -> None:
+        # SQLite's way of taking the write lock before reading; PostgreSQL would use
+        # SELECT ... FOR UPDATE on the pool's rows (or an advisory lock) instead.
+        self._db.execute("BEGIN IMMEDIATE")
+
+
+class _Transaction:
+    """Commit on success, roll back on error, and turn SQLite errors into one line."""
+
+    def __init__(self, store: SqliteLeaseStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        try:
+            self.store._begin()
+        except sqlite3.DatabaseError as e:
+            raise _db_error(self.store.path, e) from None
+
+    def __exit__(self, kind, value, tb) -> bool:
+        db = self.store._db
+        if kind is None:
+            try:
+                db.execute("COMMIT")
+            except sqlite3.DatabaseError as e:
+                db.execute("ROLLBACK")
+                raise _db_error(self.store.path, e) from None
+            return False
+        db.execute("ROLLBACK")
+        if isinstance(value, sqlite3.DatabaseError):
+            raise _db_error(self.store.path, value) from None
+        return False
+
+
+def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
+    text = str(e)
+    if "locked" in text or "busy" in text:
+        return TunhelperError(
+            f"lease database {path} stayed locked by another process; try again, "
+            "and if it persists look for a stuck process holding it"
+        )
+    if isinstance(e, sqlite3.OperationalError) and ("readonly" in text or "disk" in text):
+        return TunhelperError(f"cannot write lease database {path} ({text}); check the state directory")
+    return TunhelperError(
+        f"lease database {path} is unusable ({text}); it was left untouched for the admin"
+    )
+
+
+def open_store(state_dir: str, timeout: float = 10.0) -> SqliteLeaseStore:
+    """Open (creating 0700 if missing) the state directory and its lease database.
+
+    A state directory that others could write would let them forge leases, so one that
+    is not owned by us or is writable by group or others is refused.
+    """
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        st = os.stat(state_dir)
+    except OSError as e:
+        raise TunhelperError(
+            f"cannot create state directory {state_dir} ({e.strerror}); check --state-dir"
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise TunhelperError(f"state directory {state_dir} is not a directory; check --state-dir")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise TunhelperError(
+            f"state directory {state_dir} is writable by others; run: chown root {state_dir} "
+            f"&& chmod 700 {state_dir}"
+        )
+    return SqliteLeaseStore(os.path.join(state_dir, DB_NAME), timeout)

@@ -1,0 +1,46 @@
+"""Messages: errors to stderr (the client's stderr) and everything to syslog.
+
+stdout is reserved for the announcement, so nothing here ever writes to it. The
+stdlib ``syslog`` module is used rather than ``logging``: it is cheaper to import and
+silently does nothing when no syslog daemon listens.
+"""
+
+from __future__ import annotations
+
+import os
+import syslog
+
+IDENT = "tunhelper"
+_opened = False
+
+
+def _syslog(priority: int, message: str) -> None:
+    global _opened
+    if not _opened:
+        syslog.openlog(IDENT, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+        _opened = True
+    syslog.syslog(priority, message)
+
+
+def _stderr(message: str) -> None:
+    """Write one line; a client that already left must not turn into a crash."""
+    try:
+        os.write(2, f"{IDENT}: {message}\n".encode(errors="replace"))
+    except OSError:
+        pass
+
+
+def info(message: str) -> None:
+    """For the admin only (syslog): the client's stderr stays quiet on success."""
+    _syslog(syslog.LOG_INFO, message)
+
+
+def warning(message: str) -> None:
+    """For the admin only (syslog): a cross-check failed but the session goes on."""
+    _syslog(syslog.LOG_WARNING, message)
+
+
+def error(message: str) -> None:
+    """For both: the client sees why it was refused, the admin sees it in syslog."""
+    _syslog(syslog.LOG_ERR, message)
+    _stderr(message)

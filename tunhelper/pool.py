@@ -1,0 +1,98 @@
+"""Address pool arithmetic: which addresses of a network may be handed to clients.
+
+Addresses are handled as offsets from the network address, so the lease store only
+ever sees small integers and never needs an IP library.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import netaddr
+
+from tunhelper.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An IPv4 network, its gateway (the server side of every session), and its range."""
+
+    network: netaddr.IPNetwork
+    gateway: netaddr.IPAddress
+
+    @classmethod
+    def parse(cls, cidr: str, gateway: str | None = None) -> Pool:
+        """Validate admin input; every refusal names the value and what would be right."""
+        if "/" not in cidr:
+            raise UsageError(f"--pool {cidr!r}: give a network with its prefix, like 192.168.3.0/24")
+        try:
+            network = netaddr.IPNetwork(cidr)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            raise UsageError(
+                f"--pool {cidr!r} is not a network; give one like 192.168.3.0/24"
+            ) from None
+        if network.version != 4:
+            raise UsageError(f"--pool {cidr}: only IPv4 pools are supported for now")
+        if str(network.cidr) != cidr:
+            raise UsageError(f"--pool {cidr!r} is not a network address; did you mean {network.cidr}?")
+        if network.prefixlen > 30:
+            raise UsageError(
+                f"--pool {cidr} is too small: it needs room for a gateway and a client (/30 or larger)"
+            )
+        if gateway is None:
+            gw = netaddr.IPAddress(network.first + 1)
+        else:
+            try:
+                gw = netaddr.IPAddress(gateway)
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                raise UsageError(
+                    f"--gateway {gateway!r} is not an IPv4 address; give one inside {network}"
+                ) from None
+            if gw.version != 4 or gw not in network or gw.value in (network.first, network.last):
+                raise UsageError(
+                    f"--gateway {gateway} must be a host address inside --pool {network}"
+                )
+        return cls(network, gw)
+
+    @property
+    def name(self) -> str:
+        """The pool's key in the lease store: its normalised CIDR."""
+        return str(self.network.cidr)
+
+    @property
+    def first(self) -> int:
+        """The lowest offset a client may get (the network address is offset 0)."""
+        return 1
+
+    @property
+    def last(self) -> int:
+        """The highest offset a client may get (the broadcast address is excluded)."""
+        return self.network.size - 2
+
+    def address(self, offset: int) -> str:
+        return str(netaddr.IPAddress(self.network.first + offset))
+
+    def offset(self, address: str) -> int | None:
+        """The offset of an address in this pool, or ``None`` if it is outside."""
+        try:
+            ip = netaddr.IPAddress(address)
+        except (netaddr.AddrFormatError, ValueError, TypeError):
+            return None
+        if ip.version != 4 or ip not in self.network:
+            return None
+        return ip.value - self.network.first
+
+    def excluded(self, local_addresses: Iterable[str]) -> set[int]:
+        """Offsets never to hand out: the gateway and addresses already on this host."""
+        out = {self.gateway.value - self.network.first}
+        for a in local_addresses:
+            off = self.offset(a)
+            if off is not None:
+                out.add(off)
+        return out
+
+    @property
+    def capacity(self) -> int:
+        """How many clients the pool can serve at most (gateway excluded)."""
+        return self.last - self.first

@@ -1,0 +1,157 @@
+"""One forced-command session: discover -> lease -> configure -> announce -> hold -> release.
+
+Every step that takes something registers how to give it back before the next step
+starts, so any failure, signal or end of session unwinds the same way. A helper that
+stops also ends its ssh connection, because sshd keeps a tunnel open after its forced
+command exits: a client must never be left on an unconfigured link.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import socket
+import struct
+import termios
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Optional
+
+import psutil
+
+from tunhelper import configure, discover, holder, identity, log
+from tunhelper.announce import announce
+from tunhelper.errors import TunhelperError
+from tunhelper.hold import Interrupted, hold, ignore_end_signals
+from tunhelper.lease import Request, open_store
+from tunhelper.pool import Pool
+
+STDERR_DRAIN_TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the admin configured; nothing here comes from the environment."""
+
+    pool: Pool
+    state_dir: str
+    wait: float
+    mtu: Optional[int]
+    client: Optional[str]
+
+
+def local_addresses() -> list[str]:
+    """IPv4 addresses already on this host's interfaces: never to be handed out."""
+    return [
+        a.address
+        for addrs in psutil.net_if_addrs().values()
+        for a in addrs
+        if a.family == socket.AF_INET
+    ]
+
+
+def serve(settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run the session; return the exit code. Errors reach the client as one line."""
+    found: Optional[discover.SessionDevice] = None
+    try:
+        with contextlib.ExitStack() as undo:
+            try:
+                found = discover.find_device(settings.wait, environ)
+                _run(settings, environ, found, undo)
+            finally:
+                ignore_end_signals()  # from here on, nothing may cut the cleanup short
+        status = 0
+    except Interrupted as e:
+        log.error(f"interrupted by {e} before the session was set up; reconnect")
+        status = 1
+    except TunhelperError as e:
+        log.error(str(e))
+        status = e.exit_code
+    end_connection(found)
+    return status
+
+
+def _run(
+    settings: Settings,
+    environ: Mapping[str, str],
+    found: discover.SessionDevice,
+    undo: contextlib.ExitStack,
+) -> None:
+    device = found.device
+    configure.check_supported(device)
+    command = environ.get("SSH_ORIGINAL_COMMAND")
+    if command:
+        log.info(f"ignoring the command the client sent: {command[:80]!r}")
+    client = identity.client_identity(settings.client, environ)
+
+    store = open_store(settings.state_dir)
+    undo.callback(store.close)
+    pool = settings.pool
+    lease = store.allocate(
+        Request(
+            pool=pool.name,
+            first=pool.first,
+            last=pool.last,
+            excluded=pool.excluded(local_addresses()),
+            client=client,
+            holder=holder.current(found.holder_pid, found.holder_start, device.name),
+            address_of=pool.address,
+        ),
+        holder.Liveness(),
+    )
+    undo.callback(_quietly, "release the lease", store.release, lease)
+
+    applied = configure.apply(device, str(pool.gateway), lease.address, settings.mtu)
+    undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
+
+    announce(lease.address)
+    log.info(
+        f"session start: client {client} address {lease.address} "
+        f"gateway {pool.gateway} device {device.name} sshd pid {found.holder_pid}"
+    )
+    reason = hold(found)
+    log.info(f"session end: address {lease.address} device {device.name}: {reason}")
+
+
+def _quietly(what: str, step, *args) -> None:
+    """Run one cleanup step; a failure is reported but never stops the others."""
+    try:
+        step(*args)
+    except Exception as e:  # noqa: BLE001 - cleanup must go on whatever failed
+        log.error(f"could not {what}: {e}")
+
+
+def end_connection(found: Optional[discover.SessionDevice]) -> None:
+    """End the ssh connection whose tunnel we served, if it is still there.
+
+    The client's ssh otherwise sits on a tunnel nobody configures. Our stderr is
+    drained first so that the client sees why before the connection drops.
+    """
+    if found is not None:
+        pid, start = found.holder_pid, found.holder_start
+    else:
+        near = discover.find_holder()
+        if near is None:
+            return  # no tunnel: our exit ends the session by itself
+        pid, start = near
+    if not holder.running(pid, start):
+        return
+    _drain_stderr()
+    with contextlib.suppress(psutil.Error):
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - start) <= 1.0:
+            proc.terminate()
+
+
+def _drain_stderr() -> None:
+    """Wait (bounded) until sshd has read what we wrote to stderr."""
+    deadline = time.monotonic() + STDERR_DRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            (pending,) = struct.unpack("i", fcntl.ioctl(2, termios.FIONREAD, b"\0" * 4))
+        except OSError:
+            return  # not a pipe, or closed: nothing to wait for
+        if pending == 0:
+            return
+        time.sleep(0.01)
