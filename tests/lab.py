@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 REPO = Path(__file__).resolve().parent.parent
 UNDERLAY = "10.231"  # /16 inside the lab's namespaces only: server .0.1, clients .1.x
@@ -34,7 +33,7 @@ def tunhelper_command() -> str:
     return str(candidate) if candidate.exists() else shutil.which("tunhelper") or "tunhelper"
 
 
-def run(*argv: str, ns: Optional[str] = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run(*argv: str, ns: str | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
     if ns is not None:
         argv = ("ip", "netns", "exec", ns, *argv)
     return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
@@ -62,7 +61,7 @@ class Lab:
         self,
         helper_args: Sequence[str] = ("--pool", "192.168.3.0/24"),
         *,
-        sshd_options: Optional[dict[str, str]] = None,
+        sshd_options: dict[str, str] | None = None,
         key_options: str = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding",
     ) -> None:
         self.tag = uuid.uuid4().hex[:6]
@@ -82,7 +81,7 @@ class Lab:
         self.bridge = f"thb{self.tag}"
         self.namespaces: list[str] = []
         self.clients: list[Client] = []
-        self.sshd: Optional[subprocess.Popen] = None
+        self.sshd: subprocess.Popen | None = None
         self._keys: list[str] = []
 
     # -- life cycle --------------------------------------------------------------
@@ -127,7 +126,8 @@ class Lab:
         self.sshd_log = open(self.dir / "sshd.log", "w")  # noqa: SIM115 - lives as long as sshd
         self.sshd = subprocess.Popen(
             ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
-            stdout=self.sshd_log, stderr=subprocess.STDOUT,
+            stdout=self.sshd_log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
         while "Server listening" not in (self.dir / "sshd.log").read_text():
@@ -155,15 +155,21 @@ class Lab:
 
     # -- configuration -----------------------------------------------------------
 
-    def authorize(self, public_key: str, helper_args: Optional[Sequence[str]] = None) -> None:
+    def authorize(self, public_key: str, helper_args: Sequence[str] | None = None) -> None:
         args = self.helper_args if helper_args is None else list(helper_args)
         argv = [tunhelper_command(), *args, "--state-dir", self.state_dir]
         command = " ".join(shlex.quote(a) for a in argv)
-        options = f'{self.key_options},command="{command}"' if self.key_options else f'command="{command}"'
+        options = (
+            f'{self.key_options},command="{command}"'
+            if self.key_options
+            else f'command="{command}"'
+        )
         self._keys.append(f"{options} {public_key}")
         (self.dir / "authorized_keys").write_text("\n".join(self._keys) + "\n")
 
-    def add_client(self, name: Optional[str] = None, helper_args: Optional[Sequence[str]] = None) -> Client:
+    def add_client(
+        self, name: str | None = None, helper_args: Sequence[str] | None = None
+    ) -> Client:
         """A client host in its own namespace, with its own key authorized on the server."""
         index = len(self.clients) + 2
         client = Client(self, name or f"c{index}", index)
@@ -190,7 +196,10 @@ class Lab:
         return sorted(d for d in self.server_addresses() if d.startswith("tun"))
 
     def ping_from_server(self, address: str) -> bool:
-        return run("ping", "-c", "1", "-W", "2", address, ns=self.server_ns, check=False).returncode == 0
+        return (
+            run("ping", "-c", "1", "-W", "2", address, ns=self.server_ns, check=False).returncode
+            == 0
+        )
 
     def sshd_log_text(self) -> str:
         return (self.dir / "sshd.log").read_text()
@@ -212,8 +221,21 @@ class Client:
         run("ip", "netns", "add", self.ns)
         lab.namespaces.append(self.ns)
         outer, inner = f"thv{lab.tag}{self.index}", "eth0"
-        run("ip", "link", "add", outer, "netns", lab.server_ns, "type", "veth",
-            "peer", "name", inner, "netns", self.ns)
+        run(
+            "ip",
+            "link",
+            "add",
+            outer,
+            "netns",
+            lab.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            inner,
+            "netns",
+            self.ns,
+        )
         run("ip", "link", "set", outer, "master", lab.bridge, ns=lab.server_ns)
         run("ip", "link", "set", outer, "up", ns=lab.server_ns)
         hi, lo = divmod(self.index, 250)
@@ -225,12 +247,31 @@ class Client:
 
     def ssh_argv(self, *extra: str, command: Sequence[str] = ()) -> list[str]:
         return [
-            "ip", "netns", "exec", self.ns,
-            "ssh", "-F", "/dev/null", "-i", str(self.key),
-            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-            "-o", "ConnectTimeout=10",
-            "-w", "any", *extra, f"root@{UNDERLAY}.0.1", *command,
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.key),
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "ConnectTimeout=10",
+            # options first: ssh keeps the first value it sees, and -w sets Tunnel
+            *extra,
+            "-w",
+            "any",
+            f"root@{UNDERLAY}.0.1",
+            *command,
         ]
 
     def connect(self, *extra: str, command: Sequence[str] = ()) -> Session:
@@ -260,16 +301,16 @@ class Session:
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr
         )
         self._buffer = b""
-        self.address: Optional[str] = None
-        self.device: Optional[str] = None
+        self.address: str | None = None
+        self.device: str | None = None
 
-    def read_address(self, timeout: float = 15.0) -> Optional[str]:
+    def read_address(self, timeout: float = 15.0) -> str | None:
         """The first line the server wrote, or ``None`` if ssh ended or time ran out."""
         line = self.read_line(timeout)
         self.address = line
         return line
 
-    def read_line(self, timeout: float) -> Optional[str]:
+    def read_line(self, timeout: float) -> str | None:
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None
         fd = self.proc.stdout.fileno()
@@ -305,7 +346,7 @@ class Session:
         result = run("ping", "-c", str(count), "-W", "2", address, ns=self.client.ns, check=False)
         return result.returncode == 0
 
-    def wait(self, timeout: float) -> Optional[int]:
+    def wait(self, timeout: float) -> int | None:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

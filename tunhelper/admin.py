@@ -53,7 +53,9 @@ def leases(state_dir: str, as_json: bool) -> int:
         sys.stdout.write("\n")
         return 0
     columns = ("address", "state", "device", "pid", "since", "client")
-    table = [columns] + [tuple(str(r[c] if r[c] is not None else "-") for c in columns) for r in rows]
+    table = [columns] + [
+        tuple(str(r[c] if r[c] is not None else "-") for c in columns) for r in rows
+    ]
     widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -65,7 +67,9 @@ def release(state_dir: str, address: str, force: bool) -> int:
     store = open_store(state_dir)
     try:
         alive = Liveness()
-        held = [lease for lease in store.leases() if lease.address == address and lease.state == ACTIVE]
+        held = [
+            lease for lease in store.leases() if lease.address == address and lease.state == ACTIVE
+        ]
         if not held:
             raise TunhelperError(f"no active lease for {address}; see 'tunhelper leases'")
         live = [lease for lease in held if alive(lease)]

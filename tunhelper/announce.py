@@ -12,6 +12,6 @@ def announce(address: str) -> None:
     data = f"{address}\n".encode("ascii")
     try:
         while data:
-            data = data[os.write(1, data):]
+            data = data[os.write(1, data) :]
     except OSError as e:
         raise TunhelperError(f"could not announce the address: {e.strerror}") from None

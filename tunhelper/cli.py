@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 import sys
-from typing import NoReturn, Optional
+from typing import NoReturn
 
 from tunhelper import __version__, log
 from tunhelper.errors import TunhelperError, UsageError
@@ -51,14 +51,17 @@ def _wait(text: str) -> float:
     except ValueError:
         value = -1.0
     if not 0 <= value <= MAX_WAIT:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0 to {MAX_WAIT:g}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds from 0 to {MAX_WAIT:g}"
+        )
     return value
 
 
 def _mtu(text: str) -> int:
     if not text.isdigit() or not MTU_MIN <= int(text) <= MTU_MAX:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an MTU from {MTU_MIN} to {MTU_MAX} (the most an ssh tun channel carries)"
+            f"{text!r} is not an MTU from {MTU_MIN} to {MTU_MAX} "
+            "(the most an ssh tun channel carries)"
         )
     return int(text)
 
@@ -79,26 +82,47 @@ def _state_dir(text: str) -> str:
 
 def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--state-dir", type=_state_dir, default=DEFAULT_STATE_DIR, metavar="DIR",
+        "--state-dir",
+        type=_state_dir,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
         help=f"where the lease database lives, created mode 0700 (default {DEFAULT_STATE_DIR})",
     )
 
 
 def serve_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="tunhelper", description=DESCRIPTION, epilog=EPILOG,
+        prog="tunhelper",
+        description=DESCRIPTION,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"tunhelper {__version__}")
-    p.add_argument("--pool", required=True, metavar="NET",
-                   help="IPv4 network to lease client addresses from, e.g. 192.168.3.0/24")
-    p.add_argument("--gateway", metavar="ADDR",
-                   help="the server's address on every session (default: first host of the pool)")
+    p.add_argument(
+        "--pool",
+        required=True,
+        metavar="NET",
+        help="IPv4 network to lease client addresses from, e.g. 192.168.3.0/24",
+    )
+    p.add_argument(
+        "--gateway",
+        metavar="ADDR",
+        help="the server's address on every session (default: first host of the pool)",
+    )
     p.add_argument("--mtu", type=_mtu, metavar="N", help="MTU to set on the device")
-    p.add_argument("--wait", type=_wait, default=DEFAULT_WAIT, metavar="SECONDS",
-                   help=f"how long to wait for sshd's tunnel device (default {DEFAULT_WAIT:g})")
-    p.add_argument("--client", type=_client_name, metavar="NAME",
-                   help="client identity when sshd does not expose the key (ExposeAuthInfo)")
+    p.add_argument(
+        "--wait",
+        type=_wait,
+        default=DEFAULT_WAIT,
+        metavar="SECONDS",
+        help=f"how long to wait for sshd's tunnel device (default {DEFAULT_WAIT:g})",
+    )
+    p.add_argument(
+        "--client",
+        type=_client_name,
+        metavar="NAME",
+        help="client identity when sshd does not expose the key (ExposeAuthInfo)",
+    )
     _add_state_dir(p)
     return p
 
@@ -113,8 +137,9 @@ def leases_parser() -> argparse.ArgumentParser:
 def release_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper release", description="Free a lease by hand.")
     p.add_argument("address", metavar="ADDRESS")
-    p.add_argument("--force", action="store_true",
-                   help="free it even though a live session still uses it")
+    p.add_argument(
+        "--force", action="store_true", help="free it even though a live session still uses it"
+    )
     _add_state_dir(p)
     return p
 
@@ -169,10 +194,11 @@ def _isolate(argv: list[str]) -> None:
     if sys.flags.isolated or not any(k.startswith("PYTHON") for k in os.environ):
         return
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    os.execve(sys.executable, [sys.executable, "-I", "-m", "tunhelper", *argv], env)
+    argv = [sys.executable, "-I", "-m", "tunhelper", *argv]
+    os.execve(sys.executable, argv, env)  # noqa: S606 - no shell: the same interpreter, isolated
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _isolate(argv)
     try:

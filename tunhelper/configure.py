@@ -7,7 +7,6 @@ half-way, removes exactly what was applied.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 from tunhelper import platform
 from tunhelper.errors import TunhelperError
@@ -30,7 +29,7 @@ def check_supported(device: DeviceInfo) -> None:
         )
 
 
-def apply(device: DeviceInfo, gateway: str, client: str, mtu: Optional[int]) -> Applied:
+def apply(device: DeviceInfo, gateway: str, client: str, mtu: int | None) -> Applied:
     """Point-to-point: local = gateway, peer = client/32, MTU, up."""
     applied = Applied(device, gateway, client)
     try:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
 
 import psutil
 
@@ -36,7 +35,7 @@ class NoDevice(TunhelperError):
     pass
 
 
-def _nearest_holder(ancestors: list[psutil.Process]) -> Optional[tuple[psutil.Process, list[str]]]:
+def _nearest_holder(ancestors: list[psutil.Process]) -> tuple[psutil.Process, list[str]] | None:
     for proc in ancestors:
         names = platform.held_devices(proc.pid)
         if names:
@@ -44,7 +43,7 @@ def _nearest_holder(ancestors: list[psutil.Process]) -> Optional[tuple[psutil.Pr
     return None
 
 
-def find_holder() -> Optional[tuple[int, float]]:
+def find_holder() -> tuple[int, float] | None:
     """The nearest ancestor holding a tunnel, right now, without waiting (or ``None``)."""
     found = _nearest_holder(psutil.Process().parents())
     if found is None:
@@ -83,6 +82,8 @@ def find_device(wait: float, environ: Mapping[str, str]) -> SessionDevice:
         raise TunhelperError(f"tunnel device {names[0]} vanished as it was found; reconnect")
     hint = environ.get("SSH_TUNNEL")
     if hint is not None and info.name not in hint.split(","):
-        log.warning(f"SSH_TUNNEL={hint!r} disagrees with the device sshd holds ({info.name}); "
-                    "using the device")
+        log.warning(
+            f"SSH_TUNNEL={hint!r} disagrees with the device sshd holds ({info.name}); "
+            "using the device"
+        )
     return SessionDevice(info, proc.pid, proc.create_time())

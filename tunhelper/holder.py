@@ -47,7 +47,9 @@ def running(pid: int, start: float) -> bool:
     """Is the process that had ``pid`` at ``start`` still running (not a reused pid)?"""
     try:
         p = psutil.Process(pid)
-        return abs(p.create_time() - start) <= _START_TOLERANCE and p.status() != psutil.STATUS_ZOMBIE
+        return (
+            abs(p.create_time() - start) <= _START_TOLERANCE and p.status() != psutil.STATUS_ZOMBIE
+        )
     except psutil.NoSuchProcess:
         return False
 

@@ -16,7 +16,6 @@ import os
 import pwd
 import stat
 from collections.abc import Mapping
-from typing import Optional
 
 from tunhelper import log
 
@@ -29,7 +28,7 @@ def fingerprint(blob: bytes) -> str:
     return f"SHA256:{digest}"
 
 
-def parse_auth_info(text: str) -> Optional[str]:
+def parse_auth_info(text: str) -> str | None:
     """The fingerprint of the first ``publickey TYPE BASE64`` line, if any."""
     for line in text.splitlines():
         parts = line.split()
@@ -41,7 +40,7 @@ def parse_auth_info(text: str) -> Optional[str]:
     return None
 
 
-def read_auth_info(path: str) -> Optional[str]:
+def read_auth_info(path: str) -> str | None:
     """Read sshd's auth info file, refusing anything sshd would not have written."""
     if not os.path.isabs(path):
         return None
@@ -67,7 +66,7 @@ def read_auth_info(path: str) -> Optional[str]:
     return parse_auth_info(data.decode("ascii", errors="replace"))
 
 
-def client_identity(configured: Optional[str], environ: Mapping[str, str]) -> str:
+def client_identity(configured: str | None, environ: Mapping[str, str]) -> str:
     path = environ.get("SSH_USER_AUTH")
     if path:
         key = read_auth_info(path)

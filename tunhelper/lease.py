@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, fields
-from typing import Callable, Optional, Protocol
+from typing import Callable, Protocol
 
 from tunhelper.errors import TunhelperError
 
@@ -81,7 +81,7 @@ class Lease:
     state: str
     token: str
     since: float
-    released_at: Optional[float]
+    released_at: float | None
     host: str
     boot_id: str
     helper_pid: int
@@ -93,12 +93,21 @@ class Lease:
     @property
     def holder(self) -> Holder:
         return Holder(
-            self.host, self.boot_id, self.helper_pid, self.helper_start,
-            self.session_pid, self.session_start, self.device,
+            self.host,
+            self.boot_id,
+            self.helper_pid,
+            self.helper_start,
+            self.session_pid,
+            self.session_start,
+            self.device,
         )
 
 
-_COLUMNS = ", ".join(f.name for f in fields(Lease))
+_NAMES = [f.name for f in fields(Lease)]
+_COLUMNS = ", ".join(_NAMES)
+# Built from our own dataclass, never from input: the only SQL assembled at run time.
+_SELECT = f"SELECT {_COLUMNS} FROM leases"  # noqa: S608
+_INSERT = f"INSERT INTO leases ({_COLUMNS}) VALUES ({', '.join('?' for _ in _NAMES)})"  # noqa: S608
 
 
 @dataclass(frozen=True)
@@ -189,7 +198,7 @@ class SqliteLeaseStore:
 
     def leases(self) -> list[Lease]:
         try:
-            rows = self._db.execute(f"SELECT {_COLUMNS} FROM leases ORDER BY pool, slot")
+            rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
             return [Lease(*r) for r in rows]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
@@ -202,10 +211,10 @@ class SqliteLeaseStore:
     def _usable(self, request: Request, slot: int) -> bool:
         return request.first <= slot <= request.last and slot not in request.excluded
 
-    def _sticky(self, request: Request, alive: Alive) -> Optional[int]:
+    def _sticky(self, request: Request, alive: Alive) -> int | None:
         """The client's own previous address, if no live session holds it."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM leases WHERE pool = ? AND client = ? ORDER BY since DESC",
+            _SELECT + " WHERE pool = ? AND client = ? ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
         for lease in (Lease(*r) for r in rows):
@@ -215,7 +224,7 @@ class SqliteLeaseStore:
                 return lease.slot
         return None
 
-    def _fresh(self, request: Request) -> Optional[int]:
+    def _fresh(self, request: Request) -> int | None:
         """The lowest address never handed out, skipping excluded ones."""
         start = request.first
         while start <= request.last:
@@ -236,7 +245,7 @@ class SqliteLeaseStore:
             start = row[0] + 1
         return None
 
-    def _oldest_released(self, request: Request) -> Optional[int]:
+    def _oldest_released(self, request: Request) -> int | None:
         """Another client's released address, the one unused for longest (as DHCP does)."""
         rows = self._db.execute(
             "SELECT slot FROM leases WHERE pool = ? AND state = ? ORDER BY released_at",
@@ -247,10 +256,10 @@ class SqliteLeaseStore:
                 return slot
         return None
 
-    def _reclaim(self, request: Request, alive: Alive) -> Optional[int]:
+    def _reclaim(self, request: Request, alive: Alive) -> int | None:
         """Active leases whose helper and session are both gone are free again."""
         rows = self._db.execute(
-            f"SELECT {_COLUMNS} FROM leases WHERE pool = ? AND state = ? ORDER BY since",
+            _SELECT + " WHERE pool = ? AND state = ? ORDER BY since",
             (request.pool, ACTIVE),
         ).fetchall()
         for lease in (Lease(*r) for r in rows):
@@ -270,12 +279,8 @@ class SqliteLeaseStore:
             released_at=None,
             **asdict(request.holder),
         )
-        values = asdict(lease)
         self._db.execute("DELETE FROM leases WHERE pool = ? AND slot = ?", (request.pool, slot))
-        self._db.execute(
-            f"INSERT INTO leases ({_COLUMNS}) VALUES ({', '.join('?' * len(values))})",
-            tuple(values.values()),
-        )
+        self._db.execute(_INSERT, tuple(asdict(lease).values()))
         return lease
 
     # -- plumbing ----------------------------------------------------------------
@@ -324,7 +329,9 @@ def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
             "and if it persists look for a stuck process holding it"
         )
     if isinstance(e, sqlite3.OperationalError) and ("readonly" in text or "disk" in text):
-        return TunhelperError(f"cannot write lease database {path} ({text}); check the state directory")
+        return TunhelperError(
+            f"cannot write lease database {path} ({text}); check the state directory"
+        )
     return TunhelperError(
         f"lease database {path} is unusable ({text}); it was left untouched for the admin"
     )

@@ -7,6 +7,7 @@ silently does nothing when no syslog daemon listens.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import syslog
 
@@ -24,10 +25,8 @@ def _syslog(priority: int, message: str) -> None:
 
 def _stderr(message: str) -> None:
     """Write one line; a client that already left must not turn into a crash."""
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, f"{IDENT}: {message}\n".encode(errors="replace"))
-    except OSError:
-        pass
 
 
 def info(message: str) -> None:

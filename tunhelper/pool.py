@@ -25,7 +25,9 @@ class Pool:
     def parse(cls, cidr: str, gateway: str | None = None) -> Pool:
         """Validate admin input; every refusal names the value and what would be right."""
         if "/" not in cidr:
-            raise UsageError(f"--pool {cidr!r}: give a network with its prefix, like 192.168.3.0/24")
+            raise UsageError(
+                f"--pool {cidr!r}: give a network with its prefix, like 192.168.3.0/24"
+            )
         try:
             network = netaddr.IPNetwork(cidr)
         except (netaddr.AddrFormatError, ValueError, TypeError):
@@ -35,10 +37,13 @@ class Pool:
         if network.version != 4:
             raise UsageError(f"--pool {cidr}: only IPv4 pools are supported for now")
         if str(network.cidr) != cidr:
-            raise UsageError(f"--pool {cidr!r} is not a network address; did you mean {network.cidr}?")
+            raise UsageError(
+                f"--pool {cidr!r} is not a network address; did you mean {network.cidr}?"
+            )
         if network.prefixlen > 30:
             raise UsageError(
-                f"--pool {cidr} is too small: it needs room for a gateway and a client (/30 or larger)"
+                f"--pool {cidr} is too small: it needs room for a gateway and a client "
+                "(/30 or larger)"
             )
         if gateway is None:
             gw = netaddr.IPAddress(network.first + 1)

@@ -9,18 +9,16 @@ command exits: a client must never be left on an unconfigured link.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import os
 import socket
-import struct
-import termios
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
 
 import psutil
 
-from tunhelper import configure, discover, holder, identity, log
+from tunhelper import configure, discover, holder, identity, log, platform
 from tunhelper.announce import announce
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import Interrupted, hold, ignore_end_signals
@@ -37,8 +35,8 @@ class Settings:
     pool: Pool
     state_dir: str
     wait: float
-    mtu: Optional[int]
-    client: Optional[str]
+    mtu: int | None
+    client: str | None
 
 
 def local_addresses() -> list[str]:
@@ -53,7 +51,7 @@ def local_addresses() -> list[str]:
 
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     """Run the session; return the exit code. Errors reach the client as one line."""
-    found: Optional[discover.SessionDevice] = None
+    found: discover.SessionDevice | None = None
     try:
         with contextlib.ExitStack() as undo:
             try:
@@ -122,11 +120,13 @@ def _quietly(what: str, step, *args) -> None:
         log.error(f"could not {what}: {e}")
 
 
-def end_connection(found: Optional[discover.SessionDevice]) -> None:
+def end_connection(found: discover.SessionDevice | None) -> None:
     """End the ssh connection whose tunnel we served, if it is still there.
 
-    The client's ssh otherwise sits on a tunnel nobody configures. Our stderr is
-    drained first so that the client sees why before the connection drops.
+    Otherwise the client's ssh sits on a tunnel nobody configures. The client must
+    see why first: our stdio is handed back (so sshd reads what we wrote, then EOF)
+    and sshd is stopped only once it has closed its end of our stderr, that is,
+    after it has passed everything we wrote on to the client.
     """
     if found is not None:
         pid, start = found.holder_pid, found.holder_start
@@ -137,21 +137,30 @@ def end_connection(found: Optional[discover.SessionDevice]) -> None:
         pid, start = near
     if not holder.running(pid, start):
         return
-    _drain_stderr()
+    pipe = _stderr_pipe()
+    _detach_stdio()
+    if pipe is not None:
+        deadline = time.monotonic() + STDERR_DRAIN_TIMEOUT
+        while platform.holds_pipe(pid, pipe) and time.monotonic() < deadline:
+            time.sleep(0.01)
     with contextlib.suppress(psutil.Error):
         proc = psutil.Process(pid)
         if abs(proc.create_time() - start) <= 1.0:
             proc.terminate()
 
 
-def _drain_stderr() -> None:
-    """Wait (bounded) until sshd has read what we wrote to stderr."""
-    deadline = time.monotonic() + STDERR_DRAIN_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            (pending,) = struct.unpack("i", fcntl.ioctl(2, termios.FIONREAD, b"\0" * 4))
-        except OSError:
-            return  # not a pipe, or closed: nothing to wait for
-        if pending == 0:
-            return
-        time.sleep(0.01)
+def _stderr_pipe() -> int | None:
+    """The inode of the pipe on our stderr, if it is one (sshd's, without a pty)."""
+    try:
+        st = os.fstat(2)
+    except OSError:
+        return None
+    return st.st_ino if stat.S_ISFIFO(st.st_mode) else None
+
+
+def _detach_stdio() -> None:
+    """Point fds 0-2 at /dev/null: sshd then sees EOF after all we wrote."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)

@@ -8,6 +8,9 @@ module provides all of them:
     cannot be read);
 ``device_info(name)``
     a :class:`DeviceInfo` for a device, or ``None`` if it does not exist;
+``holds_pipe(pid, inode)``
+    whether a process still has a pipe open: sshd closes its end of our stderr once
+    it has passed on everything we wrote;
 ``boot_id()``
     a string that changes at every boot, so leases from before a reboot are stale;
 ``configure_p2p(device, local, peer, mtu)`` / ``deconfigure_p2p(device, local, peer)``
@@ -33,6 +36,7 @@ if sys.platform.startswith("linux"):
         deconfigure_p2p,
         device_info,
         held_devices,
+        holds_pipe,
         wait_for_end,
     )
 else:  # pragma: no cover - FreeBSD is planned behind this same interface
@@ -45,5 +49,6 @@ __all__ = [
     "deconfigure_p2p",
     "device_info",
     "held_devices",
+    "holds_pipe",
     "wait_for_end",
 ]

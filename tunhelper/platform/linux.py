@@ -13,7 +13,6 @@ import re
 import select
 import socket
 import struct
-from typing import Optional
 
 from tunhelper.platform.base import DeviceInfo
 
@@ -55,7 +54,23 @@ def held_devices(pid: int) -> list[str]:
     return sorted(names)
 
 
-def device_info(name: str) -> Optional[DeviceInfo]:
+def holds_pipe(pid: int, inode: int) -> bool:
+    """Does ``pid`` still have the pipe ``inode`` open (for example, our stderr)?"""
+    target = f"pipe:[{inode}]"
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def device_info(name: str) -> DeviceInfo | None:
     """The device's index and mode from sysfs; ``None`` if it is gone or not tun/tap."""
     if not _valid_ifname(name):
         return None
@@ -79,7 +94,7 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: Optional[int]) -> None:
+def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int | None) -> None:
     """``ip addr add LOCAL peer PEER/32 dev DEV; ip link set DEV [mtu N] up``."""
     from pyroute2 import IPRoute  # costly import (~150 ms): only on the path that needs it
 
@@ -117,9 +132,12 @@ def _link_deleted(data: bytes, index: int) -> bool:
         if length < _NLMSG_HDR.size:
             break
         body = offset + _NLMSG_HDR.size
-        if mtype == _RTM_DELLINK and body + _IFINFOMSG.size <= len(data):
-            if _IFINFOMSG.unpack_from(data, body)[2] == index:
-                return True
+        if (
+            mtype == _RTM_DELLINK
+            and body + _IFINFOMSG.size <= len(data)
+            and _IFINFOMSG.unpack_from(data, body)[2] == index
+        ):
+            return True
         offset += (length + 3) & ~3
     return False
 
