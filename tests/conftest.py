@@ -17,12 +17,16 @@ def _unavailable(message: str) -> None:
     pytest.skip(message)
 
 
+def require_lab_prerequisites() -> None:
+    missing = missing_prerequisites()
+    if missing:
+        _unavailable(f"this test needs: {', '.join(missing)}")
+
+
 @pytest.fixture
 def make_lab():
     """Factory for labs (sshd in a namespace); every lab is torn down after the test."""
-    missing = missing_prerequisites()
-    if missing:
-        _unavailable(f"end-to-end test needs: {', '.join(missing)}")
+    require_lab_prerequisites()
     labs: list[Lab] = []
 
     def factory(*args, **kwargs) -> Lab:

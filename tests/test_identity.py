@@ -1,0 +1,85 @@
+"""Client identity: the key fingerprint sshd exposes, trusted only from a file sshd wrote."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tunhelper.identity import client_identity, parse_auth_info, read_auth_info
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> tuple[str, str]:
+    """A real ed25519 public key line and ssh-keygen's own fingerprint of it."""
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    public = (tmp_path / "k.pub").read_text().split()
+    listing = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(tmp_path / "k.pub")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return f"{public[0]} {public[1]}", listing.split()[1]
+
+
+def auth_file(tmp_path: Path, text: str, mode: int = 0o600) -> str:
+    path = tmp_path / "sshauth.test"
+    path.write_text(text)
+    path.chmod(mode)
+    return str(path)
+
+
+def test_fingerprint_matches_ssh_keygen(key) -> None:
+    line, expected = key
+    assert parse_auth_info(f"publickey {line}\n") == expected
+
+
+def test_first_publickey_line_wins(key) -> None:
+    line, expected = key
+    assert parse_auth_info(f"password\npublickey {line}\npublickey ssh-rsa AAAA\n") == expected
+
+
+def test_no_publickey_or_garbage_gives_nothing() -> None:
+    assert parse_auth_info("password\nkeyboard-interactive\n") is None
+    assert parse_auth_info("publickey ssh-ed25519 !!!not-base64!!!\n") is None
+
+
+def test_private_file_written_by_us_is_trusted(tmp_path, key) -> None:
+    line, expected = key
+    assert read_auth_info(auth_file(tmp_path, f"publickey {line}\n")) == expected
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_file_others_can_read_is_not_trusted(tmp_path, key, mode) -> None:
+    assert read_auth_info(auth_file(tmp_path, f"publickey {key[0]}\n", mode)) is None
+
+
+def test_symlink_and_relative_path_are_not_trusted(tmp_path, key) -> None:
+    real = auth_file(tmp_path, f"publickey {key[0]}\n")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert read_auth_info(str(link)) is None
+    os.chdir(tmp_path)
+    assert read_auth_info("sshauth.test") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the file away")
+def test_file_owned_by_someone_else_is_not_trusted(tmp_path, key) -> None:
+    path = auth_file(tmp_path, f"publickey {key[0]}\n")
+    os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+    assert read_auth_info(path) is None
+
+
+def test_identity_order(tmp_path, key) -> None:
+    line, expected = key
+    path = auth_file(tmp_path, f"publickey {line}\n")
+    assert client_identity("laptop", {"SSH_USER_AUTH": path}) == expected
+    assert client_identity("laptop", {"SSH_USER_AUTH": "/nonexistent"}) == "laptop"
+    assert client_identity("laptop", {}) == "laptop"
+    assert client_identity(None, {}) == pwd.getpwuid(os.getuid()).pw_name

@@ -1,0 +1,147 @@
+"""The Linux platform module against real tun/tap fds, in a namespace the test makes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+
+from tests.conftest import require_lab_prerequisites
+from tunhelper.platform import linux
+
+IFF_TUN_NO_PI, IFF_TAP_NO_PI = 0x1001, 0x1002
+
+# Opens a tun/tap device as sshd does, optionally runs a command as its child, then
+# holds the device until its stdin closes.
+HOLDER = r"""
+import fcntl, os, struct, subprocess, sys
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), int(sys.argv[2], 0)))
+print("ready", flush=True)
+if len(sys.argv) > 3:
+    r = subprocess.run(sys.argv[3:], capture_output=True, text=True)
+    print(repr((r.returncode, r.stdout.strip(), r.stderr.strip())), flush=True)
+sys.stdin.read()
+"""
+
+FIND = (
+    "from tunhelper.discover import find_device; import sys;"
+    "d = find_device(float(sys.argv[1]), {'SSH_TUNNEL': 'tun9'});"
+    "print(d.device.name, d.device.mode, d.holder_pid)"
+)
+
+
+@pytest.fixture
+def netns():
+    require_lab_prerequisites()
+    name = f"th-unit-{uuid.uuid4().hex[:6]}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    procs: list[subprocess.Popen] = []
+
+    def spawn(*argv: str) -> subprocess.Popen:
+        p = subprocess.Popen(
+            ["ip", "netns", "exec", name, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        procs.append(p)
+        return p
+
+    yield spawn
+    for p in procs:
+        p.kill()
+        p.wait()
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def hold(spawn, name: str, flags: int, *command: str) -> subprocess.Popen:
+    p = spawn(sys.executable, "-c", HOLDER, name, hex(flags), *command)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_held_devices_reads_fdinfo_of_a_real_tun_fd(netns) -> None:
+    p = hold(netns, "thtun7", IFF_TUN_NO_PI)
+    assert linux.held_devices(p.pid) == ["thtun7"]
+    assert linux.held_devices(psutil.Process().pid) == []
+
+
+def test_discovery_from_a_child_finds_its_ancestors_device(netns) -> None:
+    p = hold(netns, "thtun8", IFF_TUN_NO_PI, sys.executable, "-c", FIND, "1")
+    assert p.stdout is not None
+    code, out, err = eval(p.stdout.readline())  # noqa: S307 - our own repr() from HOLDER
+    assert code == 0, err
+    assert out == f"thtun8 tun {p.pid}"
+
+
+def test_discovery_sees_tap_mode(netns) -> None:
+    p = hold(netns, "thtap8", IFF_TAP_NO_PI, sys.executable, "-c", FIND, "1")
+    assert p.stdout is not None
+    assert eval(p.stdout.readline())[1] == f"thtap8 tap {p.pid}"  # noqa: S307
+
+
+def test_discovery_never_looks_sideways(netns) -> None:
+    hold(netns, "thtun9", IFF_TUN_NO_PI)  # a device held by a process that is not our ancestor
+    sibling = netns(sys.executable, "-c", FIND, "0.3")
+    out, _ = sibling.communicate(timeout=30)
+    assert sibling.returncode != 0 and out == ""
+
+
+def test_wait_for_end_sees_the_device_disappear(netns) -> None:
+    p = hold(netns, "thtun5", IFF_TUN_NO_PI)
+    result = run_wait_for_end(netns, "thtun5", watched=psutil.Process(), stop=p)
+    assert result == "device thtun5 disappeared"
+
+
+def test_wait_for_end_sees_the_session_process_exit(netns) -> None:
+    p = hold(netns, "thtun6", IFF_TUN_NO_PI)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        result = run_wait_for_end(
+            netns, "thtun6", watched=psutil.Process(sleeper.pid), stop=sleeper
+        )
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert result == "session process ended"
+    assert p.poll() is None  # the device's holder was not touched
+
+
+def run_wait_for_end(netns, device: str, watched: psutil.Process, stop) -> str:
+    """Run wait_for_end inside the namespace (netlink is per namespace), then end ``stop``."""
+    code = (
+        "import sys; from tunhelper.platform import linux;"
+        "d = linux.device_info(sys.argv[1]); print('watching', flush=True);"
+        "print(linux.wait_for_end(int(sys.argv[2]), float(sys.argv[3]), d), flush=True)"
+    )
+    w = netns(sys.executable, "-c", code, device, str(watched.pid), repr(watched.create_time()))
+    assert w.stdout is not None and w.stdout.readline().strip() == "watching"
+    result: list[str] = []
+    reader = threading.Thread(target=lambda: result.append(w.stdout.readline().strip()))
+    reader.start()
+    time.sleep(0.2)
+    assert not result, "wait_for_end returned before anything ended"
+    if isinstance(stop, subprocess.Popen) and stop.stdin is not None:
+        stop.stdin.close()  # the holder exits and the kernel deletes its device
+    else:
+        stop.kill()
+    reader.join(10)
+    return result[0] if result else "<still waiting>"
+
+
+def test_link_deleted_parser() -> None:
+    def message(mtype: int, index: int) -> bytes:
+        body = linux._IFINFOMSG.pack(0, 0, index, 0, 0)
+        return linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(body), mtype, 0, 0, 0) + body
+
+    new_link, del_link = 16, linux._RTM_DELLINK
+    assert linux._link_deleted(message(new_link, 5) + message(del_link, 7), 7)
+    assert not linux._link_deleted(message(del_link, 5), 7)
+    assert not linux._link_deleted(message(new_link, 7), 7)
+    assert not linux._link_deleted(b"\x00" * 3, 7)
