@@ -20,8 +20,9 @@ IFF_TUN_NO_PI, IFF_TAP_NO_PI = 0x1001, 0x1002
 # holds the device until its stdin closes.
 HOLDER = r"""
 import fcntl, os, struct, subprocess, sys
-fd = os.open("/dev/net/tun", os.O_RDWR)
-fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", sys.argv[1].encode(), int(sys.argv[2], 0)))
+fds = [os.open("/dev/net/tun", os.O_RDWR) for _ in sys.argv[1].split(",")]
+for fd, name in zip(fds, sys.argv[1].split(",")):
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", name.encode(), int(sys.argv[2], 0)))
 print("ready", flush=True)
 if len(sys.argv) > 3:
     r = subprocess.run(sys.argv[3:], capture_output=True, text=True)
@@ -84,6 +85,14 @@ def test_discovery_sees_tap_mode(netns) -> None:
     p = hold(netns, "thtap8", IFF_TAP_NO_PI, sys.executable, "-c", FIND, "1")
     assert p.stdout is not None
     assert eval(p.stdout.readline())[1] == f"thtap8 tap {p.pid}"  # noqa: S307
+
+
+def test_several_devices_in_one_connection_are_refused_clearly(netns) -> None:
+    p = hold(netns, "thtun1,thtun2", IFF_TUN_NO_PI, sys.executable, "-c", FIND, "1")
+    assert p.stdout is not None
+    code, out, err = eval(p.stdout.readline())  # noqa: S307
+    assert code != 0 and out == ""
+    assert "several tunnels (thtun1, thtun2)" in err
 
 
 def test_discovery_never_looks_sideways(netns) -> None:
