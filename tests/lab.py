@@ -280,6 +280,29 @@ class Client:
         self.sessions.append(session)
         return session
 
+    def ssh_command(self) -> str:
+        """The ssh command (for ``connect -e``) with the lab's key and no host checks."""
+        argv = self.ssh_argv()[4 : self.ssh_argv().index("-w")]
+        return " ".join(shlex.quote(a) for a in argv)
+
+    def tunhelper_connect(self, *args: str, server: str = f"root@{UNDERLAY}.0.1") -> Connect:
+        """Start ``tunhelper connect`` in this client's namespace; returns at once."""
+        argv = [
+            "ip",
+            "netns",
+            "exec",
+            self.ns,
+            tunhelper_command(),
+            "connect",
+            "-e",
+            self.ssh_command(),
+            *args,
+            server,
+        ]
+        connect = Connect(self, argv)
+        self.sessions.append(connect)
+        return connect
+
     def tun_devices(self) -> list[str]:
         out = json.loads(run("ip", "-j", "link", ns=self.ns).stdout)
         return sorted(link["ifname"] for link in out if link["ifname"].startswith("tun"))
@@ -365,6 +388,17 @@ class Session:
                 with contextlib.suppress(OSError):
                     f.close()
         self._stderr.close()
+
+
+class Connect(Session):
+    """A ``tunhelper connect`` process: its first stdout line is the status line."""
+
+    def status(self, timeout: float = 30.0) -> str | None:
+        return self.read_line(timeout)
+
+    def interrupt(self) -> int | None:
+        self.proc.send_signal(signal.SIGINT)
+        return self.wait(10)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -105,7 +105,7 @@ def test_discovery_never_looks_sideways(netns) -> None:
 def test_wait_for_end_sees_the_device_disappear(netns) -> None:
     p = hold(netns, "thtun5", IFF_TUN_NO_PI)
     result = run_wait_for_end(netns, "thtun5", watched=psutil.Process(), stop=p)
-    assert result == "device thtun5 disappeared"
+    assert result == "device"
 
 
 def test_wait_for_end_sees_the_session_process_exit(netns) -> None:
@@ -118,7 +118,7 @@ def test_wait_for_end_sees_the_session_process_exit(netns) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert result == "session process ended"
+    assert result == "process"
     assert p.poll() is None  # the device's holder was not touched
 
 

@@ -34,13 +34,17 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "tunhelper.platform.deconfigure_p2p", lambda *a: events.append(f"deconfigure {a[1:3]}")
     )
     monkeypatch.setattr("tunhelper.platform.boot_id", lambda: "boot")
-    monkeypatch.setattr("tunhelper.session.announce", lambda a: events.append(f"announce {a}"))
-    monkeypatch.setattr("tunhelper.session.hold", lambda f: events.append("hold") or "ended")
+    monkeypatch.setattr(
+        "tunhelper.session.announce", lambda a, describe: events.append(f"announce {a.address}")
+    )
+    monkeypatch.setattr(
+        "tunhelper.session.hold", lambda f: events.append("hold") or ("process", "ended")
+    )
     settings = session.Settings(
         pool=Pool.parse("192.168.3.0/24"),
         state_dir=str(tmp_path / "state"),
         wait=0.1,
-        mtu=None,
+        mtu=1500,
         client="alice",
     )
     return settings, events, monkeypatch
@@ -101,7 +105,7 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
         pool=Pool.parse("192.168.3.0/30"),
         state_dir=settings.state_dir,
         wait=0.1,
-        mtu=None,
+        mtu=1500,
         client="bob",
     )
     store = open_store(settings.state_dir)

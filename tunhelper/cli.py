@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 from typing import NoReturn
 
@@ -17,7 +18,9 @@ from tunhelper.errors import TunhelperError, UsageError
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
+CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
+DEFAULT_MTU = 1500
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
 
@@ -32,9 +35,22 @@ session, leases the client an address, configures the device, prints the client'
 address as the first line of output, and holds until the session ends."""
 
 EPILOG = """\
+client commands (see 'tunhelper connect --help'):
+  tunhelper connect [options] DESTINATION          ssh -w any, then configure this end
+  tunhelper disconnect [DEVICE]                    end a background connect
 admin commands:
   tunhelper leases [--json] [--state-dir D]        list leases
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
+"""
+
+CONNECT_EPILOG = """\
+exit status:
+  0    ended on request (SIGINT, SIGTERM, 'tunhelper disconnect')
+  1    the link never came up (the server refused, no device, no announcement)
+  2    bad arguments
+  3    the ssh connection ended after the link was up
+  4    the local device disappeared
+  130  interrupted before the link was up
 """
 
 
@@ -109,7 +125,13 @@ def serve_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         help="the server's address on every session (default: first host of the pool)",
     )
-    p.add_argument("--mtu", type=_mtu, metavar="N", help="MTU to set on the device")
+    p.add_argument(
+        "--mtu",
+        type=_mtu,
+        default=DEFAULT_MTU,
+        metavar="N",
+        help=f"MTU of the link, announced to the client (default {DEFAULT_MTU})",
+    )
     p.add_argument(
         "--wait",
         type=_wait,
@@ -142,6 +164,109 @@ def release_parser() -> argparse.ArgumentParser:
     )
     _add_state_dir(p)
     return p
+
+
+def connect_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper connect",
+        description="Run 'ssh -w any DESTINATION' and configure this end of the tunnel\n"
+        "from what the server's tunhelper announces. Stays until ssh ends or a signal.",
+        epilog=CONNECT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "destination",
+        metavar="DESTINATION",
+        type=_destination,
+        help="[user@]host, as for ssh (your ~/.ssh/config applies)",
+    )
+    p.add_argument(
+        "-e",
+        "--ssh-cmd",
+        default="ssh",
+        type=_ssh_cmd,
+        metavar="CMD",
+        help='the ssh command to run, e.g. "ssh -i key -p 2222" (default: ssh)',
+    )
+    p.add_argument(
+        "--tap", action="store_true", help="ask for an ethernet (tap) link: -o Tunnel=ethernet"
+    )
+    p.add_argument(
+        "--wait",
+        type=_wait,
+        default=CONNECT_WAIT,
+        metavar="SECONDS",
+        help=f"how long to wait for the server's announcement (default {CONNECT_WAIT:g})",
+    )
+    p.add_argument("--json", action="store_true", help="print the status line as JSON")
+    p.add_argument(
+        "--background",
+        action="store_true",
+        help="detach once the link is up; end it with 'tunhelper disconnect'",
+    )
+    p.add_argument(
+        "--pid-file",
+        type=_state_dir,
+        metavar="PATH",
+        help="pid file for --background (default /run/tunhelper/connect-DEVICE.pid)",
+    )
+    return p
+
+
+def disconnect_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper disconnect",
+        description="End a background 'tunhelper connect' (all of them if no DEVICE).",
+    )
+    p.add_argument("device", nargs="?", metavar="DEVICE", help="the local device, e.g. tun0")
+    p.add_argument(
+        "--pid-file",
+        type=_state_dir,
+        metavar="PATH",
+        help="the pid file given to connect --pid-file",
+    )
+    return p
+
+
+def _destination(text: str) -> str:
+    if not text or text.startswith("-") or any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ssh destination")
+    return text
+
+
+def _ssh_cmd(text: str) -> list[str]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    if not argv:
+        raise argparse.ArgumentTypeError("the ssh command is empty")
+    return argv
+
+
+def _connect(argv: list[str]) -> int:
+    from tunhelper import connect
+
+    args = connect_parser().parse_args(argv)
+    options = connect.Options(
+        destination=args.destination,
+        ssh_cmd=args.ssh_cmd,
+        tap=args.tap,
+        wait=args.wait,
+        as_json=args.json,
+        background=args.background,
+        pid_file=args.pid_file,
+    )
+    return connect.run(options)
+
+
+def _disconnect(argv: list[str]) -> int:
+    from tunhelper import daemon
+
+    args = disconnect_parser().parse_args(argv)
+    for path in daemon.disconnect(args.device, args.pid_file):
+        print(f"ended {path}")
+    return 0
 
 
 def _serve(argv: list[str]) -> int:
@@ -181,7 +306,12 @@ def _release(argv: list[str]) -> int:
     return admin.release(args.state_dir, args.address, args.force)
 
 
-COMMANDS = {"leases": _leases, "release": _release}
+COMMANDS = {
+    "connect": _connect,
+    "disconnect": _disconnect,
+    "leases": _leases,
+    "release": _release,
+}
 
 
 def _isolate(argv: list[str]) -> None:

@@ -10,7 +10,7 @@ because it can be stale (never removed when a tunnel closes) or absent (old sshd
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import psutil
@@ -52,26 +52,19 @@ def find_holder() -> tuple[int, float] | None:
     return proc.pid, proc.create_time()
 
 
-def find_device(wait: float, environ: Mapping[str, str]) -> SessionDevice:
-    """Poll (bounded by ``wait`` seconds) until our session's device appears.
-
-    The client normally asks for the tunnel before the session, so the first look
-    usually succeeds; with multiplexed connections the device may come a little later.
-    """
-    ancestors = psutil.Process().parents()
+def _await_holder(
+    candidates: Callable[[], list[psutil.Process]], wait: float
+) -> tuple[psutil.Process, list[str]] | None:
+    """Poll the candidates, bounded by ``wait`` seconds, until one holds a device."""
     deadline = time.monotonic() + wait
     while True:
-        found = _nearest_holder(ancestors)
-        if found is not None:
-            break
-        if time.monotonic() >= deadline:
-            raise NoDevice(
-                f"no tunnel device found for this session after {wait:g}s: connect with "
-                "'ssh -w any' (or 'tunhelper connect'); the server needs 'PermitTunnel yes' "
-                "and the key's authorized_keys line must not use 'restrict'"
-            )
+        found = _nearest_holder(candidates())
+        if found is not None or time.monotonic() >= deadline:
+            return found
         time.sleep(POLL_INTERVAL)
-    proc, names = found
+
+
+def _one_device(proc: psutil.Process, names: list[str]) -> SessionDevice:
     if len(names) > 1:
         raise TunhelperError(
             f"this ssh connection carries several tunnels ({', '.join(names)}); tunhelper "
@@ -80,10 +73,45 @@ def find_device(wait: float, environ: Mapping[str, str]) -> SessionDevice:
     info = platform.device_info(names[0])
     if info is None:
         raise TunhelperError(f"tunnel device {names[0]} vanished as it was found; reconnect")
-    hint = environ.get("SSH_TUNNEL")
-    if hint is not None and info.name not in hint.split(","):
-        log.warning(
-            f"SSH_TUNNEL={hint!r} disagrees with the device sshd holds ({info.name}); "
-            "using the device"
-        )
     return SessionDevice(info, proc.pid, proc.create_time())
+
+
+def find_device(wait: float, environ: Mapping[str, str]) -> SessionDevice:
+    """The server side: the device sshd opened for the session that runs us.
+
+    The client normally asks for the tunnel before the session, so the first look
+    usually succeeds; with multiplexed connections the device may come a little later.
+    """
+    ancestors = psutil.Process().parents()
+    found = _await_holder(lambda: ancestors, wait)
+    if found is None:
+        raise NoDevice(
+            f"no tunnel device found for this session after {wait:g}s: connect with "
+            "'ssh -w any' (or 'tunhelper connect'); the server needs 'PermitTunnel yes' "
+            "and the key's authorized_keys line must not use 'restrict'"
+        )
+    session = _one_device(*found)
+    hint = environ.get("SSH_TUNNEL")
+    if hint is not None and session.device.name not in hint.split(","):
+        log.warning(
+            f"SSH_TUNNEL={hint!r} disagrees with the device sshd holds "
+            f"({session.device.name}); using the device"
+        )
+    return session
+
+
+def find_device_of(proc: psutil.Process, wait: float) -> SessionDevice | None:
+    """The client side: the device our own ssh child opened (``None`` if none in time).
+
+    The child itself comes first, then its descendants, for an ``--ssh-cmd`` that wraps
+    ssh in another program.
+    """
+
+    def family() -> list[psutil.Process]:
+        try:
+            return [proc, *proc.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    found = _await_holder(family, wait)
+    return None if found is None else _one_device(*found)

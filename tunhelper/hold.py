@@ -48,9 +48,19 @@ def ignore_end_signals() -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
-def hold(session: SessionDevice) -> str:
-    """Return why the session ended."""
+SIGNAL = "signal"
+
+
+def hold(session: SessionDevice) -> tuple[str, str]:
+    """Return why the session ended: ``(kind, description)``.
+
+    ``kind`` is :data:`platform.PROCESS_ENDED`, :data:`platform.DEVICE_GONE` or
+    :data:`SIGNAL`, so callers can map it to an exit code.
+    """
     try:
-        return platform.wait_for_end(session.holder_pid, session.holder_start, session.device)
+        kind = platform.wait_for_end(session.holder_pid, session.holder_start, session.device)
     except Interrupted as e:
-        return f"signal {e}"
+        return SIGNAL, f"signal {e}"
+    if kind == platform.DEVICE_GONE:
+        return kind, f"device {session.device.name} disappeared"
+    return kind, f"process {session.holder_pid} holding {session.device.name} ended"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psutil
 
 from tunhelper import configure, discover, holder, identity, log, platform
-from tunhelper.announce import announce
+from tunhelper.announce import Announcement, announce, wants_description
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import Interrupted, hold, ignore_end_signals
 from tunhelper.lease import Request, open_store
@@ -35,7 +35,7 @@ class Settings:
     pool: Pool
     state_dir: str
     wait: float
-    mtu: int | None
+    mtu: int
     client: str | None
 
 
@@ -79,7 +79,8 @@ def _run(
     device = found.device
     configure.check_supported(device)
     command = environ.get("SSH_ORIGINAL_COMMAND")
-    if command:
+    describe = wants_description(command)
+    if command and not describe:
         log.info(f"ignoring the command the client sent: {command[:80]!r}")
     client = identity.client_identity(settings.client, environ)
 
@@ -103,12 +104,12 @@ def _run(
     applied = configure.apply(device, str(pool.gateway), lease.address, settings.mtu)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
 
-    announce(lease.address)
+    announce(Announcement(lease.address, 32, str(pool.gateway), "tun", settings.mtu), describe)
     log.info(
         f"session start: client {client} address {lease.address} "
         f"gateway {pool.gateway} device {device.name} sshd pid {found.holder_pid}"
     )
-    reason = hold(found)
+    _, reason = hold(found)
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
 
 

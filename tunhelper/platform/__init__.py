@@ -16,8 +16,9 @@ module provides all of them:
 ``configure_p2p(device, local, peer, mtu)`` / ``deconfigure_p2p(device, local, peer)``
     put on / take off a point-to-point address (the latter tolerates a vanished device);
 ``wait_for_end(pid, start_time, device)``
-    block until the session process exits or the device disappears; returns which,
-    as a short reason (a signal handler that raises interrupts it).
+    block until the session process exits or the device disappears; returns which
+    (:data:`PROCESS_ENDED` or :data:`DEVICE_GONE`); a signal handler that raises
+    interrupts it.
 
 Importing this package must stay cheap: heavy libraries (pyroute2) are imported only
 inside the functions that need them.
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import sys
 
-from tunhelper.platform.base import DeviceInfo
+from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 
 if sys.platform.startswith("linux"):
     from tunhelper.platform.linux import (
@@ -43,6 +44,8 @@ else:  # pragma: no cover - FreeBSD is planned behind this same interface
     raise ImportError(f"tunhelper does not support {sys.platform} yet (Linux only for now)")
 
 __all__ = [
+    "DEVICE_GONE",
+    "PROCESS_ENDED",
     "DeviceInfo",
     "boot_id",
     "configure_p2p",

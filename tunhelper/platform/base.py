@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Why ``wait_for_end`` returned.
+PROCESS_ENDED = "process"  # the process holding the device exited
+DEVICE_GONE = "device"  # the device was deleted
+
 
 @dataclass(frozen=True)
 class DeviceInfo:

@@ -14,7 +14,7 @@ import select
 import socket
 import struct
 
-from tunhelper.platform.base import DeviceInfo
+from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 
 TUN_PATH = "/dev/net/tun"
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
@@ -94,16 +94,16 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int | None) -> None:
-    """``ip addr add LOCAL peer PEER/32 dev DEV; ip link set DEV [mtu N] up``."""
+def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
+    """``ip addr add LOCAL peer PEER/32 dev DEV; ip link set DEV mtu N up``.
+
+    The same on both ends of a link, with local and peer swapped.
+    """
     from pyroute2 import IPRoute  # costly import (~150 ms): only on the path that needs it
 
     with IPRoute() as ipr:
         ipr.addr("add", index=device.index, local=local, address=peer, prefixlen=32)
-        link = {"state": "up"}
-        if mtu is not None:
-            link["mtu"] = mtu
-        ipr.link("set", index=device.index, **link)
+        ipr.link("set", index=device.index, state="up", mtu=mtu)
 
 
 def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
@@ -160,7 +160,7 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        return "session process ended"
+        return PROCESS_ENDED
     nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:
         nl.bind((0, _RTMGRP_LINK))
@@ -168,18 +168,18 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
         # is seen here, one that happens after arrives as an event.
         try:
             if abs(psutil.Process(pid).create_time() - start_time) > 1.0:
-                return "session process ended"
+                return PROCESS_ENDED
         except psutil.NoSuchProcess:
-            return "session process ended"
+            return PROCESS_ENDED
         if not _device_present(device):
-            return f"device {device.name} disappeared"
+            return DEVICE_GONE
         poller = select.poll()
         for fd in (pidfd, nl.fileno()):
             poller.register(fd, select.POLLIN)
         while True:
             for fd, _ in poller.poll():
                 if fd == pidfd:
-                    return "session process ended"
+                    return PROCESS_ENDED
                 try:
                     data = nl.recv(65536)
                 except OSError as e:  # ENOBUFS: events were lost, so look directly
@@ -187,9 +187,9 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
                         raise
                     data = b""
                     if not _device_present(device):
-                        return f"device {device.name} disappeared"
+                        return DEVICE_GONE
                 if _link_deleted(data, device.index):
-                    return f"device {device.name} disappeared"
+                    return DEVICE_GONE
     finally:
         nl.close()
         os.close(pidfd)

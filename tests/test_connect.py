@@ -1,0 +1,110 @@
+"""Client-side pure logic: the ssh command line and reading the server's announcement."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tunhelper import announce, connect
+from tunhelper.announce import Announcement
+from tunhelper.errors import TunhelperError
+
+
+def options(**kw) -> connect.Options:
+    base = dict(
+        destination="gw.example",
+        ssh_cmd=["ssh"],
+        tap=False,
+        wait=30.0,
+        as_json=False,
+        background=False,
+        pid_file=None,
+    )
+    return connect.Options(**{**base, **kw})
+
+
+def test_ssh_argv_options_before_w_and_the_exact_request_last() -> None:
+    argv = connect.ssh_argv(options(ssh_cmd=["ssh", "-i", "key", "-p", "2222"], tap=True))
+    assert argv == [
+        "ssh",
+        "-i",
+        "key",
+        "-p",
+        "2222",
+        "-o",
+        "ExitOnForwardFailure=yes",
+        "-o",
+        "Tunnel=ethernet",
+        "-w",
+        "any",
+        "--",
+        "gw.example",
+        announce.REQUEST,
+    ]
+    assert "-N" not in argv
+
+
+def test_not_root_is_caught_before_ssh_starts(tmp_path: Path, monkeypatch) -> None:
+    marker = tmp_path / "ssh-ran"
+    fake_ssh = tmp_path / "ssh"
+    fake_ssh.write_text(f"#!/bin/sh\ntouch {marker}\n")
+    fake_ssh.chmod(0o755)
+    monkeypatch.setattr(connect.os, "geteuid", lambda: 1000)
+    with pytest.raises(TunhelperError, match="must run as root"):
+        connect.run(options(ssh_cmd=[str(fake_ssh)]))
+    assert not marker.exists()
+
+
+def test_announcement_round_trip() -> None:
+    ann = Announcement("192.168.3.2", 32, "192.168.3.1", "tun", 1500, ["10.0.0.0/8"])
+    line = ann.to_json()
+    assert "dns" not in json.loads(line)  # only when the admin set it
+    assert announce.parse(line) == ann
+
+
+def test_only_the_exact_request_gets_a_description() -> None:
+    assert announce.wants_description(announce.REQUEST)
+    for other in (None, "", "ls", announce.REQUEST + " ", announce.REQUEST + ";id", "tunhelper"):
+        assert not announce.wants_description(other)
+
+
+@pytest.mark.parametrize(
+    ("line", "expect"),
+    [
+        ("192.168.3.2", "did not describe"),
+        ('{"version": 2}', "version 2"),
+        ('{"version": 1, "mode": "gre"}', "mode"),
+        ('{"version": 1, "mode": "tun", "prefix": 33, "mtu": 1500}', "prefix"),
+        ('{"version": 1, "mode": "tun", "prefix": true, "mtu": 1500}', "prefix"),
+        ('{"version": 1, "mode": "tun", "prefix": 32, "mtu": 20}', "MTU"),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "1.2.3",'
+            ' "gateway": "192.168.3.1"}',
+            "address",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
+            ' "gateway": "192.168.3.1", "routes": ["10.0.0.1/8"]}',
+            "route",
+        ),
+        ("[1, 2]", "did not describe"),
+    ],
+)
+def test_bad_announcements_are_one_clear_line(line: str, expect: str) -> None:
+    with pytest.raises(TunhelperError, match=expect) as e:
+        announce.parse(line)
+    assert "\n" not in str(e.value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=200), st.dictionaries(st.text(max_size=10), st.none())))
+def test_any_server_line_is_parsed_or_refused_cleanly(value) -> None:
+    line = value if isinstance(value, str) else json.dumps({"version": 1, **value})
+    try:
+        announce.parse(line)
+    except TunhelperError as e:
+        assert "\n" not in str(e)

@@ -1,0 +1,171 @@
+"""``tunhelper connect``: the client side configures itself from what the server announced.
+
+Runs the system ssh with ``-w any`` and the versioned describe request, finds the
+local device that its own ssh child opened (the same discovery code as the server,
+pointed at the child), configures it from the announcement, and holds until ssh
+ends or a signal; then removes what it configured. Replaces the guide's
+``LocalCommand (sleep 3; ifconfig ...) &``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import subprocess
+import time
+from dataclasses import dataclass
+
+import psutil
+
+from tunhelper import announce, configure, daemon, discover, log, platform
+from tunhelper.errors import TunhelperError
+from tunhelper.hold import SIGNAL, Interrupted, catch_end_signals, hold, ignore_end_signals
+
+# Exit codes: why connect ended.
+EXIT_REQUESTED = 0  # SIGINT, SIGTERM or 'tunhelper disconnect'
+EXIT_FAILED = 1  # never established: refused, no device, no announcement
+EXIT_CONNECTION_ENDED = 3  # ssh ended after the link was up (server, network)
+EXIT_DEVICE_GONE = 4  # the local device was deleted under us
+EXIT_INTERRUPTED = 130  # a signal before the link was up
+
+DEVICE_WAIT = 5.0  # ssh opens its device before it asks for the channel: normally instant
+
+
+@dataclass(frozen=True)
+class Options:
+    destination: str
+    ssh_cmd: list[str]
+    tap: bool
+    wait: float
+    as_json: bool
+    background: bool
+    pid_file: str | None
+
+
+def ssh_argv(options: Options) -> list[str]:
+    """ssh's own options first: ssh keeps the first value it sees, and -w sets Tunnel."""
+    argv = [*options.ssh_cmd, "-o", "ExitOnForwardFailure=yes"]
+    if options.tap:
+        argv += ["-o", "Tunnel=ethernet"]
+    return [*argv, "-w", "any", "--", options.destination, announce.REQUEST]
+
+
+def run(options: Options) -> int:
+    if os.geteuid() != 0:
+        raise TunhelperError("connect must run as root: it configures the local tunnel device")
+    catch_end_signals()
+    try:
+        proc = subprocess.Popen(
+            ssh_argv(options), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+        )  # stderr stays ours: the server's refusal reaches the user as the server wrote it
+    except OSError as e:
+        raise TunhelperError(f"cannot run {options.ssh_cmd[0]!r}: {e.strerror}") from None
+    ssh = psutil.Process(proc.pid)  # survives --background, where ssh is no longer our child
+    try:
+        with contextlib.ExitStack() as undo:
+            undo.callback(_stop, proc, ssh)
+            try:
+                return _session(options, proc, undo)
+            finally:
+                ignore_end_signals()
+    except Interrupted as e:
+        log.error(f"interrupted by {e} before the link was up")
+        return EXIT_INTERRUPTED
+
+
+def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStack) -> int:
+    line = _first_line(proc, options.wait)
+    if line is None:
+        code = proc.poll()
+        if code is not None:
+            raise TunhelperError(f"ssh exited ({code}) before the server announced an address")
+        raise TunhelperError(
+            f"no announcement from the server within {options.wait:g}s: is tunhelper the "
+            "forced command for this key?"
+        )
+    ann = announce.parse(line)
+    found = discover.find_device_of(psutil.Process(proc.pid), DEVICE_WAIT)
+    if found is None:
+        raise TunhelperError(
+            "ssh opened no local tunnel device: check /dev/net/tun, and that ssh runs as root"
+        )
+    applied = configure.apply_local(found.device, ann)
+    undo.callback(_quietly, configure.undo, applied)
+    try:  # from the status line on, a signal is a request to end, not a failure
+        _report(found, ann, options.as_json)
+        if options.background:
+            pid_file = options.pid_file or daemon.default_pid_file(found.device.name)
+            daemon.detach(pid_file)
+            undo.callback(daemon.remove_pid_file, pid_file)
+        kind, reason = hold(found)
+    except Interrupted as e:
+        kind, reason = SIGNAL, f"signal {e}"
+    log.info(f"connect: {found.device.name} {ann.address} ended: {reason}")
+    if kind == SIGNAL:
+        return EXIT_REQUESTED
+    if kind == platform.DEVICE_GONE:
+        log.error(f"{reason}; the link is down")
+        return EXIT_DEVICE_GONE
+    log.error(f"the ssh connection ended ({reason}); the link is down")
+    return EXIT_CONNECTION_ENDED
+
+
+def _first_line(proc: subprocess.Popen, timeout: float) -> str | None:
+    """The server's first line, or ``None`` on EOF or timeout (bounded, no busy loop)."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while b"\n" not in buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not sel.select(remaining):
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk or len(buffer) > 65536:
+                return None
+            buffer += chunk
+    return buffer.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+
+
+def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: bool) -> None:
+    if as_json:
+        status = {
+            "device": found.device.name,
+            "address": ann.address,
+            "prefix": ann.prefix,
+            "gateway": ann.gateway,
+            "mode": ann.mode,
+            "mtu": ann.mtu,
+            "routes": ann.routes,
+            "ssh_pid": found.holder_pid,
+        }
+        text = json.dumps(status)
+    else:
+        text = f"{found.device.name} {ann.address} gateway {ann.gateway} mtu {ann.mtu}"
+    print(text, flush=True)
+
+
+def _quietly(step, *args) -> None:
+    try:
+        step(*args)
+    except Exception as e:  # noqa: BLE001 - cleanup must go on whatever failed
+        log.error(f"could not remove the local configuration: {e}")
+
+
+def _stop(proc: subprocess.Popen, ssh: psutil.Process) -> None:
+    """End our ssh (the server then ends the session and releases the lease)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        ssh.terminate()  # psutil checks the start time: never a reused pid
+        try:
+            ssh.wait(5)
+        except psutil.TimeoutExpired:
+            ssh.kill()
+            ssh.wait(5)
+    with contextlib.suppress(ChildProcessError, OSError):
+        proc.wait(0)  # reap it if it is still our child
+    if proc.stdout is not None:
+        proc.stdout.close()

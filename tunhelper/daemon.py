@@ -1,0 +1,85 @@
+"""``connect --background`` and ``disconnect``: a detached client and its pid file.
+
+The pid file holds the pid and its start time, so ``disconnect`` never signals a
+process that merely reused the pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import time
+
+import psutil
+
+from tunhelper.errors import TunhelperError
+
+RUN_DIR = "/run/tunhelper"
+_PREFIX = "connect-"
+
+
+def default_pid_file(device: str) -> str:
+    return os.path.join(RUN_DIR, f"{_PREFIX}{device}.pid")
+
+
+def detach(pid_file: str) -> None:
+    """Fork: the parent exits at once (the link is up), the child carries on alone."""
+    os.makedirs(os.path.dirname(pid_file) or ".", mode=0o755, exist_ok=True)
+    if os.fork() > 0:
+        os._exit(0)  # the parent's caller already printed the status line
+    os.setsid()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    me = psutil.Process()
+    tmp = f"{pid_file}.{me.pid}"
+    with open(tmp, "w", encoding="ascii") as f:
+        f.write(f"{me.pid} {me.create_time()!r}\n")
+    os.replace(tmp, pid_file)
+
+
+def remove_pid_file(pid_file: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pid_file)
+
+
+def _read(pid_file: str) -> psutil.Process | None:
+    """The live process a pid file names, or ``None`` if it is stale."""
+    try:
+        with open(pid_file, encoding="ascii") as f:
+            pid_text, start_text = f.read().split()
+        proc = psutil.Process(int(pid_text))
+        if abs(proc.create_time() - float(start_text)) <= 1.0:
+            return proc
+    except (OSError, ValueError, psutil.Error):
+        pass
+    return None
+
+
+def disconnect(device: str | None, pid_file: str | None, wait: float = 10.0) -> list[str]:
+    """End background connects (one, or all); return the pid files handled."""
+    if pid_file is not None:
+        files = [pid_file]
+    elif device is not None:
+        files = [default_pid_file(device)]
+    else:
+        files = sorted(glob.glob(os.path.join(RUN_DIR, f"{_PREFIX}*.pid")))
+    if not files or (len(files) == 1 and not os.path.exists(files[0])):
+        what = files[0] if files else f"{RUN_DIR}/{_PREFIX}*.pid"
+        raise TunhelperError(f"no background connect to end ({what} not found)")
+    done = []
+    for path in files:
+        proc = _read(path)
+        if proc is None:
+            remove_pid_file(path)  # stale: its connect is already gone
+        else:
+            proc.terminate()
+            with contextlib.suppress(psutil.TimeoutExpired):
+                proc.wait(wait)
+            deadline = time.monotonic() + 1.0
+            while os.path.exists(path) and time.monotonic() < deadline:
+                time.sleep(0.02)  # the connect removes its own pid file as it ends
+        done.append(path)
+    return done
