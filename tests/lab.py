@@ -181,7 +181,14 @@ class Lab:
     # -- observation -------------------------------------------------------------
 
     def leases(self) -> list[dict]:
-        out = run(tunhelper_command(), "leases", "--json", "--state-dir", self.state_dir)
+        out = run(
+            tunhelper_command(),
+            "leases",
+            "--json",
+            "--state-dir",
+            self.state_dir,
+            ns=self.server_ns,
+        )
         return json.loads(out.stdout)
 
     def active_leases(self) -> list[dict]:
@@ -194,6 +201,11 @@ class Lab:
 
     def server_tun_devices(self) -> list[str]:
         return sorted(d for d in self.server_addresses() if d.startswith("tun"))
+
+    def server_links(self) -> list[str]:
+        """Every link in the server namespace but the lab's own (lo, bridge, veths)."""
+        ours = ("lo", self.bridge, f"thv{self.tag}")
+        return sorted(d for d in self.server_addresses() if not d.startswith(ours))
 
     def ping_from_server(self, address: str) -> bool:
         return (
@@ -303,9 +315,9 @@ class Client:
         self.sessions.append(connect)
         return connect
 
-    def tun_devices(self) -> list[str]:
+    def tun_devices(self, prefix: str = "tun") -> list[str]:
         out = json.loads(run("ip", "-j", "link", ns=self.ns).stdout)
-        return sorted(link["ifname"] for link in out if link["ifname"].startswith("tun"))
+        return sorted(link["ifname"] for link in out if link["ifname"].startswith(prefix))
 
     def close(self) -> None:
         for s in self.sessions:

@@ -13,7 +13,7 @@ import time
 import psutil
 import pytest
 
-from tests.lab import Lab, wait_until
+from tests.lab import Lab, run, wait_until
 
 GATEWAY = "192.168.3.1"
 
@@ -182,13 +182,16 @@ def test_without_a_tunnel_the_client_is_told_why(make_lab) -> None:
     assert lab.leases() == []
 
 
-def test_tap_device_refused_clearly(make_lab) -> None:
+def test_plain_ssh_tap_gets_the_bare_address_and_a_bridge_port(make_lab) -> None:
     lab = make_lab()
-    session = lab.add_client().connect("-o", "Tunnel=ethernet")
-    assert session.read_address() is None
-    assert session.wait(10) not in (None, 0)
-    assert "tap (ethernet)" in session.stderr()
-    assert lab.leases() == []
+    client = lab.add_client()
+    session = client.connect("-o", "Tunnel=ethernet")
+    assert session.read_address() == "192.168.3.2"
+    (tap,) = client.tun_devices("tap")
+    run("ip", "addr", "add", "192.168.3.2/24", "dev", tap, ns=client.ns)
+    run("ip", "link", "set", tap, "up", ns=client.ns)
+    assert session.ping(GATEWAY)
+    assert lab.ping_from_server(session.address)
 
 
 def test_bad_arguments_in_authorized_keys_refused_in_one_line(make_lab) -> None:

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from tunhelper import discover, session
+from tunhelper.bridge import BridgePlan
 from tunhelper.hold import Interrupted
 from tunhelper.lease import ACTIVE, RELEASED, open_store
 from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
 
 DEVICE = DeviceInfo("tun0", 42, "tun")
+BRIDGE = BridgePlan("thbrtest", managed=True, address="192.168.3.1", prefixlen=24)
 
 
 @pytest.fixture
@@ -34,6 +36,13 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "tunhelper.platform.deconfigure_p2p", lambda *a: events.append(f"deconfigure {a[1:3]}")
     )
     monkeypatch.setattr("tunhelper.platform.boot_id", lambda: "boot")
+    # Nothing here may touch the real network: the bridge is faked too.
+    monkeypatch.setattr(
+        "tunhelper.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
+    )
+    monkeypatch.setattr(
+        "tunhelper.bridge.leave", lambda d, plan, sd: events.append(f"leave {plan.name}")
+    )
     monkeypatch.setattr(
         "tunhelper.session.announce", lambda a, describe: events.append(f"announce {a.address}")
     )
@@ -45,6 +54,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         state_dir=str(tmp_path / "state"),
         wait=0.1,
         mtu=1500,
+        bridge=BRIDGE,
         client="alice",
     )
     return settings, events, monkeypatch
@@ -106,6 +116,7 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
         state_dir=settings.state_dir,
         wait=0.1,
         mtu=1500,
+        bridge=BRIDGE,
         client="bob",
     )
     store = open_store(settings.state_dir)
@@ -125,11 +136,35 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
     assert [x.state for x in leases(settings)] == [ACTIVE]  # alice's lease untouched
 
 
-def test_tap_refused_before_anything_is_leased(world, monkeypatch, capfd) -> None:
+def test_tap_session_joins_the_pool_bridge_and_leaves_it(world, monkeypatch) -> None:
     settings, events, _ = world
     tap = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), os.getpid(), 0.0)
     monkeypatch.setattr(discover, "find_device", lambda wait, env: tap)
+    announced = []
+    monkeypatch.setattr("tunhelper.session.announce", lambda a, describe: announced.append(a))
+    assert session.serve(settings, {}) == 0
+    assert events == ["join thbrtest", "hold", "leave thbrtest", "end connection"]
+    (ann,) = announced
+    assert (ann.address, ann.prefix, ann.gateway, ann.mode) == (
+        "192.168.3.2",
+        24,
+        "192.168.3.1",
+        "tap",
+    )
+    assert [x.state for x in leases(settings)] == [RELEASED]
+
+
+def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
+    settings, events, _ = world
+    settings = session.Settings(
+        pool=Pool.parse("192.168.3.0/24", None, gateway_optional=True),
+        state_dir=settings.state_dir,
+        wait=0.1,
+        mtu=1500,
+        client="bob",
+        bridge=BridgePlan("lan0", managed=False, address=None, prefixlen=24),
+    )
     assert session.serve(settings, {}) == 1
-    assert "tap (ethernet)" in capfd.readouterr().err
+    assert "serves ethernet links only" in capfd.readouterr().err
     assert leases(settings) == []
     assert events == ["end connection"]

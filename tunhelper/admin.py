@@ -7,6 +7,7 @@ import sys
 import time
 from typing import Any
 
+from tunhelper import bridge, log
 from tunhelper.errors import TunhelperError
 from tunhelper.holder import Liveness
 from tunhelper.lease import ACTIVE, Lease, open_store
@@ -43,6 +44,8 @@ def describe(lease: Lease, alive: Liveness) -> dict[str, Any]:
 
 def leases(state_dir: str, as_json: bool) -> int:
     store = open_store(state_dir)
+    for name in bridge.repair(state_dir):
+        log.info(f"removed bridge {name}: a killed helper had left it without sessions")
     try:
         alive = Liveness()
         rows = [describe(lease, alive) for lease in store.leases()]

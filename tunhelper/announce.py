@@ -28,7 +28,7 @@ class Announcement:
 
     address: str
     prefix: int
-    gateway: str
+    gateway: str | None  # None only on a tap link joining an admin's bridge with no gateway
     mode: str
     mtu: int
     routes: list[str] = field(default_factory=list)
@@ -103,10 +103,11 @@ def parse(line: str) -> Announcement:
     routes, dns = data.get("routes", []), data.get("dns", [])
     if not isinstance(routes, list) or not isinstance(dns, list):
         raise TunhelperError("the server announced routes or DNS that are not lists")
+    gateway = data.get("gateway")
     return Announcement(
         address=_ipv4(data.get("address"), "address"),
         prefix=prefix,
-        gateway=_ipv4(data.get("gateway"), "gateway"),
+        gateway=None if gateway is None and mode == "tap" else _ipv4(gateway, "gateway"),
         mode=mode,
         mtu=mtu,
         routes=[_network(r) for r in routes],

@@ -22,6 +22,7 @@ CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
 DEFAULT_MTU = 1500
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
 
 DESCRIPTION = """\
@@ -90,6 +91,14 @@ def _client_name(text: str) -> str:
     return text
 
 
+def _ifname(text: str) -> str:
+    if not _IFNAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an interface name: 1-15 letters, digits or ._-"
+        )
+    return text
+
+
 def _state_dir(text: str) -> str:
     if not os.path.isabs(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not an absolute path")
@@ -138,6 +147,20 @@ def serve_parser() -> argparse.ArgumentParser:
         default=DEFAULT_WAIT,
         metavar="SECONDS",
         help=f"how long to wait for sshd's tunnel device (default {DEFAULT_WAIT:g})",
+    )
+    p.add_argument(
+        "--bridge",
+        type=_ifname,
+        metavar="NAME",
+        help="tap sessions join this existing bridge (never created or removed by tunhelper); "
+        "--gateway is then optional",
+    )
+    p.add_argument(
+        "--bridge-name",
+        type=_ifname,
+        metavar="NAME",
+        help="name of the bridge tunhelper creates for the pool's tap sessions "
+        "(default: thbr and a hash of the pool)",
     )
     p.add_argument(
         "--client",
@@ -279,15 +302,32 @@ def _serve(argv: list[str]) -> int:
         args = serve_parser().parse_args(argv)
         from tunhelper.pool import Pool
 
-        pool = Pool.parse(args.pool, args.gateway)
+        pool = Pool.parse(args.pool, args.gateway, gateway_optional=args.bridge is not None)
+        if args.bridge and args.bridge_name:
+            raise UsageError(
+                "--bridge joins an existing bridge, --bridge-name names one tunhelper "
+                "creates: give one of them"
+            )
         if os.geteuid() != 0:
             raise TunhelperError("must run as root: it configures network devices")
     except (TunhelperError, Interrupted) as e:
         log.error(str(e) if isinstance(e, TunhelperError) else f"interrupted by {e}")
         session.end_connection(None)
         return getattr(e, "exit_code", 1)
+    from tunhelper.bridge import BridgePlan, default_name
+
+    if args.bridge:
+        plan = BridgePlan(args.bridge, managed=False, address=None, prefixlen=pool.prefixlen)
+    else:
+        name = args.bridge_name or default_name(pool.name)
+        plan = BridgePlan(name, managed=True, address=str(pool.gateway), prefixlen=pool.prefixlen)
     settings = session.Settings(
-        pool=pool, state_dir=args.state_dir, wait=args.wait, mtu=args.mtu, client=args.client
+        pool=pool,
+        state_dir=args.state_dir,
+        wait=args.wait,
+        mtu=args.mtu,
+        client=args.client,
+        bridge=plan,
     )
     return session.serve(settings, os.environ)
 

@@ -1,56 +1,104 @@
 """Put the session's addresses on its device, and take them off again.
 
-Returns an undo record so that every path out of a session, including a failure
-half-way, removes exactly what was applied.
+Each ``apply`` returns an undo record, so that every path out of a session,
+including a failure half-way, removes exactly what was applied:
+
+- tun, either end: a point-to-point address (local, peer/32), MTU, up;
+- tap, server: the tap becomes a port of the pool's bridge (see :mod:`bridge`);
+- tap, client: its address with the pool's prefix, MTU, up.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-from tunhelper import platform
+from tunhelper import bridge, platform
 from tunhelper.announce import Announcement
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
 
 
+class Applied(Protocol):
+    device: DeviceInfo
+
+    def undo(self) -> None: ...
+
+
 @dataclass(frozen=True)
-class Applied:
+class PointToPoint:
     device: DeviceInfo
     local: str
     peer: str
 
-
-def check_supported(device: DeviceInfo) -> None:
-    """Refuse, before anything is leased, a device this server cannot configure."""
-    if device.mode != "tun":
-        raise TunhelperError(
-            f"{device.name} is a tap (ethernet) device; this server serves tun only for now: "
-            "connect without -o Tunnel=ethernet"
-        )
+    def undo(self) -> None:
+        platform.deconfigure_p2p(self.device, self.local, self.peer)
 
 
-def apply(device: DeviceInfo, local: str, peer: str, mtu: int) -> Applied:
-    """Point-to-point: ``local``, ``peer``/32, MTU, up (the server's local is the gateway)."""
-    applied = Applied(device, local, peer)
+@dataclass(frozen=True)
+class BridgePort:
+    device: DeviceInfo
+    plan: bridge.BridgePlan
+    state_dir: str
+
+    def undo(self) -> None:
+        bridge.leave(self.device, self.plan, self.state_dir)
+
+
+@dataclass(frozen=True)
+class PrefixAddress:
+    device: DeviceInfo
+    address: str
+    prefixlen: int
+
+    def undo(self) -> None:
+        platform.deconfigure_address(self.device, self.address, self.prefixlen)
+
+
+def _applying(applied: Applied, step, *args) -> Applied:
     try:
-        platform.configure_p2p(device, local, peer, mtu)
+        step(*args)
+    except TunhelperError:
+        applied.undo()
+        raise
     except Exception as e:
-        undo(applied)  # the address may be on while the link step failed
-        raise TunhelperError(f"could not configure {device.name}: {e}") from e
+        applied.undo()  # part of it may be on while a later step failed
+        raise TunhelperError(f"could not configure {applied.device.name}: {e}") from e
     return applied
 
 
+def point_to_point(device: DeviceInfo, local: str, peer: str, mtu: int) -> Applied:
+    """``local``, ``peer``/32, MTU, up (the server's local is the gateway)."""
+    return _applying(
+        PointToPoint(device, local, peer), platform.configure_p2p, device, local, peer, mtu
+    )
+
+
+def bridge_port(device: DeviceInfo, plan: bridge.BridgePlan, mtu: int, state_dir: str) -> Applied:
+    """The server end of a tap session: a port of the pool's bridge."""
+    return _applying(BridgePort(device, plan, state_dir), bridge.join, device, plan, mtu, state_dir)
+
+
 def apply_local(device: DeviceInfo, ann: Announcement) -> Applied:
-    """The client's end: local = its address, peer = the gateway, the announced MTU."""
+    """The client's end, from the server's announcement."""
     if ann.mode != device.mode:
         raise TunhelperError(
             f"the server announced a {ann.mode} link but ssh opened {device.name}, "
             f"a {device.mode} device"
         )
-    check_supported(device)
-    return apply(device, ann.address, ann.gateway, ann.mtu)
+    if ann.mode == "tap":
+        return _applying(
+            PrefixAddress(device, ann.address, ann.prefix),
+            platform.configure_address,
+            device,
+            ann.address,
+            ann.prefix,
+            ann.mtu,
+        )
+    if ann.gateway is None:
+        raise TunhelperError("the server announced a tun link without a gateway")
+    return point_to_point(device, ann.address, ann.gateway, ann.mtu)
 
 
 def undo(applied: Applied) -> None:
-    platform.deconfigure_p2p(applied.device, applied.local, applied.peer)
+    applied.undo()

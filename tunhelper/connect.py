@@ -145,7 +145,8 @@ def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: 
         }
         text = json.dumps(status)
     else:
-        text = f"{found.device.name} {ann.address} gateway {ann.gateway} mtu {ann.mtu}"
+        address = f"{ann.address}/{ann.prefix}" if ann.mode == "tap" else ann.address
+        text = f"{found.device.name} {address} gateway {ann.gateway or '-'} mtu {ann.mtu}"
     print(text, flush=True)
 
 

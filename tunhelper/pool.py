@@ -16,13 +16,17 @@ from tunhelper.errors import UsageError
 
 @dataclass(frozen=True)
 class Pool:
-    """An IPv4 network, its gateway (the server side of every session), and its range."""
+    """An IPv4 network, its gateway (the server side of every session), and its range.
+
+    The gateway is ``None`` only for a pool that is a slice of a LAN an existing bridge
+    already carries (``--bridge`` without ``--gateway``): tap sessions need none there.
+    """
 
     network: netaddr.IPNetwork
-    gateway: netaddr.IPAddress
+    gateway: netaddr.IPAddress | None
 
     @classmethod
-    def parse(cls, cidr: str, gateway: str | None = None) -> Pool:
+    def parse(cls, cidr: str, gateway: str | None = None, gateway_optional: bool = False) -> Pool:
         """Validate admin input; every refusal names the value and what would be right."""
         if "/" not in cidr:
             raise UsageError(
@@ -46,7 +50,7 @@ class Pool:
                 "(/30 or larger)"
             )
         if gateway is None:
-            gw = netaddr.IPAddress(network.first + 1)
+            gw = None if gateway_optional else netaddr.IPAddress(network.first + 1)
         else:
             try:
                 gw = netaddr.IPAddress(gateway)
@@ -75,6 +79,10 @@ class Pool:
         """The highest offset a client may get (the broadcast address is excluded)."""
         return self.network.size - 2
 
+    @property
+    def prefixlen(self) -> int:
+        return self.network.prefixlen
+
     def address(self, offset: int) -> str:
         return str(netaddr.IPAddress(self.network.first + offset))
 
@@ -90,7 +98,7 @@ class Pool:
 
     def excluded(self, local_addresses: Iterable[str]) -> set[int]:
         """Offsets never to hand out: the gateway and addresses already on this host."""
-        out = {self.gateway.value - self.network.first}
+        out = set() if self.gateway is None else {self.gateway.value - self.network.first}
         for a in local_addresses:
             off = self.offset(a)
             if off is not None:
@@ -100,4 +108,4 @@ class Pool:
     @property
     def capacity(self) -> int:
         """How many clients the pool can serve at most (gateway excluded)."""
-        return self.last - self.first
+        return self.last - self.first + (1 if self.gateway is None else 0)

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import psutil
 
-from tunhelper import configure, discover, holder, identity, log, platform
+from tunhelper import bridge, configure, discover, holder, identity, log, platform
 from tunhelper.announce import Announcement, announce, wants_description
+from tunhelper.bridge import BridgePlan
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import Interrupted, hold, ignore_end_signals
 from tunhelper.lease import Request, open_store
@@ -37,6 +38,7 @@ class Settings:
     wait: float
     mtu: int
     client: str | None
+    bridge: BridgePlan
 
 
 def local_addresses() -> list[str]:
@@ -77,7 +79,12 @@ def _run(
     undo: contextlib.ExitStack,
 ) -> None:
     device = found.device
-    configure.check_supported(device)
+    pool = settings.pool
+    if device.mode == "tun" and pool.gateway is None:
+        raise TunhelperError(
+            "this pool has no gateway (--bridge without --gateway), so it serves ethernet "
+            "links only: connect with -o Tunnel=ethernet (tunhelper connect --tap)"
+        )
     command = environ.get("SSH_ORIGINAL_COMMAND")
     describe = wants_description(command)
     if command and not describe:
@@ -86,7 +93,6 @@ def _run(
 
     store = open_store(settings.state_dir)
     undo.callback(store.close)
-    pool = settings.pool
     lease = store.allocate(
         Request(
             pool=pool.name,
@@ -101,13 +107,20 @@ def _run(
     )
     undo.callback(_quietly, "release the lease", store.release, lease)
 
-    applied = configure.apply(device, str(pool.gateway), lease.address, settings.mtu)
+    gateway = None if pool.gateway is None else str(pool.gateway)
+    if device.mode == "tun":
+        assert gateway is not None
+        applied = configure.point_to_point(device, gateway, lease.address, settings.mtu)
+        prefix = 32
+    else:
+        applied = configure.bridge_port(device, settings.bridge, settings.mtu, settings.state_dir)
+        prefix = bridge.announced_prefix(settings.bridge, pool.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
 
-    announce(Announcement(lease.address, 32, str(pool.gateway), "tun", settings.mtu), describe)
+    announce(Announcement(lease.address, prefix, gateway, device.mode, settings.mtu), describe)
     log.info(
-        f"session start: client {client} address {lease.address} "
-        f"gateway {pool.gateway} device {device.name} sshd pid {found.holder_pid}"
+        f"session start: client {client} address {lease.address} gateway {gateway} "
+        f"{device.mode} device {device.name} sshd pid {found.holder_pid}"
     )
     _, reason = hold(found)
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")

@@ -15,6 +15,11 @@ module provides all of them:
     a string that changes at every boot, so leases from before a reboot are stale;
 ``configure_p2p(device, local, peer, mtu)`` / ``deconfigure_p2p(device, local, peer)``
     put on / take off a point-to-point address (the latter tolerates a vanished device);
+``configure_address(device, address, prefixlen, mtu)`` / ``deconfigure_address(...)``
+    an address with a prefix (the client end of a tap link);
+``bridge_ports(name)``, ``create_bridge(name, address, prefixlen, mtu)``,
+``delete_bridge(name)``, ``add_port(device, bridge, mtu)``, ``remove_port(device, bridge)``
+    the bridge that tap sessions share (``bridge_ports`` is ``None`` if it does not exist);
 ``wait_for_end(pid, start_time, device)``
     block until the session process exits or the device disappears; returns which
     (:data:`PROCESS_ENDED` or :data:`DEVICE_GONE`); a signal handler that raises
@@ -32,12 +37,19 @@ from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 
 if sys.platform.startswith("linux"):
     from tunhelper.platform.linux import (
+        add_port,
         boot_id,
+        bridge_ports,
+        configure_address,
         configure_p2p,
+        create_bridge,
+        deconfigure_address,
         deconfigure_p2p,
+        delete_bridge,
         device_info,
         held_devices,
         holds_pipe,
+        remove_port,
         wait_for_end,
     )
 else:  # pragma: no cover - FreeBSD is planned behind this same interface
@@ -47,11 +59,18 @@ __all__ = [
     "DEVICE_GONE",
     "PROCESS_ENDED",
     "DeviceInfo",
+    "add_port",
     "boot_id",
+    "bridge_ports",
+    "configure_address",
     "configure_p2p",
+    "create_bridge",
+    "deconfigure_address",
     "deconfigure_p2p",
+    "delete_bridge",
     "device_info",
     "held_devices",
     "holds_pipe",
+    "remove_port",
     "wait_for_end",
 ]

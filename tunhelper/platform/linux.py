@@ -7,12 +7,14 @@ and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
 import select
 import socket
 import struct
+from collections.abc import Iterator
 
 from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 
@@ -108,20 +110,107 @@ def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
 
 def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
     """Undo :func:`configure_p2p` on whatever is left; a vanished device is not an error."""
-    current = device_info(device.name)
-    if current is None or current.index != device.index:
+    if not _same_device(device):
         return  # sshd closed it: the kernel already removed the device and its address
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
-    gone = (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT)
+    with IPRoute() as ipr, _tolerate_gone(NetlinkError):
+        ipr.addr("del", index=device.index, local=local, address=peer, prefixlen=32)
+        ipr.link("set", index=device.index, state="down")
+
+
+def configure_address(device: DeviceInfo, address: str, prefixlen: int, mtu: int) -> None:
+    """``ip addr add ADDRESS/PREFIX dev DEV; ip link set DEV mtu N up`` (a tap client)."""
+    from pyroute2 import IPRoute
+
     with IPRoute() as ipr:
-        try:
-            ipr.addr("del", index=device.index, local=local, address=peer, prefixlen=32)
-            ipr.link("set", index=device.index, state="down")
-        except NetlinkError as e:
-            if e.code not in gone:  # sshd may close the device at any moment
-                raise
+        ipr.addr("add", index=device.index, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=device.index, state="up", mtu=mtu)
+
+
+def deconfigure_address(device: DeviceInfo, address: str, prefixlen: int) -> None:
+    """Undo :func:`configure_address` on whatever is left."""
+    if not _same_device(device):
+        return
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr, _tolerate_gone(NetlinkError):
+        ipr.addr("del", index=device.index, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=device.index, state="down")
+
+
+def bridge_ports(name: str) -> list[str] | None:
+    """The ports of bridge ``name``, or ``None`` if there is no such bridge."""
+    if not _valid_ifname(name) or not os.path.isdir(f"/sys/class/net/{name}/bridge"):
+        return None
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{name}/brif"))
+    except OSError:
+        return None
+
+
+def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> None:
+    """``ip link add NAME type bridge; ip addr add ADDRESS/PREFIX dev NAME; ... up``."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="bridge")
+        (index,) = ipr.link_lookup(ifname=name)
+        if address is not None:
+            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+        ipr.link("set", index=index, state="up", mtu=mtu)
+
+
+def delete_bridge(name: str) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr, _tolerate_gone(NetlinkError):
+        ipr.link("del", ifname=name)
+
+
+def add_port(device: DeviceInfo, bridge: str, mtu: int) -> None:
+    """MTU first, so the bridge (which follows its smallest port) never shrinks below it."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        (master,) = ipr.link_lookup(ifname=bridge)
+        ipr.link("set", index=device.index, mtu=mtu)
+        ipr.link("set", index=device.index, master=master, state="up")
+
+
+def remove_port(device: DeviceInfo, bridge: str) -> None:
+    """``ip link set DEV nomaster down``, if the device still exists and is on ``bridge``."""
+    if not _same_device(device):
+        return
+    try:
+        master = os.path.basename(os.readlink(f"/sys/class/net/{device.name}/master"))
+    except OSError:
+        return
+    if master != bridge:
+        return
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr, _tolerate_gone(NetlinkError):
+        ipr.link("set", index=device.index, master=0, state="down")
+
+
+def _same_device(device: DeviceInfo) -> bool:
+    current = device_info(device.name)
+    return current is not None and current.index == device.index
+
+
+@contextlib.contextmanager
+def _tolerate_gone(error: type[Exception]) -> Iterator[None]:
+    """sshd may close a device at any moment: "no such device/address" is not an error."""
+    try:
+        yield
+    except error as e:
+        if getattr(e, "code", None) not in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENOENT):
+            raise
 
 
 def _link_deleted(data: bytes, index: int) -> bool:
