@@ -26,8 +26,8 @@ _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
 
 DESCRIPTION = """\
-Automatic addressing for OpenSSH tun forwarding. Run as the forced command of a key
-in root's authorized_keys:
+Automatic addressing for OpenSSH tun/tap forwarding. Run as the forced command of a
+key in root's authorized_keys:
 
   command="tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
 
