@@ -31,7 +31,7 @@ def test_connect_then_ping_the_gateway_with_no_manual_step(make_lab) -> None:
     status = conn.status()
     assert status is not None, conn.stderr()
     device, address, _, gateway, _, mtu = status.split()
-    assert (address, gateway, mtu) == ("192.168.3.2", GATEWAY, "1500")
+    assert (address, gateway, mtu) == ("192.168.3.2", GATEWAY, "16380")
     (inet,) = client_inet(client, device)
     assert (inet["local"], inet["address"], inet["prefixlen"]) == (address, GATEWAY, 32)
     assert ping_via(client, device, GATEWAY)

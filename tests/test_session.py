@@ -53,7 +53,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         pool=Pool.parse("192.168.3.0/24"),
         state_dir=str(tmp_path / "state"),
         wait=0.1,
-        mtu=1500,
+        mtu=None,
         bridge=BRIDGE,
         client="alice",
     )
@@ -115,7 +115,7 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
         pool=Pool.parse("192.168.3.0/30"),
         state_dir=settings.state_dir,
         wait=0.1,
-        mtu=1500,
+        mtu=None,
         bridge=BRIDGE,
         client="bob",
     )
@@ -160,7 +160,7 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
         pool=Pool.parse("192.168.3.0/24", None, gateway_optional=True),
         state_dir=settings.state_dir,
         wait=0.1,
-        mtu=1500,
+        mtu=None,
         client="bob",
         bridge=BridgePlan("lan0", managed=False, address=None, prefixlen=24),
     )

@@ -115,3 +115,29 @@ def test_plain_tun_is_refused_on_a_gatewayless_bridge_pool(make_lab) -> None:
     assert session.read_address() is None
     assert session.wait(10) not in (None, 0)
     assert "serves ethernet links only" in session.stderr()
+
+
+def test_full_size_packets_cross_both_ways_at_the_default_mtu(make_lab) -> None:
+    """One byte over OpenSSH's limit and full-size packets vanish silently: check the limit."""
+    lab = make_lab()
+    tun_client, tap_client = lab.add_client("tun"), lab.add_client("tap")
+    tun = json.loads(tun_client.tunhelper_connect("--json").status() or "{}")
+    tap = tap_connect(tap_client)
+    assert (tun["mtu"], tap["mtu"]) == (16380, 16370)
+    for client, status in ((tun_client, tun), (tap_client, tap)):
+        size = str(status["mtu"] - 28)  # IPv4 and ICMP headers
+        df = ("ping", "-c", "1", "-W", "3", "-M", "do", "-s", size)
+        assert run(*df, GATEWAY, ns=client.ns, check=False).returncode == 0
+        assert run(*df, status["address"], ns=lab.server_ns, check=False).returncode == 0
+        too_big = ("ping", "-c", "1", "-W", "3", "-M", "do", "-s", str(int(size) + 1), GATEWAY)
+        assert run(*too_big, ns=client.ns, check=False).returncode != 0  # DF: not sent
+
+
+def test_mtu_above_the_tap_limit_is_refused_and_nothing_configured(make_lab) -> None:
+    lab = make_lab(["--pool", "192.168.3.0/24", "--mtu", "16375"])  # fine for tun, not tap
+    conn = lab.add_client().tunhelper_connect("--tap")
+    assert conn.status() is None
+    assert conn.wait(15) == 1
+    assert "--mtu 16375 is above what an ssh tap channel carries (16370)" in conn.stderr()
+    assert lab.leases() == []
+    assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()

@@ -95,6 +95,16 @@ def announced_prefix(plan: BridgePlan, pool: str) -> int:
     return best
 
 
+def mtu_ceiling(plan: BridgePlan) -> int | None:
+    """The MTU of the admin's bridge (``None`` for a bridge tunhelper manages)."""
+    if plan.managed:
+        return None
+    import psutil
+
+    stats = psutil.net_if_stats().get(plan.name)
+    return None if stats is None else stats.mtu
+
+
 def join(device: DeviceInfo, plan: BridgePlan, mtu: int, state_dir: str) -> None:
     """Make ``device`` a port of the plan's bridge, creating a managed one if needed."""
     with _locked(state_dir):

@@ -20,7 +20,6 @@ DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
 CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
-DEFAULT_MTU = 1500
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
@@ -77,7 +76,7 @@ def _wait(text: str) -> float:
 def _mtu(text: str) -> int:
     if not text.isdigit() or not MTU_MIN <= int(text) <= MTU_MAX:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not an MTU from {MTU_MIN} to {MTU_MAX} "
+            f"{text!r} is not an MTU from {MTU_MIN} (IPv4's minimum) to {MTU_MAX} "
             "(the most an ssh tun channel carries)"
         )
     return int(text)
@@ -137,9 +136,9 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mtu",
         type=_mtu,
-        default=DEFAULT_MTU,
         metavar="N",
-        help=f"MTU of the link, announced to the client (default {DEFAULT_MTU})",
+        help="MTU of the link, announced to the client (default: the most an ssh channel "
+        "carries, 16380 for tun, 16370 for tap)",
     )
     p.add_argument(
         "--wait",

@@ -13,10 +13,47 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from tunhelper import bridge, platform
+from tunhelper import bridge, log, platform
 from tunhelper.announce import Announcement
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
+
+# The most one packet of each kind an OpenSSH channel carries: sshd and ssh read a
+# tun/tap packet into a 16 KiB buffer (CHAN_RBUF), and a tun packet also carries a
+# 4-byte address family in the channel, a tap frame its 14-byte Ethernet header.
+# One byte more and every full-size packet is silently dropped. Per-packet cost
+# dominates the tunnel's throughput, so the default is the largest that works.
+MAX_MTU = {"tun": 16380, "tap": 16370}
+
+
+def choose_mtu(mode: str, requested: int | None, plan: bridge.BridgePlan) -> int:
+    """The link's MTU: ``--mtu`` if it fits the channel, else the most the channel carries.
+
+    On an admin's bridge that is smaller, a tap would have its large frames dropped by
+    the bridge: the default follows the bridge (and says so), an explicit larger
+    ``--mtu`` is refused.
+    """
+    limit = MAX_MTU[mode]
+    if requested is not None and requested > limit:
+        raise TunhelperError(
+            f"--mtu {requested} is above what an ssh {mode} channel carries ({limit}); "
+            "lower it in authorized_keys"
+        )
+    mtu = limit if requested is None else requested
+    if mode == "tap":
+        ceiling = bridge.mtu_ceiling(plan)
+        if ceiling is not None and ceiling < mtu:
+            if requested is not None:
+                raise TunhelperError(
+                    f"--mtu {requested} is above the MTU of bridge {plan.name} ({ceiling}): "
+                    "lower --mtu or raise the bridge's MTU"
+                )
+            log.warning(
+                f"bridge {plan.name} has MTU {ceiling}, below the {limit} a tap channel "
+                f"carries: using {ceiling}; raise the bridge's MTU for faster tap links"
+            )
+            mtu = ceiling
+    return mtu
 
 
 class Applied(Protocol):

@@ -36,7 +36,7 @@ class Settings:
     pool: Pool
     state_dir: str
     wait: float
-    mtu: int
+    mtu: int | None  # None: the most the device's kind of channel carries
     client: str | None
     bridge: BridgePlan
 
@@ -85,6 +85,7 @@ def _run(
             "this pool has no gateway (--bridge without --gateway), so it serves ethernet "
             "links only: connect with -o Tunnel=ethernet (tunhelper connect --tap)"
         )
+    mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge)
     command = environ.get("SSH_ORIGINAL_COMMAND")
     describe = wants_description(command)
     if command and not describe:
@@ -110,14 +111,14 @@ def _run(
     gateway = None if pool.gateway is None else str(pool.gateway)
     if device.mode == "tun":
         assert gateway is not None
-        applied = configure.point_to_point(device, gateway, lease.address, settings.mtu)
+        applied = configure.point_to_point(device, gateway, lease.address, mtu)
         prefix = 32
     else:
-        applied = configure.bridge_port(device, settings.bridge, settings.mtu, settings.state_dir)
+        applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir)
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
 
-    announce(Announcement(lease.address, prefix, gateway, device.mode, settings.mtu), describe)
+    announce(Announcement(lease.address, prefix, gateway, device.mode, mtu), describe)
     log.info(
         f"session start: client {client} address {lease.address} gateway {gateway} "
         f"{device.mode} device {device.name} sshd pid {found.holder_pid}"
