@@ -37,7 +37,8 @@ def measure(helper_args: list[str], ssh_options: list[str], seconds: int, tap: b
             raise SystemExit(f"connect failed: {conn.stderr()}")
         server = subprocess.Popen(
             ["ip", "netns", "exec", lab.server_ns, "iperf3", "-s", "-1", "-B", GATEWAY],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             time.sleep(0.3)
@@ -53,8 +54,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="iperf3 run length (default 5)")
     parser.add_argument("--tap", action="store_true", help="measure tap links instead of tun")
-    parser.add_argument("--ciphers", action="store_true",
-                        help="also measure aes128-gcm and compression at the default MTU")
+    parser.add_argument(
+        "--ciphers",
+        action="store_true",
+        help="also measure aes128-gcm and compression at the default MTU",
+    )
     args = parser.parse_args()
     missing = missing_prerequisites() + ([] if shutil.which("iperf3") else ["iperf3"])
     if missing:
