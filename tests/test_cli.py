@@ -128,3 +128,27 @@ def test_any_pool_and_gateway_text_is_accepted_or_one_line(pool: str, gateway) -
         assert "\n" not in str(e)
     else:
         assert parsed.first <= parsed.last and parsed.gateway in parsed.network
+
+
+def imported_by(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", f"import sys; {code}; print(' '.join(sys.modules))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(out.split())
+
+
+HEAVY = {"pyroute2", "psutil", "netaddr", "sqlite3", "dataclasses", "asyncio"}
+
+
+def test_the_slim_holder_imports_nothing_heavy() -> None:
+    """A held session is one process for hours: it must not carry the setup's libraries."""
+    assert imported_by("import tunhelper.hold") & HEAVY == set()
+
+
+def test_help_and_admin_paths_do_not_import_the_network_stack() -> None:
+    assert imported_by("import tunhelper.cli") & HEAVY == set()
+    assert "pyroute2" not in imported_by("import tunhelper.admin")
+    assert "pyroute2" not in imported_by("import tunhelper.session")  # only when configuring

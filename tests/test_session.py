@@ -46,6 +46,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(
         "tunhelper.session.announce", lambda a, describe: events.append(f"announce {a.address}")
     )
+    # The real helper re-executes itself as the slim holder here; in-process instead.
+    monkeypatch.setattr("tunhelper.session.become_holder", lambda record, label: None)
     monkeypatch.setattr(
         "tunhelper.session.hold", lambda f: events.append("hold") or ("process", "ended")
     )
@@ -168,3 +170,17 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
     assert "serves ethernet links only" in capfd.readouterr().err
     assert leases(settings) == []
     assert events == ["end connection"]
+
+
+def test_what_the_session_took_survives_the_handover_to_the_slim_holder() -> None:
+    import json
+
+    from tunhelper import configure
+
+    for applied in (
+        configure.PointToPoint(DEVICE, "192.168.3.1", "192.168.3.2"),
+        configure.BridgePort(DeviceInfo("tap0", 7, "tap"), BRIDGE, "/var/lib/tunhelper"),
+        configure.PrefixAddress(DeviceInfo("tap1", 8, "tap"), "192.168.3.9", 24),
+    ):
+        record = json.loads(json.dumps(configure.to_record(applied)))
+        assert configure.from_record(record) == applied

@@ -13,8 +13,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import netaddr
-
 from tunhelper.errors import TunhelperError
 
 REQUEST = "tunhelper-describe/1"
@@ -58,6 +56,8 @@ def announce(announcement: Announcement, describe: bool) -> None:
 
 
 def _ipv4(value: object, what: str) -> str:
+    import netaddr  # the client's parsing only: the server never pays for it here
+
     try:
         if isinstance(value, str) and netaddr.valid_ipv4(value, netaddr.INET_PTON):
             return str(netaddr.IPAddress(value))
@@ -67,6 +67,8 @@ def _ipv4(value: object, what: str) -> str:
 
 
 def _network(value: object) -> str:
+    import netaddr
+
     try:
         if isinstance(value, str) and "/" in value:
             net = netaddr.IPNetwork(value)

@@ -10,8 +10,8 @@ including a failure half-way, removes exactly what was applied:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 from tunhelper import bridge, log, platform
 from tunhelper.announce import Announcement
@@ -139,3 +139,22 @@ def apply_local(device: DeviceInfo, ann: Announcement) -> Applied:
 
 def undo(applied: Applied) -> None:
     applied.undo()
+
+
+_KINDS: dict[str, type] = {"p2p": PointToPoint, "bridge": BridgePort, "prefix": PrefixAddress}
+
+
+def to_record(applied: Applied) -> dict[str, Any]:
+    """A JSON-able form, so another process (the slim holder) can undo it."""
+    kind = next(k for k, cls in _KINDS.items() if isinstance(applied, cls))
+    record = asdict(applied)  # type: ignore[call-overload]
+    return {"kind": kind, **record, "device": applied.device._asdict()}
+
+
+def from_record(record: dict[str, Any]) -> Applied:
+    fields = dict(record)
+    cls = _KINDS[fields.pop("kind")]
+    fields["device"] = DeviceInfo(**fields["device"])
+    if "plan" in fields:
+        fields["plan"] = bridge.BridgePlan(**fields["plan"])
+    return cls(**fields)

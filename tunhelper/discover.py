@@ -11,24 +11,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import psutil
 
 from tunhelper import log, platform
 from tunhelper.errors import TunhelperError
-from tunhelper.platform import DeviceInfo
+from tunhelper.platform import SessionDevice
 
 POLL_INTERVAL = 0.05
-
-
-@dataclass(frozen=True)
-class SessionDevice:
-    """The device and the process that holds it (whose exit ends the session)."""
-
-    device: DeviceInfo
-    holder_pid: int
-    holder_start: float
 
 
 class NoDevice(TunhelperError):

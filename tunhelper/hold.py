@@ -10,7 +10,7 @@ from __future__ import annotations
 import signal
 
 from tunhelper import platform
-from tunhelper.discover import SessionDevice
+from tunhelper.platform import SessionDevice
 
 END_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
@@ -64,3 +64,74 @@ def hold(session: SessionDevice) -> tuple[str, str]:
     if kind == platform.DEVICE_GONE:
         return kind, f"device {session.device.name} disappeared"
     return kind, f"process {session.holder_pid} holding {session.device.name} ended"
+
+
+# -- the slim holding process ------------------------------------------------------
+#
+# A session is held for hours, and the helper that set it up has imported pyroute2,
+# psutil and netaddr (about 30 MB). Once the client has its address, the helper
+# re-executes itself as ``python -I -m tunhelper.hold``: same pid (so the lease's
+# holder stays valid), a fresh interpreter that imports only what holding needs.
+# What the session took travels in a pipe; end signals stay blocked across exec
+# (the mask is inherited) until the new process can handle them.
+
+
+def become_holder(record: dict, label: list[str]) -> None:
+    """Replace this process with the slim holder; returns only if that failed."""
+    import json
+    import os
+    import sys
+
+    data = json.dumps(record).encode()
+    read_fd, write_fd = os.pipe()
+    if len(data) > 60000:  # a pipe buffers 64 KiB; a record is a few hundred bytes
+        os.close(read_fd)
+        os.close(write_fd)
+        return
+    os.write(write_fd, data)
+    os.close(write_fd)
+    os.set_inheritable(read_fd, True)
+    argv = [sys.executable, "-I", "-m", "tunhelper.hold", str(read_fd), *label]
+    signal.pthread_sigmask(signal.SIG_BLOCK, END_SIGNALS)
+    try:
+        os.execv(sys.executable, argv)  # noqa: S606 - no shell: the same interpreter
+    except OSError as e:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, END_SIGNALS)
+        os.close(read_fd)
+        from tunhelper import log
+
+        log.warning(f"could not start the slim holder ({e.strerror}); holding in place")
+
+
+def _main(argv: list[str]) -> int:
+    """``python -I -m tunhelper.hold FD [label...]``: hold, then give everything back."""
+    import json
+    import os
+
+    catch_end_signals()
+    with os.fdopen(int(argv[0]), "rb") as f:
+        record = json.loads(f.read())
+    s = record["session"]
+    session = SessionDevice(platform.DeviceInfo(**s["device"]), s["holder_pid"], s["holder_start"])
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, END_SIGNALS)  # one may be pending already
+        _, reason = hold(session)
+    except Interrupted as e:
+        reason = f"signal {e}"
+    finally:
+        ignore_end_signals()
+    from tunhelper import session as session_module  # heavier imports only now, at the end
+
+    return session_module.finish(record, reason)
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        sys.exit(_main(sys.argv[1:]))
+    except Exception as e:  # noqa: BLE001 - never a traceback to the client
+        from tunhelper import log
+
+        log.error(f"internal error while holding ({type(e).__name__}: {e}); please report it")
+        sys.exit(1)

@@ -14,7 +14,7 @@ import socket
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import psutil
 
@@ -22,8 +22,9 @@ from tunhelper import bridge, configure, discover, holder, identity, log, platfo
 from tunhelper.announce import Announcement, announce, wants_description
 from tunhelper.bridge import BridgePlan
 from tunhelper.errors import TunhelperError
-from tunhelper.hold import Interrupted, hold, ignore_end_signals
-from tunhelper.lease import Request, open_store
+from tunhelper.hold import Interrupted, become_holder, hold, ignore_end_signals
+from tunhelper.lease import Lease, Request, open_store
+from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
 
 STDERR_DRAIN_TIMEOUT = 2.0
@@ -123,8 +124,40 @@ def _run(
         f"session start: client {client} address {lease.address} gateway {gateway} "
         f"{device.mode} device {device.name} sshd pid {found.holder_pid}"
     )
-    _, reason = hold(found)
+    record = {
+        "state_dir": settings.state_dir,
+        "lease": asdict(lease),
+        "applied": configure.to_record(applied),
+        "session": {**found._asdict(), "device": found.device._asdict()},
+    }
+    become_holder(record, [lease.address, device.name, settings.state_dir])
+    _, reason = hold(found)  # only if the slim holder could not be started
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
+
+
+def finish(record: dict, reason: str) -> int:
+    """The slim holder's end of the session: give back what the helper took, as serve would."""
+    lease = Lease(**record["lease"])
+    s = record["session"]
+    found = discover.SessionDevice(DeviceInfo(**s["device"]), s["holder_pid"], s["holder_start"])
+    log.info(f"session end: address {lease.address} device {found.device.name}: {reason}")
+    try:
+        with contextlib.ExitStack() as undo:
+            store = open_store(record["state_dir"])
+            undo.callback(store.close)
+            undo.callback(_quietly, "release the lease", store.release, lease)
+            undo.callback(
+                _quietly,
+                "deconfigure the device",
+                configure.undo,
+                configure.from_record(record["applied"]),
+            )
+        status = 0
+    except TunhelperError as e:
+        log.error(str(e))
+        status = e.exit_code
+    end_connection(found)
+    return status
 
 
 def _quietly(what: str, step, *args) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import sys
 
-from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
+from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo, SessionDevice
 
 if sys.platform.startswith("linux"):
     from tunhelper.platform.linux import (
@@ -59,6 +59,7 @@ __all__ = [
     "DEVICE_GONE",
     "PROCESS_ENDED",
     "DeviceInfo",
+    "SessionDevice",
     "add_port",
     "boot_id",
     "bridge_ports",

@@ -13,12 +13,13 @@ import os
 import re
 import select
 import socket
+import stat
 import struct
 from collections.abc import Iterator
 
 from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 
-TUN_PATH = "/dev/net/tun"
+TUN_RDEV = os.makedev(10, 200)  # /dev/net/tun: misc device 200
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 _IFF_TUN = 0x0001
 _IFF_TAP = 0x0002
@@ -43,7 +44,10 @@ def held_devices(pid: int) -> list[str]:
         return []
     for fd in fds:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != TUN_PATH:
+            # By device number, not by path: a path read across mount namespaces (or
+            # into a chroot) need not say /dev/net/tun.
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != TUN_RDEV:
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
                 for line in f:
@@ -213,6 +217,24 @@ def _tolerate_gone(error: type[Exception]) -> Iterator[None]:
             raise
 
 
+def process_start(pid: int) -> float | None:
+    """A process's start time as psutil's ``create_time()`` gives it, or ``None``.
+
+    Read here rather than through psutil so that the slim holding process (see
+    :mod:`tunhelper.hold`) need not import psutil for the life of a session.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/stat", "rb") as f:
+            btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    # Field 22 (start time in clock ticks), counted after the parenthesised command name.
+    ticks = int(stat[stat.rindex(b")") + 2 :].split()[19])
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _link_deleted(data: bytes, index: int) -> bool:
     """Does this batch of rtnetlink messages contain RTM_DELLINK for ``index``?"""
     offset = 0
@@ -244,8 +266,6 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
     Signals interrupt poll(2); their handler raises, and the sockets are closed on the
     way out.
     """
-    import psutil
-
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -255,11 +275,9 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
         nl.bind((0, _RTMGRP_LINK))
         # Subscribed first, checked second: an end that happened before we listened
         # is seen here, one that happens after arrives as an event.
-        try:
-            if abs(psutil.Process(pid).create_time() - start_time) > 1.0:
-                return PROCESS_ENDED
-        except psutil.NoSuchProcess:
-            return PROCESS_ENDED
+        started = process_start(pid)
+        if started is None or abs(started - start_time) > 1.0:
+            return PROCESS_ENDED  # gone, or the pid now names another process
         if not _device_present(device):
             return DEVICE_GONE
         poller = select.poll()
