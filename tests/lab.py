@@ -155,27 +155,36 @@ class Lab:
 
     # -- configuration -----------------------------------------------------------
 
-    def authorize(self, public_key: str, helper_args: Sequence[str] | None = None) -> None:
-        args = self.helper_args if helper_args is None else list(helper_args)
-        argv = [tunhelper_command(), *args, "--state-dir", self.state_dir]
-        command = " ".join(shlex.quote(a) for a in argv)
+    def authorize(
+        self,
+        public_key: str,
+        helper_args: Sequence[str] | None = None,
+        command: str | None = None,
+    ) -> None:
+        """A key whose forced command is tunhelper (or ``command``, for a baseline)."""
+        if command is None:
+            args = self.helper_args if helper_args is None else list(helper_args)
+            argv = [tunhelper_command(), *args, "--state-dir", self.state_dir]
+            command = " ".join(shlex.quote(a) for a in argv)
+        quoted = command.replace('"', '\\"')  # sshd's quoting: only \" is special
         options = (
-            f'{self.key_options},command="{command}"'
-            if self.key_options
-            else f'command="{command}"'
+            f'{self.key_options},command="{quoted}"' if self.key_options else f'command="{quoted}"'
         )
         self._keys.append(f"{options} {public_key}")
         (self.dir / "authorized_keys").write_text("\n".join(self._keys) + "\n")
 
     def add_client(
-        self, name: str | None = None, helper_args: Sequence[str] | None = None
+        self,
+        name: str | None = None,
+        helper_args: Sequence[str] | None = None,
+        command: str | None = None,
     ) -> Client:
         """A client host in its own namespace, with its own key authorized on the server."""
         index = len(self.clients) + 2
         client = Client(self, name or f"c{index}", index)
         self.clients.append(client)
         client.setup()
-        self.authorize(client.public_key, helper_args)
+        self.authorize(client.public_key, helper_args, command)
         return client
 
     # -- observation -------------------------------------------------------------
