@@ -58,8 +58,10 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     try:
         with contextlib.ExitStack() as undo:
             try:
+                worker = configure.Worker()  # starts loading pyroute2 on the other core
+                undo.callback(worker.close)
                 found = discover.find_device(settings.wait, environ)
-                _run(settings, environ, found, undo)
+                _run(settings, environ, found, undo, worker)
             finally:
                 ignore_end_signals()  # from here on, nothing may cut the cleanup short
         status = 0
@@ -78,6 +80,7 @@ def _run(
     environ: Mapping[str, str],
     found: discover.SessionDevice,
     undo: contextlib.ExitStack,
+    worker: configure.Worker,
 ) -> None:
     device = found.device
     pool = settings.pool
@@ -112,10 +115,10 @@ def _run(
     gateway = None if pool.gateway is None else str(pool.gateway)
     if device.mode == "tun":
         assert gateway is not None
-        applied = configure.point_to_point(device, gateway, lease.address, mtu)
+        applied = configure.point_to_point(device, gateway, lease.address, mtu, worker)
         prefix = 32
     else:
-        applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir)
+        applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir, worker)
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
 

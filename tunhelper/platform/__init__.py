@@ -20,6 +20,8 @@ module provides all of them:
 ``bridge_ports(name)``, ``create_bridge(name, address, prefixlen, mtu)``,
 ``delete_bridge(name)``, ``add_port(device, bridge, mtu)``, ``remove_port(device, bridge)``
     the bridge that tap sessions share (``bridge_ports`` is ``None`` if it does not exist);
+``preload()``
+    load ahead of need whatever configuring costs to load (Linux: pyroute2);
 ``wait_for_end(pid, start_time, device)``
     block until the session process exits or the device disappears; returns which
     (:data:`PROCESS_ENDED` or :data:`DEVICE_GONE`); a signal handler that raises
@@ -49,6 +51,7 @@ if sys.platform.startswith("linux"):
         device_info,
         held_devices,
         holds_pipe,
+        preload,
         remove_port,
         wait_for_end,
     )
@@ -72,6 +75,7 @@ __all__ = [
     "device_info",
     "held_devices",
     "holds_pipe",
+    "preload",
     "remove_port",
     "wait_for_end",
 ]
