@@ -16,11 +16,14 @@ module provides all of them:
 ``configure_p2p(device, local, peer, mtu)`` / ``deconfigure_p2p(device, local, peer)``
     put on / take off a point-to-point address (the latter tolerates a vanished device);
 ``wait_for_end(pid, start_time, device)``
-    block until the session process exits or the device disappears; returns which,
-    as a short reason (a signal handler that raises interrupts it).
+    block until the session process exits or the device disappears (on FreeBSD, where
+    a closed device persists: is destroyed or no longer held); returns which, as a
+    short reason (a signal handler that raises interrupts it).
 
-Importing this package must stay cheap: heavy libraries (pyroute2) are imported only
-inside the functions that need them.
+Linux (``linux.py``) and FreeBSD (``freebsd.py``) provide them; docs/platforms.md says
+what was verified on each. Only the module for this platform is imported, and importing
+it must stay cheap: heavy libraries (pyroute2, psutil) are imported only inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -39,8 +42,18 @@ if sys.platform.startswith("linux"):
         holds_pipe,
         wait_for_end,
     )
-else:  # pragma: no cover - FreeBSD is planned behind this same interface
-    raise ImportError(f"tunhelper does not support {sys.platform} yet (Linux only for now)")
+elif sys.platform.startswith("freebsd"):
+    from tunhelper.platform.freebsd import (
+        boot_id,
+        configure_p2p,
+        deconfigure_p2p,
+        device_info,
+        held_devices,
+        holds_pipe,
+        wait_for_end,
+    )
+else:
+    raise ImportError(f"tunhelper does not support {sys.platform} (Linux and FreeBSD only)")
 
 __all__ = [
     "DeviceInfo",
