@@ -32,8 +32,8 @@ TUN = DeviceInfo("tun100", 7, "tun")
 TAP = DeviceInfo("tap100", 8, "tap")
 
 
-def recorded(name: str, pid: int | None = None) -> str:
-    """A recorded output; procstat rows are moved to ``pid`` (they were made for 812)."""
+def sample(name: str, pid: int | None = None) -> str:
+    """A sample output; procstat rows are moved to ``pid`` (they were made for 812)."""
     text = (DATA / name).read_text()
     if pid is not None:
         text = re.sub(r"(?m)^ *\d+ ", f"{pid:5d} ", text)
@@ -49,7 +49,7 @@ def fails(stderr: str, code: int = 1) -> Completed:
 
 
 class FakeRunner:
-    """Answers commands from recorded outputs and records every argv it is given.
+    """Answers commands from sample outputs and records every argv it is given.
 
     procstat rows come from ``procstat``, by pid (a pid not listed holds nothing);
     any other command must be listed in ``answers`` or the test fails.
@@ -122,23 +122,23 @@ def test_a_missing_command_is_a_failed_command_not_an_exception() -> None:
 
 
 def test_held_devices_reads_sshds_tun_from_procstat(fake) -> None:
-    runner = fake(procstat={812: recorded("procstat-f-sshd-tun.txt")})
+    runner = fake(procstat={812: sample("procstat-f-sshd-tun.txt")})
     assert freebsd.held_devices(812) == ["tun100"]
     assert runner.calls == [[PROCSTAT, "-h", "-f", "812"]]
 
 
 def test_held_devices_reads_sshd_sessions_tap(fake) -> None:
-    fake(procstat={812: recorded("procstat-f-sshd-session-tap.txt")})
+    fake(procstat={812: sample("procstat-f-sshd-session-tap.txt")})
     assert freebsd.held_devices(812) == ["tap100"]
 
 
 def test_held_devices_lists_every_tunnel_of_a_connection(fake) -> None:
-    fake(procstat={812: recorded("procstat-f-sshd-two-tunnels.txt")})
+    fake(procstat={812: sample("procstat-f-sshd-two-tunnels.txt")})
     assert freebsd.held_devices(812) == ["tun100", "tun99"]
 
 
 def test_held_devices_of_the_listener_and_of_a_gone_process_are_empty(fake) -> None:
-    fake(procstat={640: recorded("procstat-f-sshd-listener.txt")})
+    fake(procstat={640: sample("procstat-f-sshd-listener.txt")})
     assert freebsd.held_devices(640) == []
     assert freebsd.held_devices(4242) == []  # procstat printed nothing
 
@@ -146,17 +146,17 @@ def test_held_devices_of_the_listener_and_of_a_gone_process_are_empty(fake) -> N
 def test_held_devices_counts_only_tun_tap_character_devices(fake) -> None:
     # A regular file under a dev/ directory, /dev/tunnel0, vmnet, a socket named like
     # a tunnel, a revoked (destroyed) device: none of them is a session's tunnel.
-    fake(procstat={901: recorded("procstat-f-decoys.txt")})
+    fake(procstat={901: sample("procstat-f-decoys.txt")})
     assert freebsd.held_devices(901) == []
 
 
 def test_held_devices_ignores_rows_of_other_processes(fake) -> None:
-    fake(procstat={812: recorded("procstat-f-sshd-tun.txt", pid=813)})
+    fake(procstat={812: sample("procstat-f-sshd-tun.txt", pid=813)})
     assert freebsd.held_devices(812) == []
 
 
 def test_procstat_rows_are_parsed_field_by_field() -> None:
-    rows = freebsd.parse_procstat_files(recorded("procstat-f-sshd-tun.txt"))
+    rows = freebsd.parse_procstat_files(sample("procstat-f-sshd-tun.txt"))
     assert [r.fd for r in rows[:4]] == ["text", "cwd", "root", "0"]
     tcp = rows[6]
     assert (tcp.type, tcp.vtype, tcp.name) == ("s", "-", "192.0.2.1:22 198.51.100.7:50312")
@@ -170,11 +170,11 @@ def test_procstat_rows_are_parsed_field_by_field() -> None:
 def test_device_info_takes_the_mode_from_the_interface_group(fake) -> None:
     runner = fake(
         {
-            (IFCONFIG, "tun100"): ok(recorded("ifconfig-tun100-opened.txt")),
-            (IFCONFIG, "tap100"): ok(recorded("ifconfig-tap100-opened.txt")),
-            (IFCONFIG, "tun5"): ok(recorded("ifconfig-renamed-epair-tun5.txt")),
+            (IFCONFIG, "tun100"): ok(sample("ifconfig-tun100-opened.txt")),
+            (IFCONFIG, "tap100"): ok(sample("ifconfig-tap100-opened.txt")),
+            (IFCONFIG, "tun5"): ok(sample("ifconfig-renamed-epair-tun5.txt")),
             (IFCONFIG, "tun7"): fails("ifconfig: interface tun7 does not exist"),
-            (IFCONFIG, "tun8"): ok(recorded("ifconfig-tap100-opened.txt")),
+            (IFCONFIG, "tun8"): ok(sample("ifconfig-tap100-opened.txt")),
         },
         indexes={"tun100": 7, "tap100": 8, "tun5": 3, "tun8": 10},
     )
@@ -195,7 +195,7 @@ def test_device_info_takes_the_mode_from_the_interface_group(fake) -> None:
 
 
 def test_device_info_trusts_the_group_over_the_name(fake) -> None:
-    renamed = recorded("ifconfig-tun100-opened.txt").replace("tun100:", "tap3:")
+    renamed = sample("ifconfig-tun100-opened.txt").replace("tun100:", "tap3:")
     fake({(IFCONFIG, "tap3"): ok(renamed)}, indexes={"tap3": 9})
     assert freebsd.device_info("tap3") == DeviceInfo("tap3", 9, "tun")
 
@@ -206,10 +206,10 @@ def test_discovery_finds_the_nearest_ancestors_device_and_never_looks_sideways(
     parent, *further = ancestors()
     sibling = os.getpid() + 1  # not an ancestor: must never be asked
     runner = fake(
-        {(IFCONFIG, "tun100"): ok(recorded("ifconfig-tun100-opened.txt"))},
+        {(IFCONFIG, "tun100"): ok(sample("ifconfig-tun100-opened.txt"))},
         procstat={
-            parent: recorded("procstat-f-sshd-tun.txt", pid=parent),
-            sibling: recorded("procstat-f-sshd-session-tap.txt", pid=sibling),
+            parent: sample("procstat-f-sshd-tun.txt", pid=parent),
+            sibling: sample("procstat-f-sshd-session-tap.txt", pid=sibling),
         },
     )
     use_freebsd_platform(monkeypatch)
@@ -228,8 +228,8 @@ def test_discovery_walks_past_ancestors_that_hold_nothing(
         pytest.fail("the test process needs a grandparent")
     grandparent = chain[1]
     runner = fake(
-        {(IFCONFIG, "tap100"): ok(recorded("ifconfig-tap100-opened.txt"))},
-        procstat={grandparent: recorded("procstat-f-sshd-session-tap.txt", pid=grandparent)},
+        {(IFCONFIG, "tap100"): ok(sample("ifconfig-tap100-opened.txt"))},
+        procstat={grandparent: sample("procstat-f-sshd-session-tap.txt", pid=grandparent)},
     )
     use_freebsd_platform(monkeypatch)
     found = discover.find_device(0.5, {})
@@ -241,7 +241,7 @@ def test_discovery_refuses_several_tunnels_in_one_connection(
     fake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parent = ancestors()[0]
-    fake(procstat={parent: recorded("procstat-f-sshd-two-tunnels.txt", pid=parent)})
+    fake(procstat={parent: sample("procstat-f-sshd-two-tunnels.txt", pid=parent)})
     use_freebsd_platform(monkeypatch)
     with pytest.raises(TunhelperError, match=r"several tunnels \(tun100, tun99\)"):
         discover.find_device(0.5, {})
@@ -318,7 +318,7 @@ def test_teardown_while_the_session_holds_the_device_undoes_what_was_done(fake) 
     parent = ancestors()[0]
     runner = fake(
         {tuple(argv): ok() for argv in UNDO_TUN},
-        procstat={parent: recorded("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
     )
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
     assert runner.calls == [[PROCSTAT, "-h", "-f", str(parent)], *UNDO_TUN]
@@ -327,7 +327,7 @@ def test_teardown_while_the_session_holds_the_device_undoes_what_was_done(fake) 
 def test_teardown_after_sshd_closed_the_device_touches_nothing(fake) -> None:
     # The kernel brought it down and purged its addresses on close, and the interface
     # persists for the next open: another session (pid 4242 here) may own it already.
-    runner = fake(procstat={4242: recorded("procstat-f-sshd-tun.txt", pid=4242)})
+    runner = fake(procstat={4242: sample("procstat-f-sshd-tun.txt", pid=4242)})
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
     assert runner.commands(IFCONFIG) == []
     assert [c[3] for c in runner.calls] == [str(pid) for pid in ancestors()]
@@ -338,8 +338,8 @@ def test_teardown_leaves_a_device_the_nearest_holder_does_not_hold(fake) -> None
     parent, grandparent = ancestors()[:2]
     runner = fake(
         procstat={
-            parent: recorded("procstat-f-sshd-tun.txt", pid=parent),
-            grandparent: recorded("procstat-f-sshd-two-tunnels.txt", pid=grandparent),
+            parent: sample("procstat-f-sshd-tun.txt", pid=parent),
+            grandparent: sample("procstat-f-sshd-two-tunnels.txt", pid=grandparent),
         }
     )
     freebsd.deconfigure_p2p(DeviceInfo("tun99", 6, "tun"), "192.168.3.1", "192.168.3.2")
@@ -348,7 +348,7 @@ def test_teardown_leaves_a_device_the_nearest_holder_does_not_hold(fake) -> None
 
 def test_teardown_tolerates_sshd_closing_the_device_midway(fake) -> None:
     parent = ancestors()[0]
-    rows = iter([recorded("procstat-f-sshd-tun.txt", pid=parent), ""])
+    rows = iter([sample("procstat-f-sshd-tun.txt", pid=parent), ""])
     gone = fails("ifconfig: ioctl (SIOCDIFADDR): Can't assign requested address")
     runner = fake({tuple(UNDO_TUN[0]): gone}, procstat={parent: lambda: next(rows, "")})
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
@@ -361,10 +361,10 @@ def test_teardown_of_an_address_that_never_got_on_still_brings_the_device_down(f
     runner = fake(
         {
             tuple(UNDO_TUN[0]): missing,
-            (IFCONFIG, "tun100"): ok(recorded("ifconfig-tun100-opened.txt")),
+            (IFCONFIG, "tun100"): ok(sample("ifconfig-tun100-opened.txt")),
             tuple(UNDO_TUN[1]): ok(),
         },
-        procstat={parent: recorded("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
     )
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
     assert runner.commands(IFCONFIG) == [UNDO_TUN[0], [IFCONFIG, "tun100"], UNDO_TUN[1]]
@@ -375,9 +375,9 @@ def test_teardown_that_cannot_remove_the_address_is_reported(fake) -> None:
     fake(
         {
             tuple(UNDO_TUN[0]): fails("ifconfig: ioctl (SIOCDIFADDR): Operation not permitted"),
-            (IFCONFIG, "tun100"): ok(recorded("ifconfig-tun100-configured.txt")),
+            (IFCONFIG, "tun100"): ok(sample("ifconfig-tun100-configured.txt")),
         },
-        procstat={parent: recorded("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
     )
     with pytest.raises(freebsd.CommandFailed, match="-alias: .*Operation not permitted"):
         freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
@@ -387,7 +387,7 @@ def test_teardown_failure_while_still_held_is_reported(fake) -> None:
     parent = ancestors()[0]
     fake(
         {tuple(UNDO_TUN[0]): ok(), tuple(UNDO_TUN[1]): fails("ifconfig: something broke")},
-        procstat={parent: recorded("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
     )
     with pytest.raises(freebsd.CommandFailed, match="tun100 down: ifconfig: something broke"):
         freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
@@ -395,10 +395,10 @@ def test_teardown_failure_while_still_held_is_reported(fake) -> None:
 
 def test_ifconfig_status_after_close_shows_what_teardown_relies_on() -> None:
     """The closed state the module leaves alone: down, no address, nobody holds it."""
-    closed = recorded("ifconfig-tun100-closed.txt")
+    closed = sample("ifconfig-tun100-closed.txt")
     assert freebsd.parse_ifconfig(closed) == freebsd.InterfaceStatus("tun100", ("tun",), (), ())
     assert "UP," not in closed and "inet " not in closed and "Opened by" not in closed
-    configured = freebsd.parse_ifconfig(recorded("ifconfig-tun100-configured.txt"))
+    configured = freebsd.parse_ifconfig(sample("ifconfig-tun100-configured.txt"))
     assert configured is not None and configured.inet == ("192.168.3.1",)
 
 
@@ -412,7 +412,7 @@ def test_create_bridge_returns_the_name_ifconfig_prints(fake) -> None:
 
 
 def test_bridge_members_are_read_from_ifconfig(fake) -> None:
-    fake({(IFCONFIG, "bridge0"): ok(recorded("ifconfig-bridge0.txt"))})
+    fake({(IFCONFIG, "bridge0"): ok(sample("ifconfig-bridge0.txt"))})
     assert freebsd.bridge_members("bridge0") == ["tap101", "tap100"]
 
 
@@ -434,7 +434,7 @@ def test_attach_tap_sets_the_mtu_then_adds_the_member(fake) -> None:
 
 
 def test_attach_tap_is_idempotent_and_refuses_a_tun(fake) -> None:
-    runner = fake({(IFCONFIG, "bridge0"): ok(recorded("ifconfig-bridge0.txt"))})
+    runner = fake({(IFCONFIG, "bridge0"): ok(sample("ifconfig-bridge0.txt"))})
     freebsd.attach_tap("bridge0", TAP)
     assert runner.calls == [[IFCONFIG, "bridge0"]]
     with pytest.raises(ValueError):
@@ -446,7 +446,7 @@ def test_detach_tap_only_while_the_session_holds_it(fake) -> None:
     deletem = [IFCONFIG, "bridge0", "deletem", "tap100"]
     runner = fake(
         {tuple(deletem): ok()},
-        procstat={parent: recorded("procstat-f-sshd-session-tap.txt", pid=parent)},
+        procstat={parent: sample("procstat-f-sshd-session-tap.txt", pid=parent)},
     )
     freebsd.detach_tap("bridge0", TAP)
     assert runner.calls == [[PROCSTAT, "-h", "-f", str(parent)], deletem]
@@ -490,8 +490,8 @@ def test_holds_pipe_sees_any_pipe_and_asks_procstat_at_a_modest_rate(
 ) -> None:
     runner = fake(
         procstat={
-            812: recorded("procstat-f-sshd-tun.txt"),
-            640: recorded("procstat-f-sshd-listener.txt", pid=640),
+            812: sample("procstat-f-sshd-tun.txt"),
+            640: sample("procstat-f-sshd-listener.txt", pid=640),
         }
     )
     assert freebsd.holds_pipe(812, 123456)
@@ -543,7 +543,7 @@ def hold(proc: subprocess.Popen, start: float | None = None, limit: float = 10.0
 
 def test_hold_ends_when_the_session_process_exits(fake, quick, session_process) -> None:
     pid = session_process.pid
-    fake(procstat={pid: recorded("procstat-f-sshd-tun.txt", pid=pid)})
+    fake(procstat={pid: sample("procstat-f-sshd-tun.txt", pid=pid)})
     threading.Timer(0.3, session_process.kill).start()
     started = time.monotonic()
     assert hold(session_process) == "session process ended"
@@ -558,8 +558,8 @@ def test_hold_ends_at_once_for_a_reused_pid(fake, quick, session_process) -> Non
 
 def test_hold_ends_when_the_session_closes_the_device(fake, quick, session_process) -> None:
     pid = session_process.pid
-    rows = iter([recorded("procstat-f-sshd-tun.txt", pid=pid)] * 3)
-    closed = recorded("procstat-f-sshd-listener.txt", pid=pid)
+    rows = iter([sample("procstat-f-sshd-tun.txt", pid=pid)] * 3)
+    closed = sample("procstat-f-sshd-listener.txt", pid=pid)
     runner = fake(procstat={pid: lambda: next(rows, closed)})
     assert hold(session_process) == "device tun100 was closed by the session"
     assert runner.calls == [[PROCSTAT, "-h", "-f", str(pid)]] * 4
@@ -569,7 +569,7 @@ def test_hold_reports_the_exit_when_process_and_device_go_together(
     fake, quick, session_process
 ) -> None:
     pid = session_process.pid
-    answers = iter([recorded("procstat-f-sshd-tun.txt", pid=pid)])
+    answers = iter([sample("procstat-f-sshd-tun.txt", pid=pid)])
 
     def procstat() -> str:
         rows = next(answers, None)
@@ -585,7 +585,7 @@ def test_hold_reports_the_exit_when_process_and_device_go_together(
 
 def test_hold_ends_when_the_device_is_destroyed(fake, quick, session_process, monkeypatch) -> None:
     pid = session_process.pid
-    fake(procstat={pid: recorded("procstat-f-sshd-tun.txt", pid=pid)})
+    fake(procstat={pid: sample("procstat-f-sshd-tun.txt", pid=pid)})
     indexes = iter([7, 7])
     monkeypatch.setattr(freebsd, "_if_index", lambda name: next(indexes, None))
     assert hold(session_process) == "device tun100 disappeared"
@@ -593,7 +593,7 @@ def test_hold_ends_when_the_device_is_destroyed(fake, quick, session_process, mo
 
 def test_hold_is_interrupted_by_a_signal_handler_that_raises(fake, quick, session_process) -> None:
     pid = session_process.pid
-    fake(procstat={pid: recorded("procstat-f-sshd-tun.txt", pid=pid)})
+    fake(procstat={pid: sample("procstat-f-sshd-tun.txt", pid=pid)})
 
     class Stop(Exception):
         pass

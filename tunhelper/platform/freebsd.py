@@ -4,7 +4,7 @@ sshd opens ``/dev/tunN`` or ``/dev/tapN`` itself, so the session's device is nam
 the path of an fd its process holds. psutil's FreeBSD ``open_files()`` lists regular
 files only, never a character device, so the fds come from ``procstat -f``. Every
 command goes through :data:`runner` as an argv list (no shell), so the tests can pin
-the exact commands against recorded outputs.
+the exact commands against sample outputs.
 
 What FreeBSD does when sshd closes the device (``tundtor`` in if_tuntap.c): the
 interface is brought down and its addresses purged, but it is *not* destroyed. It
