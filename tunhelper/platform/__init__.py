@@ -25,10 +25,13 @@ module provides all of them:
 ``wait_for_end(pid, start_time, device)``
     block until the session process exits or the device disappears; returns which
     (:data:`PROCESS_ENDED` or :data:`DEVICE_GONE`); a signal handler that raises
-    interrupts it.
+    interrupts it. On FreeBSD, where a closed device persists, "gone" also means no
+    longer held by the session.
 
-Importing this package must stay cheap: heavy libraries (pyroute2) are imported only
-inside the functions that need them.
+Linux (``linux.py``) and FreeBSD (``freebsd.py``) provide them; docs/platforms.md says
+what was verified on each. Only the module for this platform is imported, and importing
+it must stay cheap: heavy libraries (pyroute2, psutil) are imported only inside the
+functions that need them.
 """
 
 from __future__ import annotations
@@ -55,8 +58,26 @@ if sys.platform.startswith("linux"):
         remove_port,
         wait_for_end,
     )
-else:  # pragma: no cover - FreeBSD is planned behind this same interface
-    raise ImportError(f"tunhelper does not support {sys.platform} yet (Linux only for now)")
+elif sys.platform.startswith("freebsd"):
+    from tunhelper.platform.freebsd import (
+        add_port,
+        boot_id,
+        bridge_ports,
+        configure_address,
+        configure_p2p,
+        create_bridge,
+        deconfigure_address,
+        deconfigure_p2p,
+        delete_bridge,
+        device_info,
+        held_devices,
+        holds_pipe,
+        preload,
+        remove_port,
+        wait_for_end,
+    )
+else:
+    raise ImportError(f"tunhelper does not support {sys.platform} (Linux and FreeBSD only)")
 
 __all__ = [
     "DEVICE_GONE",

@@ -1,0 +1,511 @@
+"""FreeBSD: procstat for discovery, ifconfig for configuration, kqueue for hold.
+
+sshd opens ``/dev/tunN`` or ``/dev/tapN`` itself, so the session's device is named by
+the path of an fd its process holds. psutil's FreeBSD ``open_files()`` lists regular
+files only, never a character device, so the fds come from ``procstat -f``. Every
+command goes through :data:`runner` as an argv list (no shell), so the tests can pin
+the exact commands against sample outputs.
+
+What FreeBSD does when sshd closes the device (``tundtor`` in if_tuntap.c): the
+interface is brought down and its addresses purged, but it is *not* destroyed. It
+persists (tun(4)), and the next ``open("/dev/tunN")``, possibly another session's at
+once, reuses it. So teardown touches a device only while this helper's own session
+still holds it, and never destroys it; docs/platforms.md says why.
+
+Importable anywhere (the tests run it on Linux): kqueue is looked up when used, and
+psutil is imported only inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from tunhelper.errors import TunhelperError
+from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
+
+IFCONFIG = "/sbin/ifconfig"
+PROCSTAT = "/usr/bin/procstat"
+SYSCTL = "/sbin/sysctl"
+
+# The commands get this environment and no other: nothing a client may have put into
+# ours (sshd's AcceptEnv) reaches them. LIBXO_OPTIONS, for one, would turn procstat's
+# table into JSON.
+COMMAND_ENV = {"PATH": "/sbin:/bin:/usr/sbin:/usr/bin", "LC_ALL": "C"}
+COMMAND_TIMEOUT = 10.0
+
+# hold: the exit of the session process wakes kqueue at once; whether the device is
+# still there and still held costs a procstat run, so that is looked at only this often.
+DEVICE_CHECK_INTERVAL = 5.0
+PROCESS_POLL_INTERVAL = 0.5  # only where there is no kqueue (Linux, in the tests)
+PIPE_CHECK_INTERVAL = 0.1  # holds_pipe's caller polls every 10 ms; procstat need not
+
+_START_TOLERANCE = 1.0  # as holder.py: psutil start times are good to about a second
+_DEVICE_NAME = re.compile(r"(?:tun|tap)\d{1,5}")
+_IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,14}")
+_NO_BOOT_ID = "freebsd-without-kern.boot_id"
+
+
+@dataclass(frozen=True)
+class Completed:
+    """What a command did: exit status, raw stdout, stderr as text."""
+
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", "replace")
+
+
+class Runner(Protocol):
+    def __call__(self, argv: Sequence[str]) -> Completed: ...
+
+
+def run_command(argv: Sequence[str]) -> Completed:
+    """Run one command: argv list, no shell, clean environment, stdin from /dev/null."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            env=COMMAND_ENV,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return Completed(127, b"", str(e))
+    return Completed(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+
+
+runner: Runner = run_command
+"""Every command goes through this; the tests put a fake in its place."""
+
+
+class CommandFailed(Exception):
+    """A command exited non-zero; the message is one line: the command and its error."""
+
+
+def _failure(argv: Sequence[str], result: Completed) -> CommandFailed:
+    lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+    why = lines[-1] if lines else f"exit status {result.returncode}"
+    return CommandFailed(f"{' '.join(argv)}: {why}")
+
+
+def _check(argv: Sequence[str]) -> Completed:
+    result = runner(argv)
+    if result.returncode != 0:
+        raise _failure(argv, result)
+    return result
+
+
+def _device_name(device: DeviceInfo) -> str:
+    if not _DEVICE_NAME.fullmatch(device.name):
+        raise ValueError(f"not a tun/tap device name: {device.name!r}")
+    return device.name
+
+
+def _ifname(name: str) -> str:
+    if not _IFNAME.fullmatch(name):
+        raise ValueError(f"not an interface name: {name!r}")
+    return name
+
+
+def _ipv4(text: str) -> str:
+    """The address in canonical form, so nothing but an address reaches ifconfig."""
+    return str(ipaddress.IPv4Address(text))
+
+
+# ---------------------------------------------------------------- procstat -f
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    """The fields of one ``procstat -f`` row that tunhelper looks at."""
+
+    pid: int
+    fd: str  # a number, or text/cwd/root/jail/trace/ctty
+    type: str  # v vnode, p pipe, s socket, ...
+    vtype: str  # for a vnode: c character device, r regular file, x revoked, ...
+    name: str  # the path, socket addresses, or "-"
+
+
+# procstat_files.c: PID, COMM (may hold spaces), FD, T, V, FLAGS, REF, OFFSET, PRO, NAME.
+_PROCSTAT_ROW = re.compile(
+    r"\s*(?P<pid>\d+)\s+(?P<comm>.*?)\s+(?P<fd>\d+|text|cwd|root|jail|trace|ctty)\s+"
+    r"(?P<type>\S)\s+(?P<vtype>\S)\s+\S+\s+\S+\s+\S+\s+\S+\s+(?P<name>.*?)\s*"
+)
+_TUNTAP_PATH = re.compile(r"/dev/((?:tun|tap)\d{1,5})")
+
+
+def parse_procstat_files(text: str) -> list[OpenFile]:
+    """Rows of ``procstat -h -f`` output; lines that are not rows are skipped."""
+    rows = []
+    for line in text.splitlines():
+        m = _PROCSTAT_ROW.fullmatch(line)
+        if m:
+            rows.append(OpenFile(int(m["pid"]), m["fd"], m["type"], m["vtype"], m["name"]))
+    return rows
+
+
+def _open_files(pid: int) -> list[OpenFile]:
+    """``pid``'s open files; empty if it is gone or cannot be read."""
+    if pid <= 0:
+        return []
+    result = runner([PROCSTAT, "-h", "-f", str(pid)])
+    return [f for f in parse_procstat_files(result.text) if f.pid == pid]
+
+
+def held_devices(pid: int) -> list[str]:
+    """Names of the tun/tap devices ``pid`` holds open (character devices), sorted."""
+    names = set()
+    for f in _open_files(pid):
+        m = _TUNTAP_PATH.fullmatch(f.name)
+        if m and f.type == "v" and f.vtype == "c":
+            names.add(m[1])
+    return sorted(names)
+
+
+_pipe_answers: dict[int, tuple[float, bool]] = {}
+
+
+def holds_pipe(pid: int, inode: int) -> bool:
+    """Does ``pid`` still hold a pipe? Any pipe: ``inode`` cannot be matched here.
+
+    procstat names no pipe (its NAME is "-"), so another process's pipes cannot be
+    told apart by inode on FreeBSD. Counting any pipe errs towards waiting longer,
+    never shorter, and the caller bounds the wait. procstat runs at most every
+    PIPE_CHECK_INTERVAL seconds per process, however fast the caller asks.
+    """
+    now = time.monotonic()
+    last = _pipe_answers.get(pid)
+    if last is not None and now - last[0] < PIPE_CHECK_INTERVAL:
+        return last[1]
+    held = any(f.type == "p" for f in _open_files(pid))
+    _pipe_answers[pid] = (now, held)
+    return held
+
+
+def _held_by_this_session(name: str) -> bool:
+    """Does our nearest ancestor that holds tun/tap fds hold ``name``? (discover's rule)
+
+    Only then is the device this session's. Once sshd closed it, the persisting
+    interface may be reopened by another session at any moment.
+    """
+    import psutil
+
+    try:
+        ancestors = psutil.Process().parents()
+    except psutil.Error:
+        return False
+    for proc in ancestors:
+        names = held_devices(proc.pid)
+        if names:
+            return name in names
+    return False
+
+
+# ---------------------------------------------------------------- ifconfig
+
+
+@dataclass(frozen=True)
+class InterfaceStatus:
+    """What tunhelper reads from ``ifconfig NAME``."""
+
+    name: str
+    groups: tuple[str, ...]
+    inet: tuple[str, ...]  # local IPv4 addresses
+    members: tuple[str, ...]  # a bridge's member interfaces
+
+
+_STATUS_HEAD = re.compile(r"(?P<name>[^\s:]+): flags=[0-9a-f]+<[^>]*>.*")
+
+
+def parse_ifconfig(text: str) -> InterfaceStatus | None:
+    """The first interface in ``ifconfig`` output, or ``None`` if there is none."""
+    lines = text.splitlines()
+    head = _STATUS_HEAD.fullmatch(lines[0]) if lines else None
+    if head is None:
+        return None
+    groups: list[str] = []
+    inet: list[str] = []
+    members: list[str] = []
+    for line in lines[1:]:
+        if not line.startswith("\t"):
+            break  # the next interface
+        words = line.split()
+        if words[:1] == ["groups:"]:
+            groups.extend(words[1:])
+        elif words[:1] == ["inet"] and len(words) > 1:
+            inet.append(words[1])
+        elif words[:1] == ["member:"] and len(words) > 1:
+            members.append(words[1])
+    return InterfaceStatus(head["name"], tuple(groups), tuple(inet), tuple(members))
+
+
+def interface_status(name: str) -> InterfaceStatus | None:
+    """``ifconfig NAME``, parsed; ``None`` if there is no such interface."""
+    result = runner([IFCONFIG, _ifname(name)])
+    if result.returncode != 0:
+        return None
+    status = parse_ifconfig(result.text)
+    return status if status is not None and status.name == name else None
+
+
+def _if_index(name: str) -> int | None:
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return None
+
+
+def device_info(name: str) -> DeviceInfo | None:
+    """Index and mode of a tun/tap interface; ``None`` if it is gone or not tun/tap.
+
+    The mode comes from the interface group the cloner gave it ("tun" or "tap"), not
+    from the name alone: an interface can be renamed to anything.
+    """
+    if not _DEVICE_NAME.fullmatch(name):
+        return None
+    status = interface_status(name)
+    if status is None:
+        return None
+    if "tap" in status.groups:
+        mode = "tap"
+    elif "tun" in status.groups:
+        mode = "tun"
+    else:
+        return None
+    index = _if_index(name)
+    if index is None:
+        return None
+    return DeviceInfo(name, index, mode)
+
+
+def preload() -> None:
+    """Nothing to load ahead of need: configuring runs ifconfig(8)."""
+
+
+def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
+    """``ifconfig tunN inet LOCAL PEER netmask 255.255.255.255 mtu N up``.
+
+    One command, as in the guide: ifconfig applies mtu and up while it parses and adds
+    the address last, which also marks a tun running.
+    """
+    argv = [IFCONFIG, _device_name(device), "inet", _ipv4(local), _ipv4(peer)]
+    _check([*argv, "netmask", "255.255.255.255", "mtu", str(int(mtu)), "up"])
+
+
+def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
+    """Undo :func:`configure_p2p` while the session still holds the device; else nothing.
+
+    ``ifconfig tunN inet LOCAL -alias`` then ``ifconfig tunN down``: what the kernel
+    itself does when sshd closes the device. Once sshd closed it, the kernel has done
+    exactly that already, and the interface, which persists, may be another session's.
+    ``peer`` is not needed: a point-to-point address is removed by its local address.
+    An address that is not there (configure failed half-way) is not an error.
+    """
+    _remove_inet(device, _ipv4(local))
+
+
+def configure_address(device: DeviceInfo, address: str, prefixlen: int, mtu: int) -> None:
+    """``ifconfig tapN inet ADDRESS/PREFIX mtu N up`` (the client end of a tap link)."""
+    cidr = f"{_ipv4(address)}/{int(prefixlen)}"
+    _check([IFCONFIG, _device_name(device), "inet", cidr, "mtu", str(int(mtu)), "up"])
+
+
+def deconfigure_address(device: DeviceInfo, address: str, prefixlen: int) -> None:
+    """Undo :func:`configure_address` while the session holds the device (see above)."""
+    _remove_inet(device, _ipv4(address))
+
+
+def _remove_inet(device: DeviceInfo, local: str) -> None:
+    """``ifconfig DEV inet LOCAL -alias; ifconfig DEV down`` while this session holds DEV."""
+    name = _device_name(device)
+    if not _held_by_this_session(name):
+        return
+    alias = [IFCONFIG, name, "inet", local, "-alias"]
+    result = runner(alias)
+    if result.returncode != 0:
+        if not _held_by_this_session(name):
+            return  # sshd closed it meanwhile: the kernel did the rest
+        status = interface_status(name)
+        if status is None:
+            return
+        if local in status.inet:
+            raise _failure(alias, result)
+    down = [IFCONFIG, name, "down"]
+    result = runner(down)
+    if result.returncode != 0 and _held_by_this_session(name):
+        raise _failure(down, result)
+
+
+# ---------------------------------------------------------------- tap on a bridge
+
+
+def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> None:
+    """``ifconfig bridge create``, renamed to NAME, with the gateway, the MTU and up."""
+    created = _check([IFCONFIG, "bridge", "create"]).text.strip()
+    if not _IFNAME.fullmatch(created):
+        raise CommandFailed(f"ifconfig bridge create printed {created!r}, not an interface name")
+    _check([IFCONFIG, created, "name", _ifname(name)])
+    argv = [IFCONFIG, name]
+    if address is not None:
+        argv += ["inet", f"{_ipv4(address)}/{int(prefixlen)}"]
+    _check([*argv, "mtu", str(int(mtu)), "up"])
+
+
+def bridge_ports(name: str) -> list[str] | None:
+    """The bridge's member interfaces (``member:`` lines); ``None`` if there is no bridge."""
+    status = interface_status(_ifname(name))
+    return None if status is None else list(status.members)
+
+
+def add_port(device: DeviceInfo, bridge: str, mtu: int) -> None:
+    """``ifconfig tapN mtu N``, ``ifconfig BRIDGE addm tapN up``, unless already a member.
+
+    if_bridge(4): every member must have the bridge's MTU, so a pool's bridge and its
+    taps share one, set on the tap before it joins.
+    """
+    if device.mode != "tap":
+        raise ValueError(f"{device.name} is not a tap device")
+    tap, bridge = _device_name(device), _ifname(bridge)
+    if tap in (bridge_ports(bridge) or []):
+        return
+    _check([IFCONFIG, tap, "mtu", str(int(mtu))])
+    _check([IFCONFIG, bridge, "addm", tap, "up"])
+
+
+def remove_port(device: DeviceInfo, bridge: str) -> None:
+    """``ifconfig BRIDGE deletem tapN`` while this session holds the tap; else nothing.
+
+    After sshd closed the tap the kernel has brought it down and cleared RUNNING, and
+    a bridge does not send to a member that is not running: the membership is inert
+    until the next session that opens the tap, which owns it then.
+    """
+    tap, bridge = _device_name(device), _ifname(bridge)
+    if not _held_by_this_session(tap):
+        return
+    argv = [IFCONFIG, bridge, "deletem", tap]
+    result = runner(argv)
+    if result.returncode != 0 and _held_by_this_session(tap):
+        raise _failure(argv, result)
+
+
+def delete_bridge(name: str) -> None:
+    """``ifconfig BRIDGE destroy``."""
+    _check([IFCONFIG, _ifname(name), "destroy"])
+
+
+# ---------------------------------------------------------------- boot id
+
+
+def boot_id() -> str:
+    """``kern.boot_id``: 16 random bytes the kernel draws once per boot, as hex.
+
+    Where the kernel has no kern.boot_id, a constant: never wrongly "another boot"
+    (which would mark a live lease stale), only never "another boot" at all, and leases
+    from before a reboot are still judged dead by pid and start time. kern.boottime is
+    no substitute: it moves when the clock is stepped.
+    """
+    result = runner([SYSCTL, "-b", "kern.boot_id"])
+    if result.returncode == 0 and len(result.stdout) == 16:
+        return result.stdout.hex()
+    if "unknown oid" in result.stderr:
+        return _NO_BOOT_ID
+    why = _failure([SYSCTL, "-b", "kern.boot_id"], result)
+    raise TunhelperError(f"could not read the boot id ({why}); check that sysctl(8) works")
+
+
+# ---------------------------------------------------------------- hold
+
+
+def _running(pid: int, start_time: float) -> bool:
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        return (
+            abs(p.create_time() - start_time) <= _START_TOLERANCE
+            and p.status() != psutil.STATUS_ZOMBIE
+        )
+    except psutil.NoSuchProcess:
+        return False
+
+
+class _ProcessExit:
+    """The end of one process: kqueue ``EVFILT_PROC``/``NOTE_EXIT``, else a modest poll."""
+
+    def __init__(self, pid: int, start_time: float) -> None:
+        self.pid, self.start_time = pid, start_time
+        self.ended = False
+        self._kq = None
+        kqueue = getattr(select, "kqueue", None)
+        if kqueue is not None:
+            kq = kqueue()
+            change = select.kevent(
+                pid, select.KQ_FILTER_PROC, select.KQ_EV_ADD, select.KQ_NOTE_EXIT
+            )
+            try:
+                kq.control([change], 0, 0)
+            except ProcessLookupError:
+                kq.close()
+                self.ended = True
+            else:
+                self._kq = kq
+        # Subscribed first, checked second: an exit (or a reused pid) from before we
+        # listened is seen here, a later one arrives as an event.
+        if not self.ended and not _running(pid, start_time):
+            self.ended = True
+
+    def wait(self, timeout: float) -> bool:
+        """True once the process has ended; else returns after ``timeout`` seconds."""
+        if self.ended:
+            return True
+        if self._kq is not None:
+            self.ended = bool(self._kq.control(None, 1, timeout))
+            return self.ended
+        deadline = time.monotonic() + timeout
+        while _running(self.pid, self.start_time):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(PROCESS_POLL_INTERVAL, remaining))
+        self.ended = True
+        return True
+
+    def close(self) -> None:
+        if self._kq is not None:
+            self._kq.close()
+
+
+def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
+    """Sleep in kevent(2) until the session process exits; every DEVICE_CHECK_INTERVAL
+    seconds, also check that the device still exists and the process still holds it.
+
+    On FreeBSD a closed device stays as an interface, so "gone" means destroyed, or no
+    longer held. Signals interrupt kevent(2); their handler raises, and the kqueue is
+    closed on the way out.
+    """
+    ended = _ProcessExit(pid, start_time)
+    try:
+        timeout = 0.0
+        while not ended.wait(timeout):
+            if _if_index(device.name) != device.index:
+                return DEVICE_GONE
+            if device.name not in held_devices(pid):
+                if ended.wait(0.0):
+                    break
+                return DEVICE_GONE  # closed by the session: the interface itself persists
+            timeout = DEVICE_CHECK_INTERVAL
+        return PROCESS_ENDED
+    finally:
+        ended.close()
