@@ -24,10 +24,18 @@ def default_pid_file(device: str) -> str:
 
 
 def detach(pid_file: str) -> None:
-    """Fork: the parent exits at once (the link is up), the child carries on alone."""
+    """Fork: the child carries on alone; the parent exits once the pid file is written.
+
+    So that when ``connect --background`` returns, ``disconnect`` already works.
+    """
     os.makedirs(os.path.dirname(pid_file) or ".", mode=0o755, exist_ok=True)
+    ready_r, ready_w = os.pipe()
     if os.fork() > 0:
-        os._exit(0)  # the parent's caller already printed the status line
+        os.close(ready_w)
+        with os.fdopen(ready_r, "rb") as ready:
+            ready.read()  # EOF once the child wrote the pid file (or died)
+        os._exit(0)  # the caller already printed the status line
+    os.close(ready_r)
     os.setsid()
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
@@ -38,6 +46,7 @@ def detach(pid_file: str) -> None:
     with open(tmp, "w", encoding="ascii") as f:
         f.write(f"{me.pid} {me.create_time()!r}\n")
     os.replace(tmp, pid_file)
+    os.close(ready_w)
 
 
 def remove_pid_file(pid_file: str) -> None:
