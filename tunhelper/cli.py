@@ -295,6 +295,9 @@ def _serve(argv: list[str]) -> int:
     from tunhelper.hold import Interrupted, catch_end_signals
 
     catch_end_signals()
+    from tunhelper.configure import Worker
+
+    worker = Worker()  # first of all: it loads pyroute2 while we parse, discover, lease
     from tunhelper import session
 
     try:
@@ -310,6 +313,7 @@ def _serve(argv: list[str]) -> int:
         if os.geteuid() != 0:
             raise TunhelperError("must run as root: it configures network devices")
     except (TunhelperError, Interrupted) as e:
+        worker.close()
         log.error(str(e) if isinstance(e, TunhelperError) else f"interrupted by {e}")
         session.end_connection(None)
         return getattr(e, "exit_code", 1)
@@ -328,7 +332,7 @@ def _serve(argv: list[str]) -> int:
         client=args.client,
         bridge=plan,
     )
-    return session.serve(settings, os.environ)
+    return session.serve(settings, os.environ, worker)
 
 
 def _leases(argv: list[str]) -> int:

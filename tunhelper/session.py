@@ -52,13 +52,18 @@ def local_addresses() -> list[str]:
     ]
 
 
-def serve(settings: Settings, environ: Mapping[str, str]) -> int:
-    """Run the session; return the exit code. Errors reach the client as one line."""
+def serve(
+    settings: Settings, environ: Mapping[str, str], worker: configure.Worker | None = None
+) -> int:
+    """Run the session; return the exit code. Errors reach the client as one line.
+
+    ``worker`` is best started before anything else (see :class:`configure.Worker`).
+    """
     found: discover.SessionDevice | None = None
     try:
         with contextlib.ExitStack() as undo:
             try:
-                worker = configure.Worker()  # starts loading pyroute2 on the other core
+                worker = worker or configure.Worker()
                 undo.callback(worker.close)
                 found = discover.find_device(settings.wait, environ)
                 _run(settings, environ, found, undo, worker)
