@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import threading
@@ -150,7 +151,11 @@ def test_link_deleted_parser() -> None:
         return linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(body), mtype, 0, 0, 0) + body
 
     new_link, del_link = 16, linux._RTM_DELLINK
-    assert linux._link_deleted(message(new_link, 5) + message(del_link, 7), 7)
-    assert not linux._link_deleted(message(del_link, 5), 7)
-    assert not linux._link_deleted(message(new_link, 7), 7)
-    assert not linux._link_deleted(b"\x00" * 3, 7)
+    assert linux._link_deleted(message(new_link, 5) + message(del_link, 7), 7) == (True, None)
+    assert not linux._link_deleted(message(del_link, 5), 7)[0]
+    assert not linux._link_deleted(message(new_link, 7), 7)[0]
+    assert not linux._link_deleted(b"\x00" * 3, 7)[0]
+    stats = struct.pack("=HH", 4 + 8 * 4, linux._IFLA_STATS64) + struct.pack("=4Q", 1, 2, 300, 400)
+    body = linux._IFINFOMSG.pack(0, 0, 7, 0, 0) + stats
+    with_stats = linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(body), del_link, 0, 0, 0) + body
+    assert linux._link_deleted(with_stats, 7) == (True, (300, 400))

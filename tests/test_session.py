@@ -184,6 +184,7 @@ def test_what_the_session_took_survives_the_handover_to_the_slim_holder() -> Non
         configure.PointToPoint(DEVICE, "192.168.3.1", "192.168.3.2"),
         configure.BridgePort(DeviceInfo("tap0", 7, "tap"), BRIDGE, "/var/lib/tunhelper"),
         configure.PrefixAddress(DeviceInfo("tap1", 8, "tap"), "192.168.3.9", 24),
+        configure.Routes(DEVICE, ("10.1.0.0/16", "10.2.0.0/16"), None),
     ):
         record = json.loads(json.dumps(configure.to_record(applied)))
         assert configure.from_record(record) == applied

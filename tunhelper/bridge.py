@@ -14,18 +14,15 @@ helper killed with SIGKILL cannot clean up: every later bridge change, and
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 
-from tunhelper import platform
+from tunhelper import lock, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
 
-LOCK = "bridges.lock"
 MARKERS = "bridges"  # one empty file per bridge tunhelper created
 
 
@@ -42,16 +39,6 @@ class BridgePlan:
 def default_name(pool: str) -> str:
     """A stable name per pool that fits IFNAMSIZ (15 characters)."""
     return "thbr" + hashlib.sha256(pool.encode()).hexdigest()[:8]
-
-
-@contextlib.contextmanager
-def _locked(state_dir: str) -> Iterator[None]:
-    with open(os.path.join(state_dir, LOCK), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _marker(state_dir: str, name: str) -> str:
@@ -107,7 +94,7 @@ def mtu_ceiling(plan: BridgePlan) -> int | None:
 
 def join(device: DeviceInfo, plan: BridgePlan, mtu: int, state_dir: str) -> None:
     """Make ``device`` a port of the plan's bridge, creating a managed one if needed."""
-    with _locked(state_dir):
+    with lock.held(state_dir, "bridges"):
         _remove_unused(state_dir)
         if platform.bridge_ports(plan.name) is None:
             if not plan.managed:
@@ -124,7 +111,7 @@ def join(device: DeviceInfo, plan: BridgePlan, mtu: int, state_dir: str) -> None
 
 def leave(device: DeviceInfo, plan: BridgePlan, state_dir: str) -> None:
     """Take ``device`` off the bridge, and remove a managed bridge nobody uses any more."""
-    with _locked(state_dir):
+    with lock.held(state_dir, "bridges"):
         platform.remove_port(device, plan.name)
         _remove_unused(state_dir)
 
@@ -133,5 +120,5 @@ def repair(state_dir: str) -> list[str]:
     """Remove what killed helpers left: created bridges without ports."""
     if not os.path.isdir(os.path.join(state_dir, MARKERS)):
         return []
-    with _locked(state_dir):
+    with lock.held(state_dir, "bridges"):
         return _remove_unused(state_dir)

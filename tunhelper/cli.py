@@ -18,6 +18,8 @@ from tunhelper.errors import TunhelperError, UsageError
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
+DEFAULT_HOOK_TIMEOUT = 10.0
+MAX_HOOK_TIMEOUT = 300.0
 CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
@@ -88,6 +90,62 @@ def _client_name(text: str) -> str:
             f"{text!r} is not a client name: use 1-64 letters, digits or ._@:+-"
         )
     return text
+
+
+def _network(text: str) -> str:
+    import netaddr
+
+    try:
+        net = netaddr.IPNetwork(text) if "/" in text else None
+    except (netaddr.AddrFormatError, ValueError):
+        net = None
+    if net is None or net.version != 4:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 network like 10.1.0.0/16")
+    if str(net.cidr) != text:
+        raise argparse.ArgumentTypeError(f"{text!r} has host bits set; did you mean {net.cidr}?")
+    return text
+
+
+def _route(text: str) -> str:
+    text = _network(text)
+    if text.endswith("/0"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} would route the ssh connection itself into the tunnel; "
+            "use 0.0.0.0/1 and 128.0.0.0/1 for everything else"
+        )
+    return text
+
+
+def _address(text: str) -> str:
+    import netaddr
+
+    if not netaddr.valid_ipv4(text, netaddr.INET_PTON):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address")
+    return text
+
+
+def _hook(text: str) -> list[str]:
+    try:
+        argv = shlex.split(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    if not argv or not os.path.isabs(argv[0]):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give the hook as an absolute path (and its arguments)"
+        )
+    return argv
+
+
+def _hook_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_HOOK_TIMEOUT:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds above 0 and at most {MAX_HOOK_TIMEOUT:g}"
+        )
+    return value
 
 
 def _ifname(text: str) -> str:
@@ -166,6 +224,49 @@ def serve_parser() -> argparse.ArgumentParser:
         type=_client_name,
         metavar="NAME",
         help="client identity when sshd does not expose the key (ExposeAuthInfo)",
+    )
+    p.add_argument(
+        "--route",
+        type=_route,
+        action="append",
+        default=[],
+        metavar="NET",
+        help="a network the client should reach through the tunnel (announced; "
+        "'tunhelper connect' installs it); repeatable",
+    )
+    p.add_argument(
+        "--client-net",
+        type=_network,
+        action="append",
+        default=[],
+        metavar="NET",
+        help="a network behind the client, routed to it while the session lives "
+        "(site to site); repeatable",
+    )
+    p.add_argument(
+        "--dns",
+        type=_address,
+        action="append",
+        default=[],
+        metavar="ADDR",
+        help="a DNS server for the client (announced; 'tunhelper connect' applies it); repeatable",
+    )
+    p.add_argument(
+        "--up",
+        type=_hook,
+        metavar="CMD",
+        help="run CMD (absolute path, split like a shell would, never run by one) once the "
+        "link is configured; failing refuses the session",
+    )
+    p.add_argument(
+        "--down", type=_hook, metavar="CMD", help="run CMD when the session ends, however it ends"
+    )
+    p.add_argument(
+        "--hook-timeout",
+        type=_hook_timeout,
+        default=DEFAULT_HOOK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long a hook may run (default {DEFAULT_HOOK_TIMEOUT:g})",
     )
     _add_state_dir(p)
     return p
@@ -310,6 +411,9 @@ def _serve(argv: list[str]) -> int:
                 "--bridge joins an existing bridge, --bridge-name names one tunhelper "
                 "creates: give one of them"
             )
+        for net in args.client_net:
+            if pool.overlaps(net):
+                raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
         if os.geteuid() != 0:
             raise TunhelperError("must run as root: it configures network devices")
     except (TunhelperError, Interrupted) as e:
@@ -331,6 +435,12 @@ def _serve(argv: list[str]) -> int:
         mtu=args.mtu,
         client=args.client,
         bridge=plan,
+        routes=args.route,
+        client_nets=args.client_net,
+        dns=args.dns,
+        up=args.up,
+        down=args.down,
+        hook_timeout=args.hook_timeout,
     )
     return session.serve(settings, os.environ, worker)
 

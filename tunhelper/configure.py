@@ -17,7 +17,7 @@ import signal
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from tunhelper import bridge, log, platform
+from tunhelper import bridge, lock, log, platform
 from tunhelper.announce import Announcement
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
@@ -96,6 +96,17 @@ class PrefixAddress:
         platform.deconfigure_address(self.device, self.address, self.prefixlen)
 
 
+@dataclass(frozen=True)
+class Routes:
+    device: DeviceInfo
+    networks: tuple[str, ...]
+    via: str | None
+
+    def undo(self) -> None:
+        for network in self.networks:
+            platform.delete_route(self.device, network, self.via)
+
+
 def _applying(applied: Applied, step, *args) -> Applied:
     try:
         step(*args)
@@ -126,6 +137,40 @@ def bridge_port(
     """The server end of a tap session: a port of the pool's bridge."""
     step = bridge.join if worker is None else worker.join_bridge
     return _applying(BridgePort(device, plan, state_dir), step, device, plan, mtu, state_dir)
+
+
+def client_networks(
+    device: DeviceInfo, networks: list[str], via: str | None, state_dir: str
+) -> Applied:
+    """Route the networks behind a client to it, unless another live session has them.
+
+    The kernel's routing table is the record: tunhelper's routes carry its own protocol
+    number and vanish with their session's device. Checking and adding happen under a
+    lock, so two sessions cannot both claim one network.
+    """
+    import netaddr
+
+    with lock.held(state_dir, "routes"):
+        for network in networks:
+            mine = netaddr.IPNetwork(network)
+            for other, other_device in platform.our_routes():
+                theirs = netaddr.IPNetwork(other)
+                if mine.first <= theirs.last and theirs.first <= mine.last:
+                    raise TunhelperError(
+                        f"--client-net {network} overlaps {other}, routed to another live "
+                        f"session ({other_device}); give each client its own networks"
+                    )
+        return routes(device, networks, via)
+
+
+def routes(device: DeviceInfo, networks: list[str], via: str | None) -> Applied:
+    """Routes to ``networks`` through the device (the client's announced routes, too)."""
+    return _applying(Routes(device, tuple(networks), via), _add_routes, device, networks, via)
+
+
+def _add_routes(device: DeviceInfo, networks: list[str], via: str | None) -> None:
+    for network in networks:
+        platform.add_route(device, network, via)
 
 
 class Worker:
@@ -253,7 +298,12 @@ def undo(applied: Applied) -> None:
     applied.undo()
 
 
-_KINDS: dict[str, type] = {"p2p": PointToPoint, "bridge": BridgePort, "prefix": PrefixAddress}
+_KINDS: dict[str, type] = {
+    "p2p": PointToPoint,
+    "bridge": BridgePort,
+    "prefix": PrefixAddress,
+    "routes": Routes,
+}
 
 
 def to_record(applied: Applied) -> dict[str, Any]:
@@ -269,4 +319,6 @@ def from_record(record: dict[str, Any]) -> Applied:
     fields["device"] = DeviceInfo(**fields["device"])
     if "plan" in fields:
         fields["plan"] = bridge.BridgePlan(**fields["plan"])
+    if "networks" in fields:
+        fields["networks"] = tuple(fields["networks"])
     return cls(**fields)

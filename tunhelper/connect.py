@@ -93,6 +93,12 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
         )
     applied = configure.apply_local(found.device, ann)
     undo.callback(_quietly, configure.undo, applied)
+    if ann.routes:
+        via = ann.gateway if ann.mode == "tap" else None
+        routes = configure.routes(found.device, ann.routes, via)
+        undo.callback(_quietly, configure.undo, routes)
+    if ann.dns:
+        _apply_dns(found.device, ann.dns, undo)
     try:  # from the status line on, a signal is a request to end, not a failure
         _report(found, ann, options.as_json)
         if options.background:
@@ -110,6 +116,23 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
         return EXIT_DEVICE_GONE
     log.error(f"the ssh connection ended ({reason}); the link is down")
     return EXIT_CONNECTION_ENDED
+
+
+def _apply_dns(device: platform.DeviceInfo, servers: list[str], undo: contextlib.ExitStack) -> None:
+    """Use the system's standard way if it has one; otherwise say so, and go on."""
+    listed = ", ".join(servers)
+    try:
+        tool = platform.apply_dns(device, servers)
+    except OSError as e:
+        log.error(f"could not set the announced DNS servers {listed}: {e}")
+        return
+    if tool is None:
+        log.error(
+            f"the server announced DNS servers {listed}; this system has neither "
+            "resolvectl nor resolvconf, so set them by hand"
+        )
+        return
+    undo.callback(_quietly, platform.revert_dns, device, tool)
 
 
 def _first_line(proc: subprocess.Popen, timeout: float) -> str | None:
@@ -141,6 +164,7 @@ def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: 
             "mode": ann.mode,
             "mtu": ann.mtu,
             "routes": ann.routes,
+            "dns": ann.dns,
             "ssh_pid": found.holder_pid,
         }
         text = json.dumps(status)

@@ -79,6 +79,10 @@ class Pool:
         """The highest offset a client may get (the broadcast address is excluded)."""
         return self.network.size - 2
 
+    def overlaps(self, network: str) -> bool:
+        other = netaddr.IPNetwork(network)
+        return other.first <= self.network.last and self.network.first <= other.last
+
     @property
     def prefixlen(self) -> int:
         return self.network.prefixlen

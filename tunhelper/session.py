@@ -14,11 +14,11 @@ import socket
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import psutil
 
-from tunhelper import bridge, configure, discover, holder, identity, log, platform
+from tunhelper import bridge, configure, discover, holder, hooks, identity, log, platform
 from tunhelper.announce import Announcement, announce, wants_description
 from tunhelper.bridge import BridgePlan
 from tunhelper.errors import TunhelperError
@@ -40,6 +40,12 @@ class Settings:
     mtu: int | None  # None: the most the device's kind of channel carries
     client: str | None
     bridge: BridgePlan
+    routes: list[str] = field(default_factory=list)  # announced to the client
+    client_nets: list[str] = field(default_factory=list)  # routed to the client
+    dns: list[str] = field(default_factory=list)  # announced to the client
+    up: list[str] | None = None  # hook argv
+    down: list[str] | None = None  # hook argv
+    hook_timeout: float = 10.0
 
 
 def local_addresses() -> list[str]:
@@ -120,14 +126,44 @@ def _run(
     gateway = None if pool.gateway is None else str(pool.gateway)
     if device.mode == "tun":
         assert gateway is not None
-        applied = configure.point_to_point(device, gateway, lease.address, mtu, worker)
+        applied = [configure.point_to_point(device, gateway, lease.address, mtu, worker)]
         prefix = 32
     else:
-        applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir, worker)
+        plan, state_dir = settings.bridge, settings.state_dir
+        applied = [configure.bridge_port(device, plan, mtu, state_dir, worker)]
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
-    undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
+    undo.callback(_quietly, "deconfigure the device", configure.undo, applied[0])
+    if settings.client_nets:
+        via = None if device.mode == "tun" else lease.address
+        nets = configure.client_networks(device, settings.client_nets, via, settings.state_dir)
+        applied.append(nets)
+        undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
 
-    announce(Announcement(lease.address, prefix, gateway, device.mode, mtu), describe)
+    remote_address, remote_port = hooks.remote(environ.get("SSH_CONNECTION"))
+    values = {
+        "device": device.name,
+        "mode": device.mode,
+        "address": lease.address,
+        "gateway": gateway,
+        "prefix": prefix,
+        "pool": pool.name,
+        "client": client,
+        "remote_address": remote_address,
+        "remote_port": remote_port,
+    }
+    if settings.up:
+        hooks.run(
+            "up", settings.up, hooks.environment({"event": "up", **values}), settings.hook_timeout
+        )
+    down = None
+    if settings.down:
+        down = {"argv": settings.down, "values": values, "timeout": settings.hook_timeout}
+        undo.callback(_run_down_hook, down, device, "the session was not set up")
+
+    announcement = Announcement(
+        lease.address, prefix, gateway, device.mode, mtu, settings.routes, settings.dns
+    )
+    announce(announcement, describe)
     log.info(
         f"session start: client {client} address {lease.address} gateway {gateway} "
         f"{device.mode} device {device.name} sshd pid {found.holder_pid}"
@@ -135,12 +171,15 @@ def _run(
     record = {
         "state_dir": settings.state_dir,
         "lease": asdict(lease),
-        "applied": configure.to_record(applied),
+        "applied": [configure.to_record(a) for a in applied],
+        "down": down,
         "session": {**found._asdict(), "device": found.device._asdict()},
     }
     become_holder(record, [lease.address, device.name, settings.state_dir])
     _, reason = hold(found)  # only if the slim holder could not be started
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
+    if down is not None:  # with the reason of the real end, not of an unwinding
+        down["reason"] = reason
 
 
 def finish(record: dict, reason: str) -> int:
@@ -154,18 +193,37 @@ def finish(record: dict, reason: str) -> int:
             store = open_store(record["state_dir"])
             undo.callback(store.close)
             undo.callback(_quietly, "release the lease", store.release, lease)
-            undo.callback(
-                _quietly,
-                "deconfigure the device",
-                configure.undo,
-                configure.from_record(record["applied"]),
-            )
+            for applied in record["applied"]:
+                undo.callback(
+                    _quietly,
+                    "deconfigure the device",
+                    configure.undo,
+                    configure.from_record(applied),
+                )
+            if record.get("down"):
+                undo.callback(_run_down_hook, record["down"], found.device, reason)
         status = 0
     except TunhelperError as e:
         log.error(str(e))
         status = e.exit_code
     end_connection(found)
     return status
+
+
+def _run_down_hook(down: dict, device: DeviceInfo, reason: str) -> None:
+    """The down hook, with the bytes the device moved; its failure is only reported."""
+    counters = platform.link_counters(device)
+    values = {
+        **down["values"],
+        "event": "down",
+        "reason": down.get("reason", reason),
+        "bytes_in": None if counters is None else counters[0],
+        "bytes_out": None if counters is None else counters[1],
+    }
+    try:
+        hooks.run("down", down["argv"], hooks.environment(values), down["timeout"])
+    except TunhelperError as e:
+        log.error(str(e))
 
 
 def _quietly(what: str, step, *args) -> None:

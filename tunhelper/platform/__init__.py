@@ -20,6 +20,13 @@ module provides all of them:
 ``bridge_ports(name)``, ``create_bridge(name, address, prefixlen, mtu)``,
 ``delete_bridge(name)``, ``add_port(device, bridge, mtu)``, ``remove_port(device, bridge)``
     the bridge that tap sessions share (``bridge_ports`` is ``None`` if it does not exist);
+``add_route(device, network, via)`` / ``delete_route(...)``, ``our_routes()``
+    routes through a session's device, marked as tunhelper's so they can be listed;
+``apply_dns(device, servers)`` / ``revert_dns(device, tool)``
+    hand a link's DNS servers to the system's resolver manager (``None``: there is none);
+``link_counters(device)``
+    bytes received from and sent to the client through the device, now or as it was
+    deleted (``None`` if unknown);
 ``preload()``
     load ahead of need whatever configuring costs to load (Linux: pyroute2);
 ``wait_for_end(pid, start_time, device)``
@@ -43,6 +50,8 @@ from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo, Sess
 if sys.platform.startswith("linux"):
     from tunhelper.platform.linux import (
         add_port,
+        add_route,
+        apply_dns,
         boot_id,
         bridge_ports,
         configure_address,
@@ -51,16 +60,22 @@ if sys.platform.startswith("linux"):
         deconfigure_address,
         deconfigure_p2p,
         delete_bridge,
+        delete_route,
         device_info,
         held_devices,
         holds_pipe,
+        link_counters,
+        our_routes,
         preload,
         remove_port,
+        revert_dns,
         wait_for_end,
     )
 elif sys.platform.startswith("freebsd"):
     from tunhelper.platform.freebsd import (
         add_port,
+        add_route,
+        apply_dns,
         boot_id,
         bridge_ports,
         configure_address,
@@ -69,11 +84,15 @@ elif sys.platform.startswith("freebsd"):
         deconfigure_address,
         deconfigure_p2p,
         delete_bridge,
+        delete_route,
         device_info,
         held_devices,
         holds_pipe,
+        link_counters,
+        our_routes,
         preload,
         remove_port,
+        revert_dns,
         wait_for_end,
     )
 else:
@@ -85,6 +104,8 @@ __all__ = [
     "DeviceInfo",
     "SessionDevice",
     "add_port",
+    "add_route",
+    "apply_dns",
     "boot_id",
     "bridge_ports",
     "configure_address",
@@ -93,10 +114,14 @@ __all__ = [
     "deconfigure_address",
     "deconfigure_p2p",
     "delete_bridge",
+    "delete_route",
     "device_info",
     "held_devices",
     "holds_pipe",
+    "link_counters",
+    "our_routes",
     "preload",
     "remove_port",
+    "revert_dns",
     "wait_for_end",
 ]

@@ -34,6 +34,8 @@ from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 IFCONFIG = "/sbin/ifconfig"
 PROCSTAT = "/usr/bin/procstat"
 SYSCTL = "/sbin/sysctl"
+ROUTE = "/sbin/route"
+NETSTAT = "/usr/bin/netstat"
 
 # The commands get this environment and no other: nothing a client may have put into
 # ours (sshd's AcceptEnv) reaches them. LIBXO_OPTIONS, for one, would turn procstat's
@@ -403,6 +405,52 @@ def remove_port(device: DeviceInfo, bridge: str) -> None:
 def delete_bridge(name: str) -> None:
     """``ifconfig BRIDGE destroy``."""
     _check([IFCONFIG, _ifname(name), "destroy"])
+
+
+# ---------------------------------------------------------------- routes, DNS
+# Routes tunhelper installs carry RTF_PROTO1 (route(8) -proto1, flag "1" in netstat),
+# so that its routes can be told from anyone else's.
+
+
+def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
+    """``route -n add -net NETWORK (VIA | -interface DEV) -proto1``."""
+    net = str(ipaddress.IPv4Network(network))
+    target = [_ipv4(via)] if via is not None else ["-interface", _device_name(device)]
+    _check([ROUTE, "-n", "add", "-net", net, *target, "-proto1"])
+
+
+def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
+    """``route -n delete -net NETWORK``; a route gone with its device is not an error."""
+    net = str(ipaddress.IPv4Network(network))
+    runner([ROUTE, "-n", "delete", "-net", net])
+
+
+def our_routes() -> list[tuple[str, str]]:
+    """``(network, device)`` of the routes flagged 1 (RTF_PROTO1) in ``netstat -rn``."""
+    out = []
+    for line in _check([NETSTAT, "-rn", "-f", "inet"]).text.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and "1" in fields[2] and fields[0][0].isdigit():
+            dst = fields[0] if "/" in fields[0] else f"{fields[0]}/32"
+            out.append((dst, fields[3]))
+    return out
+
+
+def link_counters(device: DeviceInfo) -> tuple[int, int] | None:
+    """Bytes ``(received, sent)``: a FreeBSD tun/tap persists, so its counters stay."""
+    import psutil
+
+    counters = psutil.net_io_counters(pernic=True).get(device.name)
+    return None if counters is None else (counters.bytes_recv, counters.bytes_sent)
+
+
+def apply_dns(device: DeviceInfo, servers: list[str]) -> str | None:
+    """Not done on FreeBSD yet: ``None`` makes connect say so."""
+    return None
+
+
+def revert_dns(device: DeviceInfo, tool: str) -> None:
+    """Nothing to revert (see :func:`apply_dns`)."""
 
 
 # ---------------------------------------------------------------- boot id

@@ -29,6 +29,8 @@ _RTMGRP_LINK = 0x1
 _RTM_DELLINK = 17
 _NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_NLATTR = struct.Struct("=HH")  # len, type
+_IFLA_STATS64 = 23
 
 
 def _valid_ifname(name: str) -> bool:
@@ -207,6 +209,82 @@ def remove_port(device: DeviceInfo, bridge: str) -> None:
         ipr.link("set", index=device.index, master=0, state="down")
 
 
+# Routes tunhelper installs carry their own protocol number (as routing daemons do,
+# see /etc/iproute2/rt_protos), so that its routes can be told from anyone else's.
+RTPROT_TUNHELPER = 113
+
+
+def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
+    """``ip route add NETWORK [via VIA] dev DEV proto 113``."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        route = {"dst": network, "oif": device.index, "proto": RTPROT_TUNHELPER}
+        if via is not None:
+            route["gateway"] = via
+        ipr.route("add", **route)
+
+
+def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
+    """Undo :func:`add_route`; a route that went with its device is not an error."""
+    if not _same_device(device):
+        return
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ipr, _tolerate_gone(NetlinkError):
+        ipr.route("del", dst=network, oif=device.index, proto=RTPROT_TUNHELPER)
+
+
+def our_routes() -> list[tuple[str, str]]:
+    """``(network, device)`` of every route tunhelper installed that is still there."""
+    from pyroute2 import IPRoute
+
+    out = []
+    with IPRoute() as ipr:
+        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+        for r in ipr.get_routes(family=socket.AF_INET, proto=RTPROT_TUNHELPER):
+            dst = r.get_attr("RTA_DST") or "0.0.0.0"  # noqa: S104 - a route, not a bind
+            out.append((f"{dst}/{r['dst_len']}", names.get(r.get_attr("RTA_OIF"), "?")))
+    return out
+
+
+def apply_dns(device: DeviceInfo, servers: list[str]) -> str | None:
+    """Give the link's DNS servers to the system's resolver manager, if it has one.
+
+    systemd-resolved (``resolvectl dns DEV ...``) or resolvconf (``resolvconf -a DEV``
+    with ``nameserver`` lines on stdin). Returns what was done, or ``None`` if the
+    system offers neither; a failure is an error.
+    """
+    import shutil
+    import subprocess
+
+    if shutil.which("resolvectl"):
+        argv = ["resolvectl", "dns", device.name, *servers]
+        stdin = None
+    elif shutil.which("resolvconf"):
+        argv = ["resolvconf", "-a", f"{device.name}.tunhelper"]
+        stdin = "".join(f"nameserver {s}\n" for s in servers)
+    else:
+        return None
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10)
+    if result.returncode != 0:
+        raise OSError(f"{argv[0]} failed: {result.stderr.strip() or result.returncode}")
+    return argv[0]
+
+
+def revert_dns(device: DeviceInfo, tool: str) -> None:
+    """Undo :func:`apply_dns` with the tool that applied it."""
+    import subprocess
+
+    argv = (
+        ["resolvectl", "revert", device.name]
+        if tool == "resolvectl"
+        else ["resolvconf", "-d", f"{device.name}.tunhelper"]
+    )
+    subprocess.run(argv, capture_output=True, timeout=10)
+
+
 def _same_device(device: DeviceInfo) -> bool:
     current = device_info(device.name)
     return current is not None and current.index == device.index
@@ -240,22 +318,57 @@ def process_start(pid: int) -> float | None:
     return btime + ticks / os.sysconf("SC_CLK_TCK")
 
 
-def _link_deleted(data: bytes, index: int) -> bool:
-    """Does this batch of rtnetlink messages contain RTM_DELLINK for ``index``?"""
+def _link_deleted(data: bytes, index: int) -> tuple[bool, tuple[int, int] | None]:
+    """Does this batch of rtnetlink messages delete ``index``, and with what counters?
+
+    The deletion message carries the device's last statistics (IFLA_STATS64): the
+    only place left to read how many bytes a session moved once sshd closed its device.
+    """
     offset = 0
     while offset + _NLMSG_HDR.size <= len(data):
         length, mtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
         if length < _NLMSG_HDR.size:
             break
         body = offset + _NLMSG_HDR.size
+        end = min(offset + length, len(data))
         if (
             mtype == _RTM_DELLINK
-            and body + _IFINFOMSG.size <= len(data)
+            and body + _IFINFOMSG.size <= end
             and _IFINFOMSG.unpack_from(data, body)[2] == index
         ):
-            return True
+            return True, _stats64(data[body + _IFINFOMSG.size : end])
         offset += (length + 3) & ~3
-    return False
+    return False, None
+
+
+def _stats64(attributes: bytes) -> tuple[int, int] | None:
+    """``(rx_bytes, tx_bytes)`` from the IFLA_STATS64 attribute, if present."""
+    offset = 0
+    while offset + _NLATTR.size <= len(attributes):
+        length, kind = _NLATTR.unpack_from(attributes, offset)
+        if length < _NLATTR.size:
+            break
+        if kind == _IFLA_STATS64 and length >= _NLATTR.size + 32:
+            _rx_packets, _tx_packets, rx, tx = struct.unpack_from("=4Q", attributes, offset + 4)
+            return rx, tx
+        offset += (length + 3) & ~3
+    return None
+
+
+# Counters of devices deleted while we watched them, by index (see link_counters).
+_final_counters: dict[int, tuple[int, int]] = {}
+
+
+def link_counters(device: DeviceInfo) -> tuple[int, int] | None:
+    """Bytes ``(received, sent)`` through the device: now, or as it was deleted."""
+    if _same_device(device):
+        try:
+            base = f"/sys/class/net/{device.name}/statistics"
+            with open(f"{base}/rx_bytes") as rx, open(f"{base}/tx_bytes") as tx:
+                return int(rx.read()), int(tx.read())
+        except (OSError, ValueError):
+            pass
+    return _final_counters.get(device.index)
 
 
 def _device_present(device: DeviceInfo) -> bool:
@@ -263,6 +376,24 @@ def _device_present(device: DeviceInfo) -> bool:
         return socket.if_nametoindex(device.name) == device.index
     except OSError:
         return False
+
+
+def _note_deletion(data: bytes, device: DeviceInfo) -> bool:
+    deleted, counters = _link_deleted(data, device.index)
+    if deleted and counters is not None:
+        _final_counters[device.index] = counters
+    return deleted
+
+
+def _drain(nl: socket.socket, device: DeviceInfo) -> None:
+    """Read what is already queued on the netlink socket, without waiting."""
+    while True:
+        try:
+            data = nl.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:
+            return
+        if not data or _note_deletion(data, device):
+            return
 
 
 def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
@@ -291,6 +422,7 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
         while True:
             for fd, _ in poller.poll():
                 if fd == pidfd:
+                    _drain(nl, device)  # the device went as sshd exited: keep its counters
                     return PROCESS_ENDED
                 try:
                     data = nl.recv(65536)
@@ -300,7 +432,7 @@ def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
                     data = b""
                     if not _device_present(device):
                         return DEVICE_GONE
-                if _link_deleted(data, device.index):
+                if _note_deletion(data, device):
                     return DEVICE_GONE
     finally:
         nl.close()

@@ -1,0 +1,129 @@
+"""Per-client policy on the authorized_keys line, end to end with a real sshd."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from tests.lab import Lab, run, wait_until
+
+GATEWAY = "192.168.3.1"
+POOL = ["--pool", "192.168.3.0/24"]
+
+
+def routes(ns: str, network: str) -> list[dict]:
+    return json.loads(run("ip", "-j", "route", "show", network, ns=ns).stdout)
+
+
+def connect_json(client, *args: str) -> dict:
+    conn = client.tunhelper_connect("--json", *args)
+    status = json.loads(conn.status() or "{}")
+    assert status, conn.stderr()
+    status["connect"] = conn
+    return status
+
+
+def test_connect_installs_the_announced_routes_and_removes_them(make_lab) -> None:
+    lab = make_lab([*POOL, "--route", "10.77.0.0/16", "--route", "10.78.1.0/24"])
+    client = lab.add_client()
+    status = connect_json(client)
+    assert status["routes"] == ["10.77.0.0/16", "10.78.1.0/24"]
+    (route,) = routes(client.ns, "10.77.0.0/16")
+    assert route["dev"] == status["device"]
+    assert routes(client.ns, "10.78.1.0/24")[0]["dev"] == status["device"]
+    assert status["connect"].interrupt() == 0
+    assert routes(client.ns, "10.77.0.0/16") == []
+
+
+def test_client_network_is_routed_while_the_session_lives(make_lab) -> None:
+    lab = make_lab()
+    site = lab.add_client("site", helper_args=[*POOL, "--client-net", "10.88.0.0/24"])
+    run("ip", "addr", "add", "10.88.0.1/32", "dev", "lo", ns=site.ns)  # a host behind the client
+    status = connect_json(site)
+    (route,) = routes(lab.server_ns, "10.88.0.0/24")
+    assert route["dev"] == lab.server_tun_devices()[0]
+    assert lab.ping_from_server("10.88.0.1")
+
+    other = lab.add_client("other", helper_args=[*POOL, "--client-net", "10.88.0.0/25"])
+    refused = other.tunhelper_connect()
+    assert refused.status() is None and refused.wait(15) == 1
+    assert "--client-net 10.88.0.0/25 overlaps 10.88.0.0/24" in refused.stderr()
+
+    assert status["connect"].interrupt() == 0
+    assert wait_until(lambda: routes(lab.server_ns, "10.88.0.0/24") == [], 5)
+    assert not lab.ping_from_server("10.88.0.1")
+
+
+def hook_script(lab: Lab, name: str) -> str:
+    path = lab.dir / f"{name}.sh"
+    path.write_text(
+        f"#!/bin/sh\nenv | grep -e ^TUNHELPER_ -e ^PATH= | sort > {lab.dir}/{name}.env\n"
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
+def read_env(lab: Lab, name: str) -> dict[str, str]:
+    text = (lab.dir / f"{name}.env").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def test_hooks_get_the_documented_environment_and_down_runs_when_sshd_dies(make_lab) -> None:
+    lab = make_lab(sshd_options={"AcceptEnv": "*"})
+    up, down = hook_script(lab, "up"), hook_script(lab, "down")
+    client = lab.add_client(helper_args=[*POOL, "--up", up, "--down", down])
+    session = client.connect("-o", "SetEnv=TUNHELPER_ADDRESS=6.6.6.6 LEAK=1")
+    assert session.read_address() == "192.168.3.2"
+    env = read_env(lab, "up")
+    assert env["TUNHELPER_EVENT"] == "up"
+    assert env["TUNHELPER_ADDRESS"] == "192.168.3.2"  # not what the client sent
+    assert env["TUNHELPER_GATEWAY"] == GATEWAY and env["TUNHELPER_PREFIX"] == "32"
+    assert env["TUNHELPER_MODE"] == "tun" and env["TUNHELPER_DEVICE"].startswith("tun")
+    assert env["TUNHELPER_POOL"] == "192.168.3.0/24"
+    assert env["TUNHELPER_CLIENT"].startswith("SHA256:")
+    assert env["TUNHELPER_REMOTE_ADDRESS"].startswith("10.231.")
+    assert env["TUNHELPER_REMOTE_PORT"].isdigit()
+    assert "LEAK" not in (lab.dir / "up.env").read_text()
+    session.configure_client_side()
+    assert session.ping(GATEWAY, count=3)
+
+    lease = next(x for x in lab.leases() if x["state"] == "active")
+    os.kill(lease["session_pid"], signal.SIGKILL)  # sshd's session process dies
+    assert wait_until(lambda: (lab.dir / "down.env").exists(), 5)
+    env = read_env(lab, "down")
+    assert env["TUNHELPER_EVENT"] == "down" and env["TUNHELPER_ADDRESS"] == "192.168.3.2"
+    assert int(env["TUNHELPER_BYTES_IN"]) > 0 and int(env["TUNHELPER_BYTES_OUT"]) > 0
+    assert env["TUNHELPER_REASON"]
+
+
+def test_a_failing_up_hook_refuses_the_session_cleanly(make_lab) -> None:
+    lab = make_lab()
+    down = hook_script(lab, "down")
+    client = lab.add_client(helper_args=[*POOL, "--up", "/bin/false", "--down", down])
+    session = client.connect()
+    assert session.read_address() is None
+    assert session.wait(15) not in (None, 0)
+    assert "up hook /bin/false failed (exit 1)" in session.stderr()
+    assert [x["state"] for x in lab.leases()] == ["released"]
+    assert wait_until(lambda: lab.server_tun_devices() == [], 5)
+    assert not (lab.dir / "down.env").exists()  # it never came up
+
+
+def test_dns_is_announced_and_connect_says_when_it_cannot_apply_it(make_lab) -> None:
+    lab = make_lab([*POOL, "--dns", "192.168.3.53"])
+    status = connect_json(lab.add_client())
+    assert status["dns"] == ["192.168.3.53"]
+    conn = status["connect"]
+    tools = [
+        t
+        for t in ("resolvectl", "resolvconf")
+        if subprocess.run(["which", t], capture_output=True).returncode == 0
+    ]
+    if not tools:  # Debian's minimal images, and CI
+        assert wait_until(lambda: "set them by hand" in conn.stderr(), 5), conn.stderr()
+    else:
+        shown = run("resolvectl", "dns", status["device"], ns=lab.clients[0].ns, check=False)
+        assert "192.168.3.53" in shown.stdout or "set them by hand" not in conn.stderr()
+    assert conn.proc.poll() is None  # the link stays up either way

@@ -1,0 +1,79 @@
+"""The admin's ``--up`` and ``--down`` commands.
+
+Run without a shell (argv from the admin's authorized_keys line, split with shlex),
+bounded in time (the whole process group is killed at the limit), with a clean,
+documented environment: nothing the client sent reaches a hook. Their output goes to
+syslog, never to the client's stdout, which carries the announcement.
+
+Environment (all values strings; empty when not applicable):
+``TUNHELPER_EVENT`` (up or down), ``TUNHELPER_DEVICE``, ``TUNHELPER_MODE`` (tun or
+tap), ``TUNHELPER_ADDRESS`` (the client's), ``TUNHELPER_GATEWAY``, ``TUNHELPER_PREFIX``,
+``TUNHELPER_POOL``, ``TUNHELPER_CLIENT`` (identity), ``TUNHELPER_REMOTE_ADDRESS`` and
+``TUNHELPER_REMOTE_PORT`` (the client's end of the ssh connection), and at down
+``TUNHELPER_BYTES_IN`` / ``TUNHELPER_BYTES_OUT`` (received from / sent to the client
+through the device) and ``TUNHELPER_REASON``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Mapping
+
+from tunhelper import log
+from tunhelper.errors import TunhelperError
+
+PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def environment(values: Mapping[str, object]) -> dict[str, str]:
+    """The hook's whole environment: a fixed PATH and the TUNHELPER_* values."""
+    env = {"PATH": PATH}
+    for key, value in values.items():
+        env[f"TUNHELPER_{key.upper()}"] = "" if value is None else str(value)
+    return env
+
+
+def remote(ssh_connection: str | None) -> tuple[str, str]:
+    """The client's address and port from sshd's ``SSH_CONNECTION``, if well formed."""
+    import ipaddress
+
+    parts = (ssh_connection or "").split()
+    if len(parts) == 4 and parts[1].isdigit():
+        with contextlib.suppress(ValueError):
+            return str(ipaddress.ip_address(parts[0])), parts[1]
+    return "", ""
+
+
+def run(event: str, argv: list[str], env: dict[str, str], timeout: float) -> None:
+    """Run a hook; a failure or timeout is a :class:`TunhelperError` naming it."""
+    what = f"{event} hook {argv[0]}"
+    try:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group, so a timeout kills it all
+            cwd="/",
+        )
+    except OSError as e:
+        raise TunhelperError(f"{what} could not run: {e.strerror}") from None
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise TunhelperError(f"{what} did not finish within {timeout:g}s") from None
+    text = output.decode("utf-8", "replace").strip()
+    if text:
+        log.info(f"{what}: {text[:500]}")
+    if proc.returncode != 0:
+        first = text.splitlines()[-1][:200] if text else ""
+        raise TunhelperError(
+            f"{what} failed (exit {proc.returncode}){': ' + first if first else ''}"
+        )
