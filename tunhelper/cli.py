@@ -10,7 +10,7 @@ import argparse
 import os
 import re
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from tunhelper import __version__, log
 from tunhelper.errors import TunhelperError, UsageError
@@ -142,6 +142,16 @@ def release_parser() -> argparse.ArgumentParser:
     )
     _add_state_dir(p)
     return p
+
+
+# Every command's parser, by command name ("" is the forced command). The man pages are
+# checked against this registry (tests/test_manpage.py): a command added here without
+# its options documented, or documented options it lacks, fails the tests.
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "": serve_parser,
+    "leases": leases_parser,
+    "release": release_parser,
+}
 
 
 def _serve(argv: list[str]) -> int:
