@@ -6,11 +6,12 @@ Only the platform calls and discovery are faked; the lease store is the real one
 from __future__ import annotations
 
 import os
+import syslog
 from pathlib import Path
 
 import pytest
 
-from tunhelper import discover, session
+from tunhelper import discover, log, session
 from tunhelper.hold import Interrupted
 from tunhelper.lease import ACTIVE, RELEASED, open_store
 from tunhelper.platform import DeviceInfo
@@ -129,3 +130,38 @@ def test_tap_refused_before_anything_is_leased(world, monkeypatch, capfd) -> Non
     assert "tap (ethernet)" in capfd.readouterr().err
     assert leases(settings) == []
     assert events == ["end connection"]
+
+
+@pytest.fixture
+def syslog_records(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, str]]:
+    """What tunhelper hands to syslog(3): (ident, priority, message)."""
+    records: list[tuple[str, int, str]] = []
+    ident: list[str] = []
+    monkeypatch.setattr(log, "_opened", False)
+    monkeypatch.setattr(syslog, "openlog", lambda name, *a: ident.append(name))
+    monkeypatch.setattr(syslog, "syslog", lambda p, m: records.append((ident[-1], p, m)))
+    return records
+
+
+def test_syslog_tells_the_admin_start_address_end_and_reason(world, syslog_records) -> None:
+    """``journalctl -t tunhelper`` must find every session's start and end, with why."""
+    settings, _, _ = world
+    assert session.serve(settings, {}) == 0
+    lines = [(p, m) for ident, p, m in syslog_records if ident == "tunhelper"]
+    assert len(lines) == len(syslog_records)
+    (start,) = [m for p, m in lines if m.startswith("session start:")]
+    assert "client alice" in start and "address 192.168.3.2" in start and "device tun0" in start
+    (end,) = [m for p, m in lines if m.startswith("session end:")]
+    assert end == "session end: address 192.168.3.2 device tun0: ended"
+    assert {p for p, _ in lines} == {syslog.LOG_INFO}
+
+
+def test_syslog_records_every_refusal_with_its_reason(world, syslog_records, capfd) -> None:
+    settings, _, monkeypatch = world
+    tap = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), os.getpid(), 0.0)
+    monkeypatch.setattr(discover, "find_device", lambda wait, env: tap)
+    assert session.serve(settings, {}) == 1
+    ((ident, priority, message),) = syslog_records
+    assert (ident, priority) == ("tunhelper", syslog.LOG_ERR)
+    assert "tap (ethernet)" in message
+    assert message in capfd.readouterr().err  # the client is told the same reason
