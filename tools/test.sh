@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install.sh
 .venv/bin/ruff check --no-cache .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -p no:cacheprovider -ra "$@"
