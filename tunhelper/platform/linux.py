@@ -12,11 +12,14 @@ import os
 import re
 import select
 import socket
+import stat
 import struct
 
 from tunhelper.platform.base import DeviceInfo
 
-TUN_PATH = "/dev/net/tun"
+# /dev/net/tun, by number (misc major 10, TUN_MINOR 200) rather than by the name readlink
+# shows: seen from another mount namespace or a chroot, that name differs.
+TUN_RDEV = os.makedev(10, 200)
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 _IFF_TUN = 0x0001
 _IFF_TAP = 0x0002
@@ -41,7 +44,8 @@ def held_devices(pid: int) -> list[str]:
         return []
     for fd in fds:
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != TUN_PATH:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            if not stat.S_ISCHR(st.st_mode) or st.st_rdev != TUN_RDEV:
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}", encoding="ascii", errors="replace") as f:
                 for line in f:
