@@ -40,7 +40,8 @@ def plant(directory: Path, marker: Path) -> None:
     os.chmod(directory, 0o755)
 
 
-def hostile_environment(directory: Path, marker: Path) -> dict[str, str]:
+def hostile_environment(directory: Path) -> dict[str, str]:
+    """PYTHON* variables pointing at the planted modules, as a client could send them."""
     return {
         "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
         "PYTHONPATH": str(directory),
@@ -68,7 +69,7 @@ def test_the_suite_runs_on_the_installed_package_and_debians_libraries() -> None
 def test_launcher_ignores_pythonpath_and_other_python_variables(tmp_path: Path) -> None:
     directory, marker = tmp_path / "planted", tmp_path / "ran"
     plant(directory, marker)
-    env = hostile_environment(directory, marker)
+    env = hostile_environment(directory)
     # The planted modules do run in a Python that honours the environment...
     subprocess.run([sys.executable, "-c", "import re"], env=env, input="", check=True)
     assert marker.exists()
@@ -89,7 +90,7 @@ def test_client_sent_pythonpath_runs_nothing_in_the_installed_forced_command(
     lab = make_lab(sshd_options={"AcceptEnv": "*"})
     directory, marker = lab.dir / "planted", lab.dir / "ran"
     plant(directory, marker)
-    sent = hostile_environment(directory, marker)
+    sent = hostile_environment(directory)
     del sent["PATH"]
     setenv = ["-o", "SetEnv=" + " ".join(f"{k}={v}" for k, v in sent.items())]
     session = lab.add_client().connect(*setenv)
