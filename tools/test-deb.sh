@@ -37,8 +37,9 @@ fi
 # --reinstall: the same version rebuilt from changed sources must replace the old one.
 (cd dist && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall ./tunhelper_*.deb \
     >/dev/null)
-echo "test-deb.sh: installed $(dpkg-query -W -f='${Package} ${Version}' tunhelper) with" \
-    "$(dpkg-query -W -f='${Package} ${Version}, ' python3-pyroute2 python3-psutil python3-netaddr)"
+libraries=$(dpkg-query -W -f='${Package} ${Version}, ' python3-pyroute2 python3-psutil python3-netaddr)
+echo "test-deb.sh: installed $(dpkg-query -W -f='${Package} ${Version}' tunhelper)" \
+    "with ${libraries%, }"
 
 # Debian's python3, without the checkout on sys.path ahead of the installed package:
 # -P keeps the current directory out, and --import-mode=append puts the tests' root last.
