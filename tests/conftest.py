@@ -1,4 +1,10 @@
-"""Shared fixtures. In CI (``CI`` set) an end-to-end test that cannot run fails, never skips."""
+"""Shared fixtures. In CI (``CI`` set) an end-to-end test that cannot run fails, never skips.
+
+Tests marked ``installed`` check the installed Debian package (its launcher, files and
+libraries). They are collected only when ``TUNHELPER_TEST_COMMAND`` names that launcher
+(tools/test-deb.sh does, and CI runs it); otherwise they are deselected and counted in
+the summary, not skipped: there is nothing they could check.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +12,10 @@ import os
 
 import pytest
 
-from tests.lab import Lab, missing_prerequisites
+from tests.lab import COMMAND_VARIABLE, Lab, installed_command, missing_prerequisites
 
 _skipped: list[str] = []
+_not_installed: list[str] = []
 
 
 def _unavailable(message: str) -> None:
@@ -38,6 +45,26 @@ def make_lab():
     yield factory
     for lab in labs:
         lab.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if installed_command() is not None:
+        return
+    keep = [item for item in items if item.get_closest_marker("installed") is None]
+    dropped = [item for item in items if item.get_closest_marker("installed") is not None]
+    if dropped:
+        _not_installed.extend(item.nodeid for item in dropped)
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _not_installed:
+        terminalreporter.write_line(
+            f"{len(_not_installed)} test(s) of the installed package not run: they need "
+            f"{COMMAND_VARIABLE}=/usr/bin/tunhelper after installing the .deb "
+            "(bash tools/test-deb.sh does both)"
+        )
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -27,8 +27,30 @@ UNDERLAY = "10.231"  # /16 inside the lab's namespaces only: server .0.1, client
 SSHD = shutil.which("sshd", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/sbin/sshd"
 
 
+# Test configuration, read here only (never by tunhelper): the launcher of an installed
+# package to test instead of the project's venv, e.g. /usr/bin/tunhelper from the .deb.
+COMMAND_VARIABLE = "TUNHELPER_TEST_COMMAND"
+
+
+def installed_command() -> str | None:
+    """The launcher named by ``TUNHELPER_TEST_COMMAND``, or ``None`` when unset.
+
+    Set but unusable is an error, never a quiet fallback to the venv: a run meant to
+    test the installed package must not pass by testing something else.
+    """
+    value = os.environ.get(COMMAND_VARIABLE)
+    if not value:
+        return None
+    if not os.path.isabs(value) or not os.access(value, os.X_OK):
+        raise RuntimeError(f"{COMMAND_VARIABLE}={value!r} is not an absolute path to a program")
+    return value
+
+
 def tunhelper_command() -> str:
-    """The installed ``tunhelper`` next to this interpreter (the project's venv)."""
+    """The ``tunhelper`` under test: the installed one if named, else the project's venv's."""
+    installed = installed_command()
+    if installed is not None:
+        return installed
     candidate = Path(sys.executable).with_name("tunhelper")
     return str(candidate) if candidate.exists() else shutil.which("tunhelper") or "tunhelper"
 

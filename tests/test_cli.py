@@ -11,14 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.lab import tunhelper_command
 from tunhelper import __version__, cli
 from tunhelper.errors import UsageError
 from tunhelper.pool import Pool
 
 
 def tunhelper(*args: str, env: dict | None = None, stdin: str = "") -> subprocess.CompletedProcess:
+    """Run the command under test: the venv's, or the installed package's launcher."""
     return subprocess.run(
-        [sys.executable, "-m", "tunhelper", *args],
+        [tunhelper_command(), *args],
         capture_output=True,
         text=True,
         input=stdin,

@@ -25,6 +25,7 @@ def test_offset_round_trip() -> None:
     pool = Pool.parse("172.20.0.0/16")
     assert pool.offset(pool.address(300)) == 300
     assert pool.offset("172.21.0.1") is None
+    assert pool.offset("172.20.1") is None  # not 172.20.0.1, whatever netaddr's age
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,11 @@ def test_offset_round_trip() -> None:
         ("192.168.3.0/24", "192.168.3.255", "host address inside"),
         ("192.168.3.0/24", "10.0.0.1", "host address inside"),
         ("192.168.3.0/24", "gw", "not an IPv4 address"),
+        # inet_aton forms that netaddr < 1.0 accepts by default: never guess what they mean
+        ("10.0.0.0/8", "10.1", "not an IPv4 address"),
+        ("10.0.0.0/8", "10.0.0.010", "not an IPv4 address"),
+        ("10.0.0.0/8", "0xa000001", "not an IPv4 address"),
+        ("10.0.0.0/8", "10.0.0.5\n", "not an IPv4 address"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_option(cidr, gateway, expect) -> None:

@@ -173,18 +173,3 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
     assert "serves ethernet links only" in capfd.readouterr().err
     assert leases(settings) == []
     assert events == ["end connection"]
-
-
-def test_what_the_session_took_survives_the_handover_to_the_slim_holder() -> None:
-    import json
-
-    from tunhelper import configure
-
-    for applied in (
-        configure.PointToPoint(DEVICE, "192.168.3.1", "192.168.3.2"),
-        configure.BridgePort(DeviceInfo("tap0", 7, "tap"), BRIDGE, "/var/lib/tunhelper"),
-        configure.PrefixAddress(DeviceInfo("tap1", 8, "tap"), "192.168.3.9", 24),
-        configure.Routes(DEVICE, ("10.1.0.0/16", "10.2.0.0/16"), None),
-    ):
-        record = json.loads(json.dumps(configure.to_record(applied)))
-        assert configure.from_record(record) == applied

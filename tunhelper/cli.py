@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import sys
-from typing import NoReturn
+from typing import Callable, NoReturn
 
 from tunhelper import __version__, log
 from tunhelper.errors import TunhelperError, UsageError
@@ -390,6 +390,18 @@ def _disconnect(argv: list[str]) -> int:
     for path in daemon.disconnect(args.device, args.pid_file):
         print(f"ended {path}")
     return 0
+
+
+# Every command's parser, by command name ("" is the forced command). The man pages are
+# checked against this registry (tests/test_manpage.py): a command added here without
+# its options documented, or documented options it lacks, fails the tests.
+PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
+    "": serve_parser,
+    "leases": leases_parser,
+    "release": release_parser,
+    "connect": connect_parser,
+    "disconnect": disconnect_parser,
+}
 
 
 def _serve(argv: list[str]) -> int:

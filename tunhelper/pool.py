@@ -13,6 +13,10 @@ import netaddr
 
 from tunhelper.errors import UsageError
 
+# Dotted quads only, with every netaddr release we support: netaddr < 1.0 parses with
+# inet_aton by default, where "10.1" is 10.0.0.1 and "10.0.0.010" is 10.0.0.8 (octal).
+_STRICT = netaddr.INET_PTON
+
 
 @dataclass(frozen=True)
 class Pool:
@@ -53,7 +57,7 @@ class Pool:
             gw = None if gateway_optional else netaddr.IPAddress(network.first + 1)
         else:
             try:
-                gw = netaddr.IPAddress(gateway)
+                gw = netaddr.IPAddress(gateway, flags=_STRICT)
             except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise UsageError(
                     f"--gateway {gateway!r} is not an IPv4 address; give one inside {network}"
@@ -93,7 +97,7 @@ class Pool:
     def offset(self, address: str) -> int | None:
         """The offset of an address in this pool, or ``None`` if it is outside."""
         try:
-            ip = netaddr.IPAddress(address)
+            ip = netaddr.IPAddress(address, flags=_STRICT)
         except (netaddr.AddrFormatError, ValueError, TypeError):
             return None
         if ip.version != 4 or ip not in self.network:
