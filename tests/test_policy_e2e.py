@@ -58,8 +58,10 @@ def test_client_network_is_routed_while_the_session_lives(make_lab) -> None:
 
 def hook_script(lab: Lab, name: str) -> str:
     path = lab.dir / f"{name}.sh"
+    out = lab.dir / f"{name}.env"
+    # Written aside and renamed, so that a test never reads it half-written.
     path.write_text(
-        f"#!/bin/sh\nenv | grep -e ^TUNHELPER_ -e ^PATH= | sort > {lab.dir}/{name}.env\n"
+        f"#!/bin/sh\nenv | grep -e ^TUNHELPER_ -e ^PATH= | sort > {out}.tmp && mv {out}.tmp {out}\n"
     )
     path.chmod(0o755)
     return str(path)
