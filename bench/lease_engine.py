@@ -12,7 +12,8 @@
     that is 90% held, against an empty /24. Target: <= 1.5x.
 
 Each sample in (b) works on an identical copy of a prepared database, so the pool's
-state is the same for every sample. On it a fresh connection makes two allocations,
+state is the same for every sample, kept open by another connection as live helpers
+keep it open on a gateway in use. On it a fresh connection makes two allocations,
 each followed by its release: "cold" is the first (what a helper does: it is a new
 process that allocates once), "warm" the second (statements already compiled: what
 a long-lived allocator would pay). The /16 layouts:
@@ -33,6 +34,7 @@ root; works in a temporary directory only. Exit status 0 if every target is met.
 from __future__ import annotations
 
 import argparse
+import gc
 import multiprocessing
 import os
 import random
@@ -156,6 +158,7 @@ def prepare(pool: Pool, layout: str, tmp: Path) -> tuple[Path, float]:
     if key not in _prepared:
         store = open_store(str(tmp / "prepared" / f"{pool.name.replace('/', '_')}-{layout}"))
         db = sqlite3.connect(store.path, isolation_level=None)
+        db.execute("CREATE TABLE bench_keeper (n INTEGER)")  # see _copy
         db.execute("BEGIN")
         db.executemany(
             f"INSERT INTO leases ({_COLUMNS}) VALUES ({', '.join('?' * 15)})",
@@ -173,10 +176,21 @@ def prepare(pool: Pool, layout: str, tmp: Path) -> tuple[Path, float]:
     return _prepared[key]
 
 
-def _copy(snapshot: Path, state: Path) -> None:
+def _copy(snapshot: Path, state: Path) -> sqlite3.Connection:
+    """A fresh copy of the snapshot, and a connection that keeps its WAL open.
+
+    On a gateway in use, live helpers keep the database open, so its write-ahead log
+    exists; the first write to a new one syncs it and its directory, which here would
+    also flush the copy just written. The keeper takes that cost, untimed, by writing
+    to a table of its own.
+    """
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True, mode=0o700)
     shutil.copyfile(snapshot, state / snapshot.name)
+    keeper = sqlite3.connect(state / snapshot.name, isolation_level=None)
+    keeper.execute("PRAGMA journal_mode=WAL")
+    keeper.execute("INSERT INTO bench_keeper VALUES (1)")
+    return keeper
 
 
 # -- (a) throughput ----------------------------------------------------------------
@@ -230,7 +244,7 @@ def _active_by_kind(state: Path) -> tuple[int, int]:
 def throughput(pool: Pool, layout: str, procs: int, seconds: float, tmp: Path) -> dict:
     snapshot, _ = prepare(pool, layout, tmp)
     state, marks = tmp / f"tp-{layout}" / "state", tmp / f"tp-{layout}" / "marks"
-    _copy(snapshot, state)
+    _copy(snapshot, state).close()
     marks.mkdir()
     store = open_store(str(state))
     for lease in store.leases():
@@ -278,35 +292,54 @@ def throughput(pool: Pool, layout: str, procs: int, seconds: float, tmp: Path) -
 # -- (b) cost of one allocation ------------------------------------------------------
 
 
-def allocation_cost(pool: Pool, layout: str, samples: int, budget: float, tmp: Path) -> dict:
-    """Median cold and warm allocate, each sample on a fresh copy of the database."""
-    snapshot, first = prepare(pool, layout, tmp)
-    state = tmp / "work" / layout
-    cold, warm, alive_calls, addresses = [], [], 0, set()
+def _sample(pool: Pool, snapshot: Path, state: Path, n: int) -> tuple[float, float, int, str]:
+    """One sample: cold and warm allocate (each then released) on a fresh copy."""
+    keeper = _copy(snapshot, state)
+    store = open_store(str(state))
+    alive = CountingAlive()
+    times = []
+    gc.collect()  # the benchmark's own garbage is not the store's cost
+    for kind in ("cold", "warm"):
+        t0 = time.perf_counter()
+        lease = store.allocate(request(pool, f"new-client-{n}-{kind}"), alive)
+        times.append(time.perf_counter() - t0)
+        store.release(lease)
+    store.close()
+    keeper.close()
+    return times[0], times[1], alive.calls, lease.address
+
+
+def allocation_costs(
+    cases: list[tuple[Pool, str]], samples: int, budget: float, tmp: Path
+) -> list[dict]:
+    """Median cold and warm allocate per case, each sample on a fresh copy.
+
+    The cases take turns, sample by sample, so load from elsewhere on the machine
+    falls on all of them alike.
+    """
+    prepared = [prepare(pool, layout, tmp) for pool, layout in cases]
+    got: list[list[tuple[float, float, int, str]]] = [[] for _ in cases]
     deadline = time.monotonic() + budget
-    for i in range(samples):
-        _copy(snapshot, state)
-        store = open_store(str(state))
-        alive = CountingAlive()
-        for kind, times in (("cold", cold), ("warm", warm)):
-            t0 = time.perf_counter()
-            lease = store.allocate(request(pool, f"new-client-{i}-{kind}"), alive)
-            times.append(time.perf_counter() - t0)
-            store.release(lease)
-            addresses.add(lease.address)
-        store.close()
-        alive_calls += alive.calls
-        if time.monotonic() > deadline and i >= 19:
+    for n in range(samples):
+        for k in range(len(cases)):
+            i = (n + k) % len(cases)
+            got[i].append(_sample(cases[i][0], prepared[i][0], tmp / "work" / str(i), n))
+        if time.monotonic() > deadline and n >= 19:
             break
-    return {
-        "samples": len(cold),
-        "cold_us": 1e6 * statistics.median(cold),
-        "warm_us": 1e6 * statistics.median(warm),
-        "first_ms": 1000 * first,
-        "alive_calls": alive_calls / len(cold),
-        "db_mb": snapshot.stat().st_size / 2**20,
-        "example": min(addresses, key=lambda a: tuple(int(x) for x in a.split("."))),
-    }
+    results = []
+    for (snapshot, first), runs in zip(prepared, got):
+        results.append(
+            {
+                "samples": len(runs),
+                "cold_us": 1e6 * statistics.median(r[0] for r in runs),
+                "warm_us": 1e6 * statistics.median(r[1] for r in runs),
+                "first_ms": 1000 * first,
+                "alive_calls": sum(r[2] for r in runs) / len(runs),
+                "db_mb": snapshot.stat().st_size / 2**20,
+                "example": runs[0][3],
+            }
+        )
+    return results
 
 
 # -- report --------------------------------------------------------------------------
@@ -340,26 +373,27 @@ def run_throughput(procs: int, seconds: float, tmp: Path) -> bool:
 
 
 def run_cost(samples: int, budget: float, tmp: Path) -> bool:
-    base = allocation_cost(SMALL, "empty", samples, budget, tmp)
+    cases = [(SMALL, "empty")] + [(BIG, layout) for layout in LAYOUTS]
+    base, *rest = allocation_costs(cases, samples, budget, tmp)
     print("(b) one allocation for a new client, median; cold = first on its connection")
     print(
         f"    empty /24             cold {base['cold_us']:7.0f} us         "
-        f"warm {base['warm_us']:7.0f} us          [n={base['samples']}]"
+        f"warm {base['warm_us']:7.0f} us          [n={base['samples']}, "
+        f"gives {base['example']}]"
     )
     worst = 0.0
-    for layout in LAYOUTS:
-        r = allocation_cost(BIG, layout, samples, budget, tmp)
+    for layout, r in zip(LAYOUTS, rest):
         rc, rw = r["cold_us"] / base["cold_us"], r["warm_us"] / base["warm_us"]
         worst = max(worst, rc, rw)
         print(
             f"    /16 90% {layout:<13} cold {r['cold_us']:7.0f} us {rc:5.2f}x  "
-            f"warm {r['warm_us']:7.0f} us {rw:5.2f}x  [n={r['samples']}, db "
-            f"{r['db_mb']:.1f} MB, first allocation after load {r['first_ms']:.0f} ms, "
-            f"liveness calls {r['alive_calls']:.0f}, lowest given {r['example']}]"
+            f"warm {r['warm_us']:7.0f} us {rw:5.2f}x  [n={r['samples']}, gives "
+            f"{r['example']}, db {r['db_mb']:.1f} MB, first allocation after load "
+            f"{r['first_ms']:.0f} ms, liveness calls {r['alive_calls']:.0f}]"
         )
-        sys.stdout.flush()
     ok = worst <= RATIO_TARGET
     print(f"    worst ratio {worst:.2f}x, target <= {RATIO_TARGET}x: {verdict(ok)}")
+    sys.stdout.flush()
     return ok
 
 
@@ -368,7 +402,7 @@ def main() -> int:
     ap.add_argument("--procs", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each throughput run")
     ap.add_argument("--samples", type=int, default=200, help="allocations per layout")
-    ap.add_argument("--budget", type=float, default=30.0, help="max seconds per layout")
+    ap.add_argument("--budget", type=float, default=120.0, help="max seconds for (b)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
     args = ap.parse_args()
