@@ -6,10 +6,15 @@ import multiprocessing
 import os
 import sqlite3
 import stat
+from contextlib import closing
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+import tunhelper.lease as lease_module
 from tunhelper.errors import TunhelperError
 from tunhelper.lease import (
     ACTIVE,
@@ -248,3 +253,245 @@ def test_concurrent_churn_never_hands_an_address_out_twice(tmp_path: Path) -> No
     assert errors.empty(), errors.get()
     store = open_store(state)
     assert [lease for lease in store.leases() if lease.state == ACTIVE] == []
+
+
+# -- never-used slots: high-water mark and holes ------------------------------------
+
+# The schema of the store before it kept a high-water mark: a database written by it
+# has only this table.
+OLD_SCHEMA = """
+CREATE TABLE leases (
+    pool TEXT NOT NULL, slot INTEGER NOT NULL, address TEXT NOT NULL,
+    client TEXT NOT NULL, state TEXT NOT NULL, token TEXT NOT NULL, since REAL NOT NULL,
+    released_at REAL, host TEXT NOT NULL, boot_id TEXT NOT NULL,
+    helper_pid INTEGER NOT NULL, helper_start REAL NOT NULL,
+    session_pid INTEGER NOT NULL, session_start REAL NOT NULL, device TEXT NOT NULL,
+    PRIMARY KEY (pool, slot)
+);
+CREATE INDEX leases_by_client ON leases (pool, client);
+CREATE INDEX leases_by_state ON leases (pool, state, released_at);
+"""
+
+
+def write_row(path: str, slot: int, client: str, state: str = ACTIVE, pool: Pool = POOL) -> None:
+    """Write a lease row directly, as an older tunhelper (or an admin) would."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (pool.name, slot, pool.address(slot), client, state, f"t{slot}", 1.0 + slot,
+         2.0 + slot if state == RELEASED else None, "host", "boot", 1, 1.0, 2, 2.0, "tun9"),
+    )  # fmt: skip
+    db.close()
+
+
+def addresses(store: SqliteLeaseStore, clients, **kwargs) -> list[str]:
+    return [store.allocate(request(c, **kwargs), always).address for c in clients]
+
+
+def test_excluded_slot_above_the_mark_is_skipped_and_later_used_first(store) -> None:
+    assert addresses(store, ["a"]) == ["192.168.3.2"]
+    skip_3 = POOL.excluded(["192.168.3.3"])
+    assert addresses(store, ["b", "c"], excluded=skip_3) == ["192.168.3.4", "192.168.3.5"]
+    # .3 was never handed out: once no longer excluded, it is the lowest never-used one.
+    assert addresses(store, ["d", "e"]) == ["192.168.3.3", "192.168.3.6"]
+
+
+def test_excluded_slot_below_the_mark_stays_excluded_until_freed(store) -> None:
+    addresses(store, ["a", "b"], excluded=POOL.excluded(["192.168.3.2"]))  # .3, .4
+    assert addresses(store, ["c"], excluded=POOL.excluded(["192.168.3.2"])) == ["192.168.3.5"]
+    assert addresses(store, ["d"]) == ["192.168.3.2"]
+
+
+def test_the_gateway_slot_is_handed_out_when_it_is_no_longer_the_gateway(store) -> None:
+    assert addresses(store, ["a", "b"]) == ["192.168.3.2", "192.168.3.3"]
+    moved = Pool.parse("192.168.3.0/29", gateway="192.168.3.6")
+    assert addresses(store, ["c"], excluded=moved.excluded([])) == ["192.168.3.1"]
+
+
+def test_released_and_reclaimed_slots_do_not_count_as_never_used(store) -> None:
+    leases = [store.allocate(request(c), always) for c in ("a", "b", "c")]
+    store.release(leases[0])
+    dead = leases[1]
+    alive = lambda lease: lease.token != dead.token  # noqa: E731
+    got = [store.allocate(request(c), alive).address for c in ("x", "y", "z", "w")]
+    # Never-used .5 and .6 first, then the released .2, then the dead holder's .3.
+    assert got == ["192.168.3.5", "192.168.3.6", "192.168.3.2", "192.168.3.3"]
+
+
+def bookkeeping(store: SqliteLeaseStore, pool: Pool = POOL) -> tuple[int, list[int]]:
+    """The pool's high-water mark and holes, as the store keeps them."""
+    db = store._db
+    (high,) = db.execute("SELECT high_water FROM pools WHERE pool = ?", (pool.name,)).fetchone()
+    holes = db.execute("SELECT slot FROM pool_holes WHERE pool = ? ORDER BY slot", (pool.name,))
+    return high, [s for (s,) in holes]
+
+
+def test_high_water_mark_and_holes_follow_first_use_only(store) -> None:
+    a, b = (store.allocate(request(c), always) for c in ("a", "b"))
+    assert bookkeeping(store) == (3, [1])  # .1 is the gateway: never handed out
+    store.allocate(request("c", excluded=POOL.excluded(["192.168.3.4"])), always)
+    assert bookkeeping(store) == (5, [1, 4])
+    store.release(a)
+    store.allocate(request("d", excluded=POOL.excluded(["192.168.3.4", "192.168.3.6"])), always)
+    assert bookkeeping(store) == (5, [1, 4])  # the released .2 again: not a first use
+    dead = lambda lease: lease.token != b.token  # noqa: E731
+    store.allocate(request("e", excluded=POOL.excluded(["192.168.3.4", "192.168.3.6"])), dead)
+    assert bookkeeping(store) == (5, [1, 4])  # b's .3 reclaimed: not a first use either
+    store.allocate(request("f"), always)
+    assert bookkeeping(store) == (5, [1])  # the hole .4 filled
+
+
+def test_pools_are_kept_apart(store: SqliteLeaseStore) -> None:
+    other = Pool.parse("10.0.0.0/29")
+    assert addresses(store, ["a", "b"]) == ["192.168.3.2", "192.168.3.3"]
+    assert addresses(store, ["a", "b"], pool=other) == ["10.0.0.2", "10.0.0.3"]
+    assert addresses(store, ["c"]) == ["192.168.3.4"]
+
+
+def test_database_written_before_the_mark_existed(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    path = str(state / "leases.sqlite3")
+    db = sqlite3.connect(path)
+    db.executescript(OLD_SCHEMA)
+    db.close()
+    for slot in (2, 3, 5):  # .4 never used; .2 and .5 still held
+        write_row(path, slot, f"old{slot}", RELEASED if slot == 3 else ACTIVE)
+    store = open_store(str(state))
+    try:
+        # Never used first (.4, .6), then the released .3; the held .2 and .5 never.
+        got = addresses(store, ["new1", "new2", "new3"])
+        assert got == ["192.168.3.4", "192.168.3.6", "192.168.3.3"]
+        with pytest.raises(PoolExhausted):
+            store.allocate(request("new4"), always)
+    finally:
+        store.close()
+
+
+def test_rows_written_behind_its_back_are_never_handed_out_again(store) -> None:
+    """An older tunhelper sharing the database writes rows the mark does not know of."""
+    assert addresses(store, ["a"]) == ["192.168.3.2"]
+    addresses(store, ["b"], excluded=POOL.excluded(["192.168.3.3"]))  # .4; .3 is a hole
+    write_row(store.path, 3, "old-a")  # into the hole
+    write_row(store.path, 5, "old-b")  # just above the mark
+    assert addresses(store, ["c"]) == ["192.168.3.6"]
+    with pytest.raises(PoolExhausted):
+        store.allocate(request("d"), always)
+    assert sorted(x.address for x in store.leases() if x.state == ACTIVE) == [
+        f"192.168.3.{i}" for i in range(2, 7)
+    ]
+
+
+def test_rows_deleted_by_hand_are_found_before_refusing(store) -> None:
+    addresses(store, [f"c{i}" for i in range(5)])
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.execute("DELETE FROM leases WHERE address = '192.168.3.4'")
+    db.close()
+    assert addresses(store, ["late"]) == ["192.168.3.4"]
+    with pytest.raises(PoolExhausted):
+        store.allocate(request("later"), always)
+
+
+class _Model:
+    """The order of preference, written the obvious way, over a plain dict of rows."""
+
+    def __init__(self) -> None:
+        self.rows: dict[int, dict] = {}
+
+    def allocate(self, client: str, excluded: set[int], dead: set[str]) -> int | None:
+        def usable(s: int) -> bool:
+            return POOL.first <= s <= POOL.last and s not in excluded
+
+        def alive(r: dict) -> bool:
+            return r["token"] not in dead
+
+        own = sorted(
+            (r for r in self.rows.values() if r["client"] == client), key=lambda r: -r["since"]
+        )
+        for r in own:
+            if usable(r["slot"]) and (r["state"] == RELEASED or not alive(r)):
+                return r["slot"]
+        for s in range(POOL.first, POOL.last + 1):
+            if usable(s) and s not in self.rows:
+                return s
+        released = sorted(
+            (r for r in self.rows.values() if r["state"] == RELEASED),
+            key=lambda r: r["released_at"],
+        )
+        for r in released:
+            if usable(r["slot"]):
+                return r["slot"]
+        active = sorted(
+            (r for r in self.rows.values() if r["state"] == ACTIVE), key=lambda r: r["since"]
+        )
+        for r in active:
+            if usable(r["slot"]) and not alive(r):
+                return r["slot"]
+        return None
+
+
+class _Clock:
+    """A clock that always moves on, so no two leases tie on a timestamp."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+_slots = st.integers(min_value=POOL.first, max_value=POOL.last)
+_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("allocate"), st.integers(0, 7), st.frozensets(_slots, max_size=3)),
+        st.tuples(st.just("release"), st.integers(0, 30)),
+        st.tuples(st.just("kill"), st.integers(0, 30)),
+        st.tuples(st.just("old version writes"), _slots, st.booleans()),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=_ops)
+def test_same_choices_as_the_plain_order_of_preference(tmp_path_factory, ops) -> None:
+    """Random allocations (with random exclusions), releases, deaths of holders and
+    rows written by an older version: every choice is the one the plain order makes."""
+    clock, state = _Clock(), str(tmp_path_factory.mktemp("s"))
+    model, granted, dead = _Model(), [], set()
+    with mock.patch.object(lease_module, "time", clock), closing(open_store(state)) as store:
+        for op in ops:
+            if op[0] == "allocate":
+                client, excluded = f"c{op[1]}", set(op[2]) | POOL.excluded([])
+                expected = model.allocate(client, excluded, dead)
+                alive = lambda lease: lease.token not in dead  # noqa: E731
+                try:
+                    lease = store.allocate(request(client, excluded=excluded), alive)
+                except PoolExhausted:
+                    assert expected is None
+                    continue
+                assert lease.slot == expected
+                model.rows[lease.slot] = {
+                    "slot": lease.slot, "client": client, "state": ACTIVE,
+                    "token": lease.token, "since": lease.since, "released_at": None,
+                }  # fmt: skip
+                granted.append(lease)
+            elif op[0] == "release" and granted:
+                lease = granted[op[1] % len(granted)]
+                row = model.rows[lease.slot]
+                mine = row["token"] == lease.token and row["state"] == ACTIVE
+                assert store.release(lease) == mine
+                if mine:
+                    (stored,) = [x for x in store.leases() if x.slot == lease.slot]
+                    row.update(state=RELEASED, released_at=stored.released_at)
+            elif op[0] == "kill" and granted:
+                dead.add(granted[op[1] % len(granted)].token)
+            elif op[0] == "old version writes" and op[1] not in model.rows:
+                state = RELEASED if op[2] else ACTIVE
+                write_row(store.path, op[1], f"old{op[1]}", state)
+                model.rows[op[1]] = {
+                    "slot": op[1], "client": f"old{op[1]}", "state": state,
+                    "token": f"t{op[1]}", "since": 1.0 + op[1],
+                    "released_at": 2.0 + op[1] if state == RELEASED else None,
+                }  # fmt: skip

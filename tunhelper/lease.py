@@ -7,7 +7,11 @@ the lock taken in :meth:`SqliteLeaseStore._begin`), so a PostgreSQL store is the
 statements behind the same small interface, :class:`LeaseStore`.
 
 One row per address ever handed out. A released row is kept: it remembers the
-address's last client, which is what makes addresses sticky.
+address's last client, which is what makes addresses sticky. Rows are never deleted,
+so the slots never handed out are known without scanning the leases: every slot above
+a pool's high-water mark (the highest slot that has a row), and the few below it that
+were skipped while excluded (the pool's holes). Both are kept in the same transaction
+as the leases, so one allocation costs a few index lookups however large the pool.
 """
 
 from __future__ import annotations
@@ -48,7 +52,20 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 CREATE INDEX IF NOT EXISTS leases_by_client ON leases (pool, client);
 CREATE INDEX IF NOT EXISTS leases_by_state ON leases (pool, state, released_at);
+CREATE TABLE IF NOT EXISTS pools (
+    pool          TEXT    NOT NULL PRIMARY KEY,
+    high_water    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pool_holes (
+    pool          TEXT    NOT NULL,
+    slot          INTEGER NOT NULL,
+    PRIMARY KEY (pool, slot)
+);
 """
+# pools: per pool, the highest slot that has a row in leases (the pool's first slot
+# minus one while it has none). pool_holes: the slots at or below it that have no
+# row. A database written before these tables existed has no pools row for its
+# pools; the first allocation in such a pool builds both from the leases table.
 
 
 class PoolExhausted(TunhelperError):
@@ -165,12 +182,18 @@ class SqliteLeaseStore:
 
     def allocate(self, request: Request, alive: Alive) -> Lease:
         with self._transaction():
-            slot = (
-                self._sticky(request, alive)
-                or self._fresh(request)
-                or self._oldest_released(request)
-                or self._reclaim(request, alive)
-            )
+            slot = self._sticky(request, alive)
+            if slot is None:
+                slot = self._fresh(request)
+            if slot is None:
+                slot = self._oldest_released(request)
+            if slot is None:
+                slot = self._reclaim(request, alive)
+            if slot is None:
+                # Before refusing, recount the never-used slots from the leases
+                # themselves, in case rows were deleted by hand behind our back.
+                self._rebuild(request)
+                slot = self._fresh(request)
             if slot is None:
                 raise PoolExhausted(
                     f"pool {request.pool} is exhausted: every address is held by a live "
@@ -225,24 +248,27 @@ class SqliteLeaseStore:
         return None
 
     def _fresh(self, request: Request) -> int | None:
-        """The lowest address never handed out, skipping excluded ones."""
-        start = request.first
-        while start <= request.last:
-            row = self._db.execute(
-                "SELECT c.s FROM ("
-                "  SELECT ? AS s"
-                "  UNION ALL"
-                "  SELECT slot + 1 FROM leases WHERE pool = ? AND slot >= ? AND slot < ?"
-                ") AS c "
-                "WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.pool = ? AND l.slot = c.s) "
-                "ORDER BY c.s LIMIT 1",
-                (start, request.pool, start, request.last, request.pool),
-            ).fetchone()
-            if row is None or row[0] > request.last:
-                return None
-            if row[0] not in request.excluded:
-                return row[0]
-            start = row[0] + 1
+        """The lowest address never handed out, skipping excluded ones.
+
+        The lowest hole that is not excluded, else the first slot above the high-water
+        mark that is not excluded: two index lookups, not a scan of the leases. The
+        slot is checked to have no row, in case a version of tunhelper that does not
+        keep the mark wrote to this database since; if it has one, the bookkeeping is
+        rebuilt and the search done again.
+        """
+        for _ in range(2):
+            high = self._high_water(request)
+            slot = self._lowest_hole(request)
+            if slot is None:
+                slot = max(high + 1, request.first)
+                while slot in request.excluded:
+                    slot += 1
+                if slot > request.last:
+                    return None
+            if not self._has_row(request.pool, slot):
+                self._mark_used(request, slot, high)
+                return slot
+            self._rebuild(request)
         return None
 
     def _oldest_released(self, request: Request) -> int | None:
@@ -251,21 +277,95 @@ class SqliteLeaseStore:
             "SELECT slot FROM leases WHERE pool = ? AND state = ? ORDER BY released_at",
             (request.pool, RELEASED),
         )
-        for (slot,) in rows:
-            if self._usable(request, slot):
-                return slot
-        return None
+        return _first_slot(rows, lambda slot: self._usable(request, slot))
 
     def _reclaim(self, request: Request, alive: Alive) -> int | None:
-        """Active leases whose helper and session are both gone are free again."""
+        """Active leases whose helper and session are both gone are free again.
+
+        Only reached when every other slot is held; asks about the oldest leases first
+        and stops at the first dead one.
+        """
         rows = self._db.execute(
             _SELECT + " WHERE pool = ? AND state = ? ORDER BY since",
             (request.pool, ACTIVE),
-        ).fetchall()
-        for lease in (Lease(*r) for r in rows):
-            if self._usable(request, lease.slot) and not alive(lease):
-                return lease.slot
-        return None
+        )
+        try:
+            for lease in (Lease(*r) for r in rows):
+                if self._usable(request, lease.slot) and not alive(lease):
+                    return lease.slot
+            return None
+        finally:
+            rows.close()
+
+    # -- the never-used slots: high-water mark and holes ------------------------------
+
+    def _high_water(self, request: Request) -> int:
+        row = self._db.execute(
+            "SELECT high_water FROM pools WHERE pool = ?", (request.pool,)
+        ).fetchone()
+        return self._rebuild(request) if row is None else row[0]
+
+    def _lowest_hole(self, request: Request) -> int | None:
+        rows = self._db.execute(
+            "SELECT slot FROM pool_holes WHERE pool = ? AND slot >= ? AND slot <= ? ORDER BY slot",
+            (request.pool, request.first, request.last),
+        )
+        return _first_slot(rows, lambda slot: slot not in request.excluded)
+
+    def _has_row(self, pool: str, slot: int) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM leases WHERE pool = ? AND slot = ?", (pool, slot)
+        ).fetchone()
+        return row is not None
+
+    def _mark_used(self, request: Request, slot: int, high: int) -> None:
+        """Record that a never-used slot is being handed out."""
+        if slot <= high:
+            self._db.execute(
+                "DELETE FROM pool_holes WHERE pool = ? AND slot = ?", (request.pool, slot)
+            )
+            return
+        # The slots skipped on the way up were excluded: they stay never used.
+        skipped = range(max(high + 1, request.first), slot)
+        self._db.executemany(
+            "INSERT INTO pool_holes (pool, slot) VALUES (?, ?)",
+            ((request.pool, s) for s in skipped),
+        )
+        self._db.execute("UPDATE pools SET high_water = ? WHERE pool = ?", (slot, request.pool))
+
+    def _rebuild(self, request: Request) -> int:
+        """Derive the high-water mark and the holes from the leases table; return the mark.
+
+        Done once per pool in a database written before they were kept, and again only
+        if they are found wrong. One pass over the pool's slots, in SQL: rows whose
+        successor has no row start a gap, and each gap ends below the next row.
+        """
+        pool = request.pool
+        self._db.execute("DELETE FROM pool_holes WHERE pool = ?", (pool,))
+        self._db.execute("DELETE FROM pools WHERE pool = ?", (pool,))
+        (top,) = self._db.execute("SELECT MAX(slot) FROM leases WHERE pool = ?", (pool,)).fetchone()
+        high = request.first - 1 if top is None else max(top, request.first - 1)
+        starts = [
+            s
+            for (s,) in self._db.execute(
+                "SELECT l.slot + 1 FROM leases l WHERE l.pool = ? AND l.slot >= ? "
+                "AND l.slot < ? AND NOT EXISTS "
+                "(SELECT 1 FROM leases n WHERE n.pool = l.pool AND n.slot = l.slot + 1)",
+                (pool, request.first - 1, high),
+            )
+        ]
+        if request.first <= high and not self._has_row(pool, request.first):
+            starts.append(request.first)
+        for start in sorted(set(starts)):
+            (end,) = self._db.execute(
+                "SELECT MIN(slot) FROM leases WHERE pool = ? AND slot > ?", (pool, start)
+            ).fetchone()
+            self._db.executemany(
+                "INSERT INTO pool_holes (pool, slot) VALUES (?, ?)",
+                ((pool, s) for s in range(start, end)),
+            )
+        self._db.execute("INSERT INTO pools (pool, high_water) VALUES (?, ?)", (pool, high))
+        return high
 
     def _grant(self, request: Request, slot: int) -> Lease:
         lease = Lease(
@@ -289,8 +389,8 @@ class SqliteLeaseStore:
         return _Transaction(self)
 
     def _begin(self) -> None:
-        # SQLite's way of taking the write lock before reading; PostgreSQL would use
-        # SELECT ... FOR UPDATE on the pool's rows (or an advisory lock) instead.
+        # SQLite's way of taking the write lock before reading; PostgreSQL would lock
+        # the pool's row in ``pools`` (SELECT ... FOR UPDATE) or take an advisory lock.
         self._db.execute("BEGIN IMMEDIATE")
 
 
@@ -319,6 +419,17 @@ class _Transaction:
         if isinstance(value, sqlite3.DatabaseError):
             raise _db_error(self.store.path, value) from None
         return False
+
+
+def _first_slot(rows: sqlite3.Cursor, wanted: Callable[[int], bool]) -> int | None:
+    """The first slot (rows of one column) wanted; reads no further than that."""
+    try:
+        for (slot,) in rows:
+            if wanted(slot):
+                return slot
+        return None
+    finally:
+        rows.close()
 
 
 def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
