@@ -46,9 +46,6 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(
         "tunhelper.session.announce", lambda a, describe: events.append(f"announce {a.address}")
     )
-    # Configure in-process (a forked worker would record its events in another process).
-    monkeypatch.setattr("tunhelper.configure.Worker.__init__", lambda self: None)
-    monkeypatch.setattr("tunhelper.configure.Worker._pid", None, raising=False)
     # The real helper re-executes itself as the slim holder here; in-process instead.
     monkeypatch.setattr("tunhelper.session.become_holder", lambda record, label: None)
     monkeypatch.setattr(

@@ -408,9 +408,6 @@ def _serve(argv: list[str]) -> int:
     from tunhelper.hold import Interrupted, catch_end_signals
 
     catch_end_signals()
-    from tunhelper.configure import Worker
-
-    worker = Worker()  # first of all: it loads pyroute2 while we parse, discover, lease
     from tunhelper import session
 
     try:
@@ -429,7 +426,6 @@ def _serve(argv: list[str]) -> int:
         if os.geteuid() != 0:
             raise TunhelperError("must run as root: it configures network devices")
     except (TunhelperError, Interrupted) as e:
-        worker.close()
         log.error(str(e) if isinstance(e, TunhelperError) else f"interrupted by {e}")
         session.end_connection(None)
         return getattr(e, "exit_code", 1)
@@ -454,7 +450,7 @@ def _serve(argv: list[str]) -> int:
         down=args.down,
         hook_timeout=args.hook_timeout,
     )
-    return session.serve(settings, os.environ, worker)
+    return session.serve(settings, os.environ)
 
 
 def _leases(argv: list[str]) -> int:

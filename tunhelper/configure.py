@@ -10,17 +10,15 @@ including a failure half-way, removes exactly what was applied:
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tunhelper import bridge, lock, log, platform
-from tunhelper.announce import Announcement
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
+
+if TYPE_CHECKING:
+    from tunhelper.announce import Announcement
 
 # The most one packet of each kind an OpenSSH channel carries: sshd and ssh read a
 # tun/tap packet into a 16 KiB buffer (CHAN_RBUF), and a tun packet also carries a
@@ -119,24 +117,16 @@ def _applying(applied: Applied, step, *args) -> Applied:
     return applied
 
 
-def point_to_point(
-    device: DeviceInfo, local: str, peer: str, mtu: int, worker: Worker | None = None
-) -> Applied:
+def point_to_point(device: DeviceInfo, local: str, peer: str, mtu: int) -> Applied:
     """``local``, ``peer``/32, MTU, up (the server's local is the gateway)."""
-    step = platform.configure_p2p if worker is None else worker.configure_p2p
-    return _applying(PointToPoint(device, local, peer), step, device, local, peer, mtu)
+    return _applying(
+        PointToPoint(device, local, peer), platform.configure_p2p, device, local, peer, mtu
+    )
 
 
-def bridge_port(
-    device: DeviceInfo,
-    plan: bridge.BridgePlan,
-    mtu: int,
-    state_dir: str,
-    worker: Worker | None = None,
-) -> Applied:
+def bridge_port(device: DeviceInfo, plan: bridge.BridgePlan, mtu: int, state_dir: str) -> Applied:
     """The server end of a tap session: a port of the pool's bridge."""
-    step = bridge.join if worker is None else worker.join_bridge
-    return _applying(BridgePort(device, plan, state_dir), step, device, plan, mtu, state_dir)
+    return _applying(BridgePort(device, plan, state_dir), bridge.join, device, plan, mtu, state_dir)
 
 
 def client_networks(
@@ -171,106 +161,6 @@ def routes(device: DeviceInfo, networks: list[str], via: str | None) -> Applied:
 def _add_routes(device: DeviceInfo, networks: list[str], via: str | None) -> None:
     for network in networks:
         platform.add_route(device, network, via)
-
-
-class Worker:
-    """Configures in a child process that loads the netlink library from the start.
-
-    Loading pyroute2 costs more than everything else the helper does before it can
-    announce. Forked as the session starts, the child loads it on the second core
-    while the parent discovers the device and leases an address; the parent then
-    hands it exactly one step and waits for its answer. Undoing happens later, in
-    whichever process ends the session. If the fork fails, steps run in-process.
-    """
-
-    def __init__(self) -> None:
-        self._pid: int | None = None
-        try:
-            request_r, request_w = os.pipe()
-            reply_r, reply_w = os.pipe()
-            pid = os.fork()
-        except OSError:
-            return
-        if pid == 0:  # the child
-            os.close(request_w)
-            os.close(reply_r)
-            _serve_one(request_r, reply_w)  # never returns
-        os.close(request_r)
-        os.close(reply_w)
-        self._pid, self._request, self._reply = pid, request_w, reply_r
-
-    def configure_p2p(self, device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
-        self._call("p2p", [device._asdict(), local, peer, mtu])
-
-    def join_bridge(
-        self, device: DeviceInfo, plan: bridge.BridgePlan, mtu: int, state_dir: str
-    ) -> None:
-        self._call("bridge", [device._asdict(), asdict(plan), mtu, state_dir])
-
-    def _call(self, op: str, args: list[Any]) -> None:
-        if self._pid is None:
-            return _run_op(op, args)
-        try:
-            os.write(self._request, json.dumps({"op": op, "args": args}).encode())
-            os.close(self._request)
-            self._request = -1
-            with os.fdopen(self._reply, "rb") as f:
-                self._reply = -1
-                data = f.read()
-        finally:
-            self.close()
-        reply = json.loads(data) if data else {"error": "the configuring process died"}
-        if "error" in reply:
-            raise TunhelperError(reply["error"])
-
-    def close(self) -> None:
-        """Reap the child; one that was never asked anything is killed, not waited for."""
-        unused = getattr(self, "_request", -1) >= 0
-        for fd in (getattr(self, "_request", -1), getattr(self, "_reply", -1)):
-            if fd >= 0:
-                os.close(fd)
-        self._request = self._reply = -1
-        if self._pid is not None:
-            if unused:  # a refusal should not wait for the library to finish loading
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self._pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self._pid, 0)
-            self._pid = None
-
-
-def _run_op(op: str, args: list[Any]) -> None:
-    device = DeviceInfo(**args[0])
-    if op == "p2p":
-        platform.configure_p2p(device, *args[1:])
-    else:
-        bridge.join(device, bridge.BridgePlan(**args[1]), *args[2:])
-
-
-def _serve_one(request_fd: int, reply_fd: int) -> None:
-    """The child: load, wait for one request (or EOF), carry it out, answer, exit."""
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)  # never hold sshd's pipes open, never write to the client
-        for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
-            signal.signal(s, signal.SIG_DFL)
-        with contextlib.suppress(Exception):  # if loading fails, the request reports why
-            platform.preload()
-        with os.fdopen(request_fd, "rb") as f:
-            data = f.read()
-        if data:
-            request = json.loads(data)
-            try:
-                _run_op(request["op"], request["args"])
-                reply: dict[str, Any] = {"ok": True}
-            except TunhelperError as e:
-                reply = {"error": str(e)}
-            except Exception as e:  # noqa: BLE001 - reported to the parent as one line
-                reply = {"error": f"could not configure: {e}"}
-            os.write(reply_fd, json.dumps(reply).encode())
-    finally:
-        os._exit(0)
 
 
 def apply_local(device: DeviceInfo, ann: Announcement) -> Applied:

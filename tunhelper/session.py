@@ -58,21 +58,14 @@ def local_addresses() -> list[str]:
     ]
 
 
-def serve(
-    settings: Settings, environ: Mapping[str, str], worker: configure.Worker | None = None
-) -> int:
-    """Run the session; return the exit code. Errors reach the client as one line.
-
-    ``worker`` is best started before anything else (see :class:`configure.Worker`).
-    """
+def serve(settings: Settings, environ: Mapping[str, str]) -> int:
+    """Run the session; return the exit code. Errors reach the client as one line."""
     found: discover.SessionDevice | None = None
     try:
         with contextlib.ExitStack() as undo:
             try:
-                worker = worker or configure.Worker()
-                undo.callback(worker.close)
                 found = discover.find_device(settings.wait, environ)
-                _run(settings, environ, found, undo, worker)
+                _run(settings, environ, found, undo)
             finally:
                 ignore_end_signals()  # from here on, nothing may cut the cleanup short
         status = 0
@@ -91,7 +84,6 @@ def _run(
     environ: Mapping[str, str],
     found: discover.SessionDevice,
     undo: contextlib.ExitStack,
-    worker: configure.Worker,
 ) -> None:
     device = found.device
     pool = settings.pool
@@ -126,11 +118,11 @@ def _run(
     gateway = None if pool.gateway is None else str(pool.gateway)
     if device.mode == "tun":
         assert gateway is not None
-        applied = [configure.point_to_point(device, gateway, lease.address, mtu, worker)]
+        applied = [configure.point_to_point(device, gateway, lease.address, mtu)]
         prefix = 32
     else:
         plan, state_dir = settings.bridge, settings.state_dir
-        applied = [configure.bridge_port(device, plan, mtu, state_dir, worker)]
+        applied = [configure.bridge_port(device, plan, mtu, state_dir)]
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied[0])
     if settings.client_nets:

@@ -27,8 +27,6 @@ module provides all of them:
 ``link_counters(device)``
     bytes received from and sent to the client through the device, now or as it was
     deleted (``None`` if unknown);
-``preload()``
-    load ahead of need whatever configuring costs to load (Linux: pyroute2);
 ``wait_for_end(pid, start_time, device)``
     block until the session process exits or the device disappears; returns which
     (:data:`PROCESS_ENDED` or :data:`DEVICE_GONE`); a signal handler that raises
@@ -66,7 +64,6 @@ if sys.platform.startswith("linux"):
         holds_pipe,
         link_counters,
         our_routes,
-        preload,
         remove_port,
         revert_dns,
         wait_for_end,
@@ -90,7 +87,6 @@ elif sys.platform.startswith("freebsd"):
         holds_pipe,
         link_counters,
         our_routes,
-        preload,
         remove_port,
         revert_dns,
         wait_for_end,
@@ -120,7 +116,6 @@ __all__ = [
     "holds_pipe",
     "link_counters",
     "our_routes",
-    "preload",
     "remove_port",
     "revert_dns",
     "wait_for_end",

@@ -292,10 +292,6 @@ def device_info(name: str) -> DeviceInfo | None:
     return DeviceInfo(name, index, mode)
 
 
-def preload() -> None:
-    """Nothing to load ahead of need: configuring runs ifconfig(8)."""
-
-
 def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
     """``ifconfig tunN inet LOCAL PEER netmask 255.255.255.255 mtu N up``.
 

@@ -102,11 +102,6 @@ def boot_id() -> str:
         return f.read().strip()
 
 
-def preload() -> None:
-    """Load the netlink library ahead of need (see ``configure.Worker``)."""
-    import pyroute2  # noqa: F401
-
-
 def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
     """``ip addr add LOCAL peer PEER/32 dev DEV; ip link set DEV mtu N up``.
 
