@@ -53,7 +53,7 @@ def test_sigint_removes_the_local_address_and_releases_the_server_lease(make_lab
 
 
 def test_two_connects_from_one_host_get_two_working_links(make_lab) -> None:
-    lab = make_lab()
+    lab = make_lab(["--pool", "192.168.3.0/24", "--max-sessions", "2"])  # one key, twice
     client = lab.add_client()
     first, second = client.tunhelper_connect("--json"), client.tunhelper_connect("--json")
     a, b = json.loads(first.status() or "{}"), json.loads(second.status() or "{}")

@@ -495,3 +495,26 @@ def test_same_choices_as_the_plain_order_of_preference(tmp_path_factory, ops) ->
                     "token": f"t{op[1]}", "since": 1.0 + op[1],
                     "released_at": 2.0 + op[1] if state == RELEASED else None,
                 }  # fmt: skip
+
+
+def test_a_reserved_slot_is_granted_even_above_the_high_water_mark(store) -> None:
+    reserved = Request(**{**request("vip").__dict__, "reserved": 5})
+    assert store.allocate(reserved, always).address == "192.168.3.5"
+    # never-used slots below it are still handed out, lowest first, and 5 is skipped
+    got = [store.allocate(request(f"c{i}"), always).address for i in range(4)]
+    assert got == ["192.168.3.2", "192.168.3.3", "192.168.3.4", "192.168.3.6"]
+
+
+def test_a_reserved_slot_held_by_a_live_session_is_refused_and_a_dead_one_taken(store) -> None:
+    other = store.allocate(request("squatter"), always)  # takes .2
+    reserved = Request(**{**request("vip").__dict__, "reserved": other.slot})
+    with pytest.raises(TunhelperError, match="held by another live session"):
+        store.allocate(reserved, always)
+    assert store.allocate(reserved, lambda lease: False).address == other.address
+
+
+def test_leases_of_one_client(store) -> None:
+    store.allocate(request("alice"), always)
+    store.allocate(request("bob"), always)
+    assert [x.client for x in store.leases(POOL.name, "alice")] == ["alice"]
+    assert len(store.leases(POOL.name)) == 2

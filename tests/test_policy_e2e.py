@@ -129,3 +129,44 @@ def test_dns_is_announced_and_connect_says_when_it_cannot_apply_it(make_lab) -> 
         shown = run("resolvectl", "dns", status["device"], ns=lab.clients[0].ns, check=False)
         assert "192.168.3.53" in shown.stdout or "set them by hand" not in conn.stderr()
     assert conn.proc.poll() is None  # the link stays up either way
+
+
+def test_a_reservation_is_honoured_and_refused_while_another_holds_it(make_lab) -> None:
+    lab = make_lab()
+    squatter = lab.add_client("squatter")
+    reserved = lab.add_client("reserved", helper_args=[*POOL, "--address", "192.168.3.2"])
+    first = squatter.connect()
+    assert first.read_address() == "192.168.3.2"  # first come, before the reserved key
+    refused = reserved.connect()
+    assert refused.read_address() is None
+    assert refused.wait(15) not in (None, 0)
+    assert "--address 192.168.3.2 is held by another live session" in refused.stderr()
+    first.close()
+    assert wait_until(lambda: not lab.active_leases(), 5)
+    again = reserved.connect()
+    assert again.read_address() == "192.168.3.2"
+
+
+def test_max_sessions_one_ends_the_old_session_and_takes_its_address(make_lab) -> None:
+    lab = make_lab()
+    client = lab.add_client()
+    old = client.connect()
+    address = old.read_address()
+    assert address is not None
+    new = client.connect()
+    assert new.read_address() == address  # the roaming laptop gets its address back
+    assert old.wait(10) is not None  # and its old ssh was ended
+    active = lab.active_leases()
+    assert [x["address"] for x in active] == [address] and len(active) == 1
+
+
+def test_refuse_extra_refuses_the_new_session_instead(make_lab) -> None:
+    lab = make_lab([*POOL, "--refuse-extra"])
+    client = lab.add_client()
+    old = client.connect()
+    assert old.read_address() == "192.168.3.2"
+    new = client.connect()
+    assert new.read_address() is None
+    assert new.wait(15) not in (None, 0)
+    assert "already has 1 live session(s), the most --max-sessions 1 allows" in new.stderr()
+    assert old.proc.poll() is None  # the first one is untouched

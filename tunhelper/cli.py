@@ -136,6 +136,12 @@ def _hook(text: str) -> list[str]:
     return argv
 
 
+def _max_sessions(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of sessions from 1 to 1000")
+    return int(text)
+
+
 def _hook_timeout(text: str) -> float:
     try:
         value = float(text)
@@ -224,6 +230,26 @@ def serve_parser() -> argparse.ArgumentParser:
         type=_client_name,
         metavar="NAME",
         help="client identity when sshd does not expose the key (ExposeAuthInfo)",
+    )
+    p.add_argument(
+        "--address",
+        type=_address,
+        metavar="ADDR",
+        help="reserve this address of the pool for this key; refused while another live "
+        "session holds it",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=_max_sessions,
+        default=1,
+        metavar="N",
+        help="live sessions per client identity (default 1): a new one beyond it ends the "
+        "client's oldest and takes over its address",
+    )
+    p.add_argument(
+        "--refuse-extra",
+        action="store_true",
+        help="beyond --max-sessions, refuse the new session instead",
     )
     p.add_argument(
         "--route",
@@ -420,6 +446,14 @@ def _serve(argv: list[str]) -> int:
                 "--bridge joins an existing bridge, --bridge-name names one tunhelper "
                 "creates: give one of them"
             )
+        if args.address is not None and (
+            pool.offset(args.address) is None
+            or not pool.first <= pool.offset(args.address) <= pool.last
+            or (pool.gateway is not None and args.address == str(pool.gateway))
+        ):
+            raise UsageError(
+                f"--address {args.address} is not a client address of --pool {pool.name}"
+            )
         for net in args.client_net:
             if pool.overlaps(net):
                 raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
@@ -443,6 +477,9 @@ def _serve(argv: list[str]) -> int:
         mtu=args.mtu,
         client=args.client,
         bridge=plan,
+        address=args.address,
+        max_sessions=args.max_sessions,
+        refuse_extra=args.refuse_extra,
         routes=args.route,
         client_nets=args.client_net,
         dns=args.dns,

@@ -54,6 +54,21 @@ def running(pid: int, start: float) -> bool:
         return False
 
 
+def end(lease: Lease) -> None:
+    """End a live session: its helper if it runs (it then gives everything back and ends
+    the ssh connection), else the sshd session process it left behind."""
+    for pid, start in (
+        (lease.helper_pid, lease.helper_start),
+        (lease.session_pid, lease.session_start),
+    ):
+        if running(pid, start):
+            try:
+                psutil.Process(pid).terminate()
+            except psutil.Error:
+                continue
+            return
+
+
 class Liveness:
     """The ``alive`` judgement the lease store is given; caches the boot id and host."""
 

@@ -72,6 +72,10 @@ class PoolExhausted(TunhelperError):
     pass
 
 
+class AddressTaken(TunhelperError):
+    pass
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a lease: enough to tell, later and from another process, if it is alive.
@@ -141,6 +145,7 @@ class Request:
     client: str
     holder: Holder
     address_of: Callable[[int], str]
+    reserved: int | None = None  # the admin's --address for this client: that slot or none
 
 
 Alive = Callable[[Lease], bool]
@@ -155,7 +160,7 @@ class LeaseStore(Protocol):
 
     def release_address(self, address: str) -> int: ...
 
-    def leases(self) -> list[Lease]: ...
+    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]: ...
 
     def close(self) -> None: ...
 
@@ -182,6 +187,8 @@ class SqliteLeaseStore:
 
     def allocate(self, request: Request, alive: Alive) -> Lease:
         with self._transaction():
+            if request.reserved is not None:
+                return self._grant(request, self._reserved(request, alive))
             slot = self._sticky(request, alive)
             if slot is None:
                 slot = self._fresh(request)
@@ -219,9 +226,17 @@ class SqliteLeaseStore:
             )
             return cur.rowcount
 
-    def leases(self) -> list[Lease]:
+    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]:
+        """All leases, or those of one pool, or of one client in one pool."""
         try:
-            rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
+            if pool is None:
+                rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
+            elif client is None:
+                rows = self._db.execute(_SELECT + " WHERE pool = ? ORDER BY slot", (pool,))
+            else:
+                rows = self._db.execute(
+                    _SELECT + " WHERE pool = ? AND client = ? ORDER BY since", (pool, client)
+                )
             return [Lease(*r) for r in rows]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
@@ -246,6 +261,31 @@ class SqliteLeaseStore:
             if lease.state == RELEASED or not alive(lease):
                 return lease.slot
         return None
+
+    def _reserved(self, request: Request, alive: Alive) -> int:
+        """The reserved slot, unless a live session holds it."""
+        slot = request.reserved
+        assert slot is not None
+        address = request.address_of(slot)
+        if not self._usable(request, slot):
+            raise AddressTaken(
+                f"--address {address} cannot be handed out here (the gateway, or already on "
+                "one of the server's interfaces); reserve another address"
+            )
+        row = self._db.execute(
+            _SELECT + " WHERE pool = ? AND slot = ?", (request.pool, slot)
+        ).fetchone()
+        if row is None:
+            self._mark_used(request, slot, self._high_water(request))
+        else:
+            lease = Lease(*row)
+            if lease.state == ACTIVE and alive(lease):
+                raise AddressTaken(
+                    f"--address {address} is held by another live session (client "
+                    f"{lease.client}, helper pid {lease.helper_pid}); end that session or "
+                    "reserve another address"
+                )
+        return slot
 
     def _fresh(self, request: Request) -> int | None:
         """The lowest address never handed out, skipping excluded ones.

@@ -23,11 +23,12 @@ from tunhelper.announce import Announcement, announce, wants_description
 from tunhelper.bridge import BridgePlan
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import Interrupted, become_holder, hold, ignore_end_signals
-from tunhelper.lease import Lease, Request, open_store
+from tunhelper.lease import ACTIVE, Lease, Request, open_store
 from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
 
 STDERR_DRAIN_TIMEOUT = 2.0
+TAKEOVER_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class Settings:
     routes: list[str] = field(default_factory=list)  # announced to the client
     client_nets: list[str] = field(default_factory=list)  # routed to the client
     dns: list[str] = field(default_factory=list)  # announced to the client
+    address: str | None = None  # reserved for this key
+    max_sessions: int = 1  # live sessions per client identity
+    refuse_extra: bool = False  # beyond the limit: refuse the new one, not end the oldest
     up: list[str] | None = None  # hook argv
     down: list[str] | None = None  # hook argv
     hook_timeout: float = 10.0
@@ -101,6 +105,8 @@ def _run(
 
     store = open_store(settings.state_dir)
     undo.callback(store.close)
+    alive = holder.Liveness()
+    _make_room(store, settings, client, alive)
     lease = store.allocate(
         Request(
             pool=pool.name,
@@ -110,8 +116,9 @@ def _run(
             client=client,
             holder=holder.current(found.holder_pid, found.holder_start, device.name),
             address_of=pool.address,
+            reserved=None if settings.address is None else pool.offset(settings.address),
         ),
-        holder.Liveness(),
+        alive,
     )
     undo.callback(_quietly, "release the lease", store.release, lease)
 
@@ -172,6 +179,43 @@ def _run(
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
     if down is not None:  # with the reason of the real end, not of an unwinding
         down["reason"] = reason
+
+
+def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -> None:
+    """Keep a client within ``--max-sessions``: end its oldest sessions, or refuse.
+
+    Like OpenVPN with a repeated common name: a roaming laptop whose old session has
+    not timed out yet gets its address back at once (the sticky allocation that
+    follows finds it free).
+    """
+    pool, limit = settings.pool.name, settings.max_sessions
+    mine = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
+    extra = len(mine) - limit + 1
+    if extra <= 0:
+        return
+    if settings.refuse_extra:
+        raise TunhelperError(
+            f"this client already has {len(mine)} live session(s), the most --max-sessions "
+            f"{limit} allows; end one first"
+        )
+    oldest = mine[:extra]  # ordered by since
+    for lease in oldest:
+        log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
+        holder.end(lease)
+    tokens = {lease.token for lease in oldest}
+    deadline = time.monotonic() + TAKEOVER_WAIT
+    while time.monotonic() < deadline:
+        live = [
+            x
+            for x in store.leases(pool, client)
+            if x.token in tokens and x.state == ACTIVE and alive(x)
+        ]
+        if not live:
+            return
+        time.sleep(0.05)
+    raise TunhelperError(
+        f"the previous session of this client did not end within {TAKEOVER_WAIT:g}s; try again"
+    )
 
 
 def finish(record: dict, reason: str) -> int:
