@@ -90,6 +90,8 @@ def test_hooks_get_the_documented_environment_and_down_runs_when_sshd_dies(make_
     assert "LEAK" not in (lab.dir / "up.env").read_text()
     session.configure_client_side()
     assert session.ping(GATEWAY, count=3)
+    (live,) = lab.active_leases()
+    assert live["bytes_in"] > 0 and live["bytes_out"] > 0  # tunhelper leases shows traffic
 
     lease = next(x for x in lab.leases() if x["state"] == "active")
     os.kill(lease["session_pid"], signal.SIGKILL)  # sshd's session process dies

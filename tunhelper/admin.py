@@ -27,18 +27,25 @@ def _state(lease: Lease, alive: Liveness) -> str:
     return lease.state
 
 
-def describe(lease: Lease, alive: Liveness) -> dict[str, Any]:
+def describe(
+    lease: Lease, alive: Liveness, counters: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One lease for the admin; bytes through the device for a live session here."""
+    state = _state(lease, alive)
+    io = (counters or {}).get(lease.device) if state == ACTIVE else None
     return {
         "address": lease.address,
         "pool": lease.pool,
         "client": lease.client,
         "device": lease.device,
-        "state": _state(lease, alive),
+        "state": state,
         "since": _iso(lease.since),
         "released_at": _iso(lease.released_at),
         "pid": lease.helper_pid,
         "session_pid": lease.session_pid,
         "host": lease.host,
+        "bytes_in": None if io is None else io.bytes_recv,  # from the client
+        "bytes_out": None if io is None else io.bytes_sent,  # to the client
     }
 
 
@@ -47,15 +54,22 @@ def leases(state_dir: str, as_json: bool) -> int:
     for name in bridge.repair(state_dir):
         log.info(f"removed bridge {name}: a killed helper had left it without sessions")
     try:
+        import psutil
+
         alive = Liveness()
-        rows = [describe(lease, alive) for lease in store.leases()]
+        counters = psutil.net_io_counters(pernic=True)
+        here = alive.host
+        rows = [
+            describe(lease, alive, counters if lease.host == here else None)
+            for lease in store.leases()
+        ]
     finally:
         store.close()
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    columns = ("address", "state", "device", "pid", "since", "client")
+    columns = ("address", "state", "device", "pid", "since", "bytes_in", "bytes_out", "client")
     table = [columns] + [
         tuple(str(r[c] if r[c] is not None else "-") for c in columns) for r in rows
     ]
