@@ -172,3 +172,33 @@ def test_refuse_extra_refuses_the_new_session_instead(make_lab) -> None:
     assert new.wait(15) not in (None, 0)
     assert "already has 1 live session(s), the most --max-sessions 1 allows" in new.stderr()
     assert old.proc.poll() is None  # the first one is untouched
+
+
+def fingerprint(client) -> str:
+    out = run("ssh-keygen", "-l", "-E", "sha256", "-f", f"{client.key}.pub").stdout
+    return out.split()[1]
+
+
+def test_a_named_pool_from_the_config_file_with_a_reservation(make_lab) -> None:
+    lab = make_lab()
+    conf = lab.dir / "tunhelper.conf"
+    args = ["--pool", "office", "--config", str(conf)]
+    walkin, vip = (
+        lab.add_client("walkin", helper_args=args),
+        lab.add_client("vip", helper_args=args),
+    )
+    conf.write_text(
+        "[pool office]\n"
+        "network = 192.168.3.0/24\n"
+        "mtu = 9000\n"
+        "route = 10.77.0.0/16\n"
+        f"[client {fingerprint(vip)}]\n"
+        "pool = office\n"
+        "address = 192.168.3.2\n"
+    )
+    first = connect_json(walkin)
+    assert first["address"] == "192.168.3.3"  # .2 is reserved for the vip, even when free
+    assert first["mtu"] == 9000 and first["routes"] == ["10.77.0.0/16"]
+    second = connect_json(vip)
+    assert second["address"] == "192.168.3.2"
+    assert routes(walkin.ns, "10.77.0.0/16")[0]["dev"] == first["device"]

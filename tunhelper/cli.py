@@ -190,7 +190,15 @@ def serve_parser() -> argparse.ArgumentParser:
         "--pool",
         required=True,
         metavar="NET",
-        help="IPv4 network to lease client addresses from, e.g. 192.168.3.0/24",
+        help="IPv4 network to lease client addresses from, e.g. 192.168.3.0/24, or the "
+        "NAME of a [pool NAME] in the config file",
+    )
+    p.add_argument(
+        "--config",
+        type=_state_dir,
+        metavar="PATH",
+        help="the config file of named pools and clients (default /etc/tunhelper/"
+        "tunhelper.conf, read when --pool is a name)",
     )
     p.add_argument(
         "--gateway",
@@ -434,26 +442,32 @@ def _serve(argv: list[str]) -> int:
     from tunhelper.hold import Interrupted, catch_end_signals
 
     catch_end_signals()
-    from tunhelper import session
+    from tunhelper import config, session
 
     try:
-        args = serve_parser().parse_args(argv)
+        parser = serve_parser()
+        args = parser.parse_args(argv)
+        label = args.pool  # a CIDR, or the name of a [pool NAME] in the config file
+        sections = []
+        path = args.config or config.DEFAULT_PATH
+        if "/" not in args.pool or args.config:
+            sections = config.read(path)
+        if "/" not in args.pool:
+            config.apply_pool(args, config.given_options(parser, argv), parser, path, sections)
+        client_sections = config.clients(parser, path, sections)
         from tunhelper.pool import Pool
 
         pool = Pool.parse(args.pool, args.gateway, gateway_optional=args.bridge is not None)
+        for name, section in client_sections.items():
+            if section.address and section.applies_to(label, pool.name):
+                _check_address(pool, section.address, f"{section.where}: [client {name}]")
         if args.bridge and args.bridge_name:
             raise UsageError(
                 "--bridge joins an existing bridge, --bridge-name names one tunhelper "
                 "creates: give one of them"
             )
-        if args.address is not None and (
-            pool.offset(args.address) is None
-            or not pool.first <= pool.offset(args.address) <= pool.last
-            or (pool.gateway is not None and args.address == str(pool.gateway))
-        ):
-            raise UsageError(
-                f"--address {args.address} is not a client address of --pool {pool.name}"
-            )
+        if args.address is not None:
+            _check_address(pool, args.address, "")
         for net in args.client_net:
             if pool.overlaps(net):
                 raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
@@ -486,8 +500,21 @@ def _serve(argv: list[str]) -> int:
         up=args.up,
         down=args.down,
         hook_timeout=args.hook_timeout,
+        pool_label=label,
+        clients=client_sections,
     )
     return session.serve(settings, os.environ)
+
+
+def _check_address(pool, address: str, where: str) -> None:
+    offset = pool.offset(address)
+    if (
+        offset is None
+        or not pool.first <= offset <= pool.last
+        or (pool.gateway is not None and address == str(pool.gateway))
+    ):
+        prefix = f"{where}: " if where else ""
+        raise UsageError(f"{prefix}--address {address} is not a client address of {pool.name}")
 
 
 def _leases(argv: list[str]) -> int:

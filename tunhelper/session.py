@@ -14,13 +14,14 @@ import socket
 import stat
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import psutil
 
 from tunhelper import bridge, configure, discover, holder, hooks, identity, log, platform
 from tunhelper.announce import Announcement, announce, wants_description
 from tunhelper.bridge import BridgePlan
+from tunhelper.config import ClientSection
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import Interrupted, become_holder, hold, ignore_end_signals
 from tunhelper.lease import ACTIVE, Lease, Request, open_store
@@ -50,6 +51,8 @@ class Settings:
     up: list[str] | None = None  # hook argv
     down: list[str] | None = None  # hook argv
     hook_timeout: float = 10.0
+    pool_label: str = ""  # --pool as given: a CIDR or a config file pool name
+    clients: dict[str, ClientSection] = field(default_factory=dict)  # from the config file
 
 
 def local_addresses() -> list[str]:
@@ -102,6 +105,7 @@ def _run(
     if command and not describe:
         log.info(f"ignoring the command the client sent: {command[:80]!r}")
     client = identity.client_identity(settings.client, environ)
+    settings, reserved_for_others = _for_client(settings, client)
 
     store = open_store(settings.state_dir)
     undo.callback(store.close)
@@ -112,7 +116,7 @@ def _run(
             pool=pool.name,
             first=pool.first,
             last=pool.last,
-            excluded=pool.excluded(local_addresses()),
+            excluded=pool.excluded([*local_addresses(), *reserved_for_others]),
             client=client,
             holder=holder.current(found.holder_pid, found.holder_start, device.name),
             address_of=pool.address,
@@ -179,6 +183,25 @@ def _run(
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
     if down is not None:  # with the reason of the real end, not of an unwinding
         down["reason"] = reason
+
+
+def _for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
+    """Apply the config file's ``[client ...]`` of this client (argv still wins), and
+    list the addresses it reserves for other clients of this pool."""
+    names = (settings.pool_label, settings.pool.name)
+    section = settings.clients.get(client)
+    if section is not None and section.applies_to(*names):
+        settings = replace(
+            settings,
+            address=settings.address or section.address,
+            client_nets=settings.client_nets or list(section.client_nets),
+        )
+    others = [
+        s.address
+        for name, s in settings.clients.items()
+        if name != client and s.address and s.applies_to(*names)
+    ]
+    return settings, others
 
 
 def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -> None:

@@ -1,0 +1,211 @@
+"""Settings of the forced command: argv, over the admin's config file of named pools.
+
+``/etc/tunhelper/tunhelper.conf`` (or ``--config PATH``) lets authorized_keys say
+``command="tunhelper --pool office"``. Its format::
+
+    # comments and blank lines are ignored
+    [pool office]
+    network = 192.168.3.0/24
+    mtu = 9000
+    route = 10.0.0.0/8          # keys that repeat on the command line repeat here
+    route = 10.20.0.0/16
+    dns = 192.168.3.53
+    max-sessions = 2
+    up = /usr/local/sbin/tunnel-up --verbose
+
+    [client laptop]             # a client identity: --client NAME, or SHA256:... of a key
+    pool = office               # optional: only for this pool
+    address = 192.168.3.10      # reserved: other clients of the pool never get it
+    client-net = 10.99.0.0/24
+
+Pool keys are the forced command's long options without ``--`` (``network`` is the
+pool's CIDR); each value is checked by the same code as the option, and a bad one is
+reported as ``FILE:LINE: KEY: what is wrong``. Options given on the command line win.
+The file is read only if root owns it and nobody else can write it: it configures a
+program that runs as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+from dataclasses import dataclass, field
+
+from tunhelper.errors import UsageError
+
+DEFAULT_PATH = "/etc/tunhelper/tunhelper.conf"
+CLIENT_KEYS = ("pool", "address", "client-net")
+NOT_IN_POOLS = ("pool", "config", "client", "address", "client-net", "version", "help")
+
+
+@dataclass
+class Entry:
+    key: str
+    value: str
+    line: int
+
+
+@dataclass
+class Section:
+    kind: str  # "pool" or "client"
+    name: str
+    line: int
+    entries: list[Entry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ClientSection:
+    """What the config file says about one client identity."""
+
+    pool: str | None
+    address: str | None
+    client_nets: tuple[str, ...]
+    where: str  # FILE:LINE of the section, for errors
+
+    def applies_to(self, *pool_names: str) -> bool:
+        return self.pool is None or self.pool in pool_names
+
+
+def read(path: str) -> list[Section]:
+    """Parse the file into sections; only its syntax is checked here."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        raise UsageError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path} ({e.strerror})") from None
+    with os.fdopen(fd, encoding="utf-8", errors="replace") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+            raise UsageError(
+                f"config file {path} must be a regular file owned by root that nobody else "
+                f"can write: chown root {path} && chmod go-w {path}"
+            )
+        text = f.read()
+    sections: list[Section] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        where = f"{path}:{number}"
+        if line.startswith("["):
+            words = line.strip("[]").split()
+            if not line.endswith("]") or len(words) != 2 or words[0] not in ("pool", "client"):
+                raise UsageError(f"{where}: a section is [pool NAME] or [client IDENTITY]")
+            sections.append(Section(words[0], words[1], number))
+            continue
+        key, sep, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise UsageError(f"{where}: expected KEY = VALUE")
+        if not sections:
+            raise UsageError(f"{where}: {key}: outside any [pool NAME] or [client ...] section")
+        sections[-1].entries.append(Entry(key, value, number))
+    return sections
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    # argparse keeps its actions private; reading them keeps one definition of every
+    # option, its type and its checks, for the command line and the file alike.
+    return {
+        opt[2:]: action
+        for action in parser._actions  # noqa: SLF001
+        for opt in action.option_strings
+        if opt.startswith("--")
+    }
+
+
+def _check(action: argparse.Action, value: str, where: str, key: str) -> object:
+    """The option's own validation, reported against the file's line and key."""
+    if action.nargs == 0:  # a flag: yes/no
+        if value.lower() in ("yes", "true", "1"):
+            return True
+        if value.lower() in ("no", "false", "0"):
+            return False
+        raise UsageError(f"{where}: {key}: give yes or no, not {value!r}")
+    try:
+        return action.type(value) if action.type else value  # type: ignore[misc]
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"{where}: {key}: {e}") from None
+
+
+def apply_pool(
+    args: argparse.Namespace,
+    given: set[str],
+    parser: argparse.ArgumentParser,
+    path: str,
+    sections: list[Section],
+) -> None:
+    """Fill what argv left unset from the ``[pool NAME]`` that ``--pool`` names."""
+    matches = [s for s in sections if s.kind == "pool" and s.name == args.pool]
+    if not matches:
+        raise UsageError(f"--pool {args.pool}: no [pool {args.pool}] in {path}")
+    options = _options(parser)
+    values: dict[str, object] = {}
+    for entry in matches[-1].entries:
+        where, key = f"{path}:{entry.line}", entry.key
+        name = "pool" if key == "network" else key
+        action = options.get(name)
+        if action is None or key in NOT_IN_POOLS:
+            raise UsageError(f"{where}: {key}: not a pool setting")
+        value = _check(action, entry.value, where, key)
+        if key == "network":
+            from tunhelper.pool import Pool
+
+            try:
+                Pool.parse(entry.value, gateway_optional=True)
+            except UsageError as e:
+                raise UsageError(f"{where}: network: {e}") from None
+        if isinstance(action, argparse._AppendAction):
+            values.setdefault(action.dest, []).append(value)  # type: ignore[union-attr]
+        else:
+            values[action.dest] = value
+    if "pool" not in values:
+        raise UsageError(f"{path}:{matches[-1].line}: [pool {args.pool}] has no network")
+    for dest, value in values.items():
+        if dest == "pool" or dest not in given:
+            setattr(args, dest, value)
+
+
+def clients(
+    parser: argparse.ArgumentParser, path: str, sections: list[Section]
+) -> dict[str, ClientSection]:
+    """Every ``[client IDENTITY]``, checked."""
+    options = _options(parser)
+    out: dict[str, ClientSection] = {}
+    for section in (s for s in sections if s.kind == "client"):
+        pool, address, nets = None, None, []
+        for entry in section.entries:
+            where = f"{path}:{entry.line}"
+            if entry.key not in CLIENT_KEYS:
+                raise UsageError(f"{where}: {entry.key}: not a client setting")
+            if entry.key == "pool":
+                pool = entry.value
+            elif entry.key == "address":
+                address = _check(options["address"], entry.value, where, entry.key)
+            else:
+                nets.append(_check(options["client-net"], entry.value, where, entry.key))
+        out[section.name] = ClientSection(
+            pool,
+            address,
+            tuple(nets),
+            f"{path}:{section.line}",  # type: ignore[arg-type]
+        )
+    return out
+
+
+def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests the command line set itself (argv wins over the file)."""
+    quiet = argparse.ArgumentParser(add_help=False)
+    for action in parser._actions:  # noqa: SLF001 - see _options
+        if action.option_strings and action.dest != "help":
+            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if action.nargs == 0:
+                kwargs["action"] = "store_const"
+                kwargs["const"] = True
+            elif isinstance(action, argparse._AppendAction):
+                kwargs["action"] = "append"
+            quiet.add_argument(*action.option_strings, **kwargs)
+    known, _ = quiet.parse_known_args(argv)
+    return set(vars(known))
