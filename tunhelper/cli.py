@@ -124,11 +124,16 @@ def _address(text: str) -> str:
     return text
 
 
-def _hook(text: str) -> list[str]:
+def _split(text: str) -> list[str]:
+    """A command line split as a shell would (it is never given to one)."""
     try:
-        argv = shlex.split(text)
+        return shlex.split(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
+def _hook(text: str) -> list[str]:
+    argv = _split(text)
     if not argv or not os.path.isabs(argv[0]):
         raise argparse.ArgumentTypeError(
             f"{text!r}: give the hook as an absolute path (and its arguments)"
@@ -392,10 +397,7 @@ def _destination(text: str) -> str:
 
 
 def _ssh_cmd(text: str) -> list[str]:
-    try:
-        argv = shlex.split(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+    argv = _split(text)
     if not argv:
         raise argparse.ArgumentTypeError("the ssh command is empty")
     return argv

@@ -13,7 +13,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 
 import psutil
@@ -68,22 +68,32 @@ def local_addresses() -> list[str]:
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     """Run the session; return the exit code. Errors reach the client as one line."""
     found: discover.SessionDevice | None = None
-    try:
+
+    def session() -> None:
+        nonlocal found
         with contextlib.ExitStack() as undo:
             try:
                 found = discover.find_device(settings.wait, environ)
                 _run(settings, environ, found, undo)
             finally:
                 ignore_end_signals()  # from here on, nothing may cut the cleanup short
-        status = 0
-    except Interrupted as e:
-        log.error(f"interrupted by {e} before the session was set up; reconnect")
-        status = 1
-    except TunhelperError as e:
-        log.error(str(e))
-        status = e.exit_code
+
+    status = _exit_status(session)
     end_connection(found)
     return status
+
+
+def _exit_status(step: Callable[[], None]) -> int:
+    """Run ``step``; an error becomes one line (to the client and syslog) and an exit code."""
+    try:
+        step()
+    except Interrupted as e:
+        log.error(f"interrupted by {e} before the session was set up; reconnect")
+        return 1
+    except TunhelperError as e:
+        log.error(str(e))
+        return e.exit_code
+    return 0
 
 
 def _run(
@@ -247,7 +257,8 @@ def finish(record: dict, reason: str) -> int:
     s = record["session"]
     found = discover.SessionDevice(DeviceInfo(**s["device"]), s["holder_pid"], s["holder_start"])
     log.info(f"session end: address {lease.address} device {found.device.name}: {reason}")
-    try:
+
+    def give_back() -> None:
         with contextlib.ExitStack() as undo:
             store = open_store(record["state_dir"])
             undo.callback(store.close)
@@ -261,10 +272,8 @@ def finish(record: dict, reason: str) -> int:
                 )
             if record.get("down"):
                 undo.callback(_run_down_hook, record["down"], found.device, reason)
-        status = 0
-    except TunhelperError as e:
-        log.error(str(e))
-        status = e.exit_code
+
+    status = _exit_status(give_back)
     end_connection(found)
     return status
 
