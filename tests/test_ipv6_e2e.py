@@ -102,3 +102,32 @@ def test_ipv6_on_tap_is_refused_in_one_line_and_leaves_nothing(make_lab) -> None
     assert "Traceback" not in stderr
     assert lab.leases() == []
     assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()
+
+
+def test_hooks_get_both_families_and_a_reserved_ipv6_address(make_lab) -> None:
+    from tests.test_policy_e2e import hook_script, read_env
+
+    lab = make_lab(DUAL)
+    up, down = hook_script(lab, "up"), hook_script(lab, "down")
+    args = [*DUAL, "--address", "fd00:3::0:42", "--up", up, "--down", down]
+    client = lab.add_client(helper_args=args)
+    session = client.connect()
+    assert session.read_address() == "192.168.3.2", session.stderr()
+    env = read_env(lab, "up")
+    assert (env["TUNHELPER_ADDRESS"], env["TUNHELPER_PREFIX"]) == ("192.168.3.2", "32")
+    assert env["TUNHELPER_ADDRESS6"] == "fd00:3::42"  # reserved, in compact form
+    assert (env["TUNHELPER_GATEWAY6"], env["TUNHELPER_PREFIX6"]) == ("fd00:3::1", "128")
+    session.close()
+    assert wait_until(lambda: (lab.dir / "down.env").exists(), 5)
+    assert read_env(lab, "down")["TUNHELPER_ADDRESS6"] == "fd00:3::42"
+    assert wait_until(lambda: lab.active_leases() == [], 5)
+
+
+def test_an_mtu_below_1280_is_refused_for_an_ipv6_pool(make_lab) -> None:
+    lab = make_lab([*DUAL, "--mtu", "1200"])
+    session = lab.add_client().connect()
+    assert session.read_address() is None
+    assert session.wait(15) is not None
+    stderr = session.stderr()
+    assert "--mtu 1200 is below 1280" in stderr and "Traceback" not in stderr
+    assert lab.leases() == []
