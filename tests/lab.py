@@ -124,6 +124,7 @@ class Lab:
         run("ip", "netns", "add", self.server_ns)
         self.namespaces.append(self.server_ns)
         ns = self.server_ns
+        enable_ipv6(ns)
         run("ip", "link", "set", "lo", "up", ns=ns)
         run("ip", "link", "add", self.bridge, "type", "bridge", ns=ns)
         run("ip", "addr", "add", f"{UNDERLAY}.0.1/16", "dev", self.bridge, ns=ns)
@@ -244,6 +245,14 @@ class Lab:
             == 0
         )
 
+    def ping6_from_server(self, address: str) -> bool:
+        return (
+            run(
+                "ping", "-6", "-c", "1", "-W", "2", address, ns=self.server_ns, check=False
+            ).returncode
+            == 0
+        )
+
     def sshd_log_text(self) -> str:
         return (self.dir / "sshd.log").read_text()
 
@@ -263,6 +272,7 @@ class Client:
         lab = self.lab
         run("ip", "netns", "add", self.ns)
         lab.namespaces.append(self.ns)
+        enable_ipv6(self.ns)
         outer, inner = f"thv{lab.tag}{self.index}", "eth0"
         run(
             "ip",
@@ -442,6 +452,12 @@ class Connect(Session):
     def interrupt(self) -> int | None:
         self.proc.send_signal(signal.SIGINT)
         return self.wait(10)
+
+
+def enable_ipv6(ns: str) -> None:
+    """A new namespace may inherit a host's disabled IPv6; the lab's always have it."""
+    for key in ("all", "default"):
+        run("sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=0", ns=ns)
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

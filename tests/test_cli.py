@@ -60,6 +60,21 @@ def test_version_and_help() -> None:
         (["--pool", "192.168.3.0/24", "--frobnicate"], "--frobnicate"),
         (["--pool", "192.168.3.7/24"], "192.168.3.0/24"),
         (["--pool", "192.168.3.0/24", "--gateway", "10.0.0.1"], "--gateway"),
+        (["--pool", "192.168.3.0/24", "--pool", "10.0.0.0/8"], "twice for IPv4"),
+        (["--pool", "fd00:3::/112", "--pool", "fd00:4::/112"], "twice for IPv6"),
+        (["--pool", "fd00:3::/64"], "use a /96 or longer IPv6 pool"),
+        (["--pool", "192.168.3.0/24", "--gateway", "fd00:3::1"], "no --pool is IPv6"),
+        (["--pool", "fd00:3::/112", "--gateway", "192.168.3.1"], "no --pool is IPv4"),
+        (["--pool", "fd00:3::/112", "--address", "192.168.3.9"], "no --pool is IPv4"),
+        (["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112", "--gateway", "gw"], "--gateway"),
+        (
+            ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
+            + ["--gateway", "fd00:3::1", "--gateway", "fd00:3::2"],
+            "--gateway given twice for IPv6",
+        ),
+        (["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112", "--address", "fd00:4::9"], "fd00"),
+        (["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112", "--dns", "fd00:3::53"], "--dns"),
+        (["--pool", "office", "--pool", "fd00:3::/112"], "give it alone"),
         (["--pool", "192.168.3.0/24", "--route", "0.0.0.0/0"], "0.0.0.0/1"),
         (["--pool", "192.168.3.0/24", "--route", "10.0.0.1/8"], "did you mean 10.0.0.0/8"),
         (["--pool", "192.168.3.0/24", "--client-net", "192.168.3.128/25"], "overlaps --pool"),
@@ -117,7 +132,7 @@ def test_admin_commands_on_an_empty_state_dir(tmp_path: Path) -> None:
 
 def parse_serve(argv: list[str]) -> None:
     args = cli.serve_parser().parse_args(argv)
-    Pool.parse(args.pool, args.gateway)
+    cli.resolve_pools(args.pool, args.gateway)
 
 
 @settings(max_examples=400, deadline=None)
@@ -140,6 +155,14 @@ def test_any_pool_and_gateway_text_is_accepted_or_one_line(pool: str, gateway) -
         assert "\n" not in str(e)
     else:
         assert parsed.first <= parsed.last and parsed.gateway in parsed.network
+
+
+def test_dual_stack_pools_and_their_gateways_are_matched_by_family() -> None:
+    pool, pool6 = cli.resolve_pools(["fd00:3::/112", "192.168.3.0/24"], ["fd00:3::ff"])
+    assert (pool.name, str(pool.gateway)) == ("192.168.3.0/24", "192.168.3.1")  # IPv4 first
+    assert pool6 is not None and (pool6.name, str(pool6.gateway)) == ("fd00:3::/112", "fd00:3::ff")
+    only6, none = cli.resolve_pools(["fd00:3::/112"], [])
+    assert (only6.version, none) == (6, None)
 
 
 def imported_by(code: str) -> set[str]:

@@ -51,7 +51,7 @@ def resolve(path: str, *argv: str):
 
 def test_a_named_pool_fills_the_options(tmp_path: Path) -> None:
     args, clients = resolve(write(tmp_path, GOOD), "--pool", "office")
-    assert args.pool == "192.168.3.0/24" and args.mtu == 9000
+    assert args.pool == ["192.168.3.0/24"] and args.mtu == 9000
     assert args.route == ["10.0.0.0/8", "10.20.0.0/16"] and args.dns == ["192.168.3.53"]
     assert args.max_sessions == 2 and args.refuse_extra is True
     assert args.up == ["/usr/local/sbin/tunnel-up", "--verbose"]
@@ -83,6 +83,11 @@ def test_the_command_line_wins(tmp_path: Path) -> None:
         ("[pool office]\nnetwork = 192.168.3.0/24\ncolour = blue\n", ":3: colour: not a pool"),
         ("[pool office]\nnetwork = 192.168.3.0/24\naddress = 192.168.3.9\n", ":3: address: not a"),
         ("[pool office]\nmtu = 9000\n", ":1: [pool office] has no network"),
+        (
+            "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = 10.0.0.0/8\n",
+            ":3: network: a second IPv4 network",
+        ),
+        ("[pool office]\nnetwork = fd00:3::/64\n", ":2: network: --pool fd00:3::/64 is too large"),
         ("[pool office]\nnetwork = 192.168.3.0/24\nrefuse-extra = perhaps\n", ":3: refuse-extra"),
         ("[pool office]\nnetwork\n", ":2: expected KEY = VALUE"),
         ("mtu = 9000\n", ":1: mtu: outside any"),
@@ -140,9 +145,17 @@ def test_any_file_is_parsed_or_refused_in_one_line(tmp_path_factory, text: str) 
         assert "\n" not in str(e)
 
 
+def test_a_dual_stack_pool_has_one_network_of_each_family(tmp_path: Path) -> None:
+    text = "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\ngateway = fd00:3::1\n"
+    args, _ = resolve(write(tmp_path, text), "--pool", "office")
+    assert args.pool == ["192.168.3.0/24", "fd00:3::/112"] and args.gateway == ["fd00:3::1"]
+    pool, pool6 = cli.resolve_pools(args.pool, args.gateway)
+    assert pool.version == 4 and pool6 is not None and str(pool6.gateway) == "fd00:3::1"
+
+
 def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
     example = Path(__file__).resolve().parent.parent / "contrib" / "tunhelper.conf.example"
     args, clients = resolve(write(tmp_path, example.read_text()), "--pool", "office")
-    assert args.pool == "192.168.3.0/24" and args.route == ["10.20.0.0/16"]
+    assert args.pool == ["192.168.3.0/24"] and args.route == ["10.20.0.0/16"]
     (client,) = clients.values()
     assert client.address == "192.168.3.10" and client.applies_to("office")

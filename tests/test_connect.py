@@ -66,6 +66,25 @@ def test_announcement_round_trip() -> None:
     assert announce.parse(line) == ann
 
 
+def test_dual_stack_announcement_round_trip_keeps_ipv4_first() -> None:
+    ann = Announcement(
+        "192.168.3.2",
+        32,
+        "192.168.3.1",
+        "tun",
+        1500,
+        address6="fd00:3::2",
+        prefix6=128,
+        gateway6="fd00:3::1",
+    )
+    data = json.loads(ann.to_json())
+    assert (data["address"], data["address6"], data["prefix6"]) == ("192.168.3.2", "fd00:3::2", 128)
+    assert announce.parse(ann.to_json()) == ann
+    only6 = Announcement("fd00:3::2", 128, "fd00:3::1", "tun", 1500)
+    assert "address6" not in json.loads(only6.to_json())  # an IPv6-only link: in address
+    assert announce.parse(only6.to_json()) == only6
+
+
 def test_only_the_exact_request_gets_a_description() -> None:
     assert announce.wants_description(announce.REQUEST)
     for other in (None, "", "ls", announce.REQUEST + " ", announce.REQUEST + ";id", "tunhelper"):
@@ -92,6 +111,28 @@ def test_only_the_exact_request_gets_a_description() -> None:
             "route",
         ),
         ("[1, 2]", "did not describe"),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
+            ' "gateway": "192.168.3.1", "address6": "192.168.3.3", "prefix6": 128,'
+            ' "gateway6": "fd00:3::1"}',
+            "IPv6 address",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
+            ' "gateway": "192.168.3.1", "address6": "fd00:3::2", "prefix6": 129,'
+            ' "gateway6": "fd00:3::1"}',
+            "IPv6 prefix",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 128, "mtu": 1500, "address": "fd00:3::2",'
+            ' "gateway": "192.168.3.1"}',
+            "gateway",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 128, "mtu": 1000, "address": "fd00:3::2",'
+            ' "gateway": "fd00:3::1"}',
+            "too small for IPv6",
+        ),
     ],
 )
 def test_bad_announcements_are_one_clear_line(line: str, expect: str) -> None:

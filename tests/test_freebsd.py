@@ -271,6 +271,13 @@ def test_configure_tun_is_one_ifconfig_with_peer_netmask_mtu_and_up(fake) -> Non
     assert runner.calls == [list(ifconfig("tun100", *P2P, "mtu", "16380", "up"))]
 
 
+def test_ipv6_is_refused_in_one_line_before_any_ifconfig(fake) -> None:
+    runner = fake({})
+    with pytest.raises(TunhelperError, match="IPv6 pools are not supported on FreeBSD yet"):
+        freebsd.configure_p2p(TUN, "fd00:3::1", "fd00:3::2", 16380)
+    assert runner.calls == []
+
+
 def test_configure_tap_client_address_with_prefix(fake) -> None:
     argv = ifconfig("tap100", "inet", "192.168.3.7/24", "mtu", "16370", "up")
     runner = fake({argv: ok()})
@@ -294,7 +301,6 @@ def test_configure_failure_is_one_line_with_ifconfigs_words(fake) -> None:
     [
         (TUN, "192.168.3.1", "delete"),
         (TUN, "192.168.3.1 -alias", "192.168.3.2"),
-        (TUN, "fd00::1", "fd00::2"),  # the Linux side has no IPv6 either
         (DeviceInfo("tun100 down", 7, "tun"), "192.168.3.1", "192.168.3.2"),
     ],
 )

@@ -30,6 +30,15 @@ def test_above_the_channel_limit_is_refused(mode: str, mtu: int, limit: int) -> 
         configure.choose_mtu(mode, mtu, MANAGED)
 
 
+def test_an_ipv6_pool_needs_1280() -> None:
+    with pytest.raises(TunhelperError, match="--mtu 1279 is below 1280.*IPv6") as e:
+        configure.choose_mtu("tun", 1279, MANAGED, ipv6=True)
+    assert "\n" not in str(e.value)
+    assert configure.choose_mtu("tun", 1280, MANAGED, ipv6=True) == 1280
+    assert configure.choose_mtu("tun", None, MANAGED, ipv6=True) == 16380
+    assert configure.choose_mtu("tun", 576, MANAGED) == 576  # IPv4 only: as before
+
+
 def test_a_smaller_admin_bridge_caps_the_default_and_refuses_more(monkeypatch) -> None:
     stats = {"lan0": SimpleNamespace(mtu=9000)}
     monkeypatch.setattr("psutil.net_if_stats", lambda: stats)

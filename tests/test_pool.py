@@ -21,6 +21,25 @@ def test_excluded_has_gateway_and_local_addresses_in_pool_only() -> None:
     assert pool.excluded(["10.8.0.3", "127.0.0.1", "10.8.1.3", "not-an-ip"]) == {6, 3}
 
 
+def test_ipv6_pool_has_no_broadcast_and_never_hands_out_offset_0() -> None:
+    pool = Pool.parse("fd00:3::/112")
+    assert (pool.version, str(pool.gateway)) == (6, "fd00:3::1")
+    assert pool.address(pool.first) == "fd00:3::1" and pool.first == 1  # ::0 is anycast
+    assert pool.address(pool.last) == "fd00:3::ffff"  # no broadcast: the last is usable
+    assert pool.capacity == 2**16 - 2
+    assert pool.offset("fd00:3::a") == 10 and pool.offset("192.168.3.10") is None
+    assert pool.excluded(["fd00:3::5", "fd00:4::5", "192.168.3.5", "fe80::1"]) == {1, 5}
+    smallest = Pool.parse("fd00:3::/126", "fd00:3::3")  # the last address may be the gateway
+    assert (smallest.first, smallest.last, smallest.capacity) == (1, 3, 2)
+
+
+def test_ipv6_offsets_stay_far_inside_the_store_integer() -> None:
+    pool = Pool.parse("2001:db8::/96")
+    assert pool.last == 2**32 - 1 < 2**62
+    assert pool.offset(pool.address(pool.last)) == pool.last
+    assert not pool.overlaps("0.0.0.0/1")  # another family never overlaps
+
+
 def test_offset_round_trip() -> None:
     pool = Pool.parse("172.20.0.0/16")
     assert pool.offset(pool.address(300)) == 300
@@ -35,7 +54,13 @@ def test_offset_round_trip() -> None:
         ("192.168.3.1/24", None, "did you mean 192.168.3.0/24"),
         ("banana/24", None, "not a network"),
         ("192.168.3.0/33", None, "not a network"),
-        ("2001:db8::/64", None, "only IPv4"),
+        ("2001:db8::/64", None, "use a /96 or longer IPv6 pool"),
+        ("fd00:3::/127", None, "too small"),
+        ("fd00:3::1/112", None, "did you mean fd00:3::/112"),
+        ("fd00:3::/112", "fd00:3::", "host address inside"),
+        ("fd00:3::/112", "fd00:4::1", "host address inside"),
+        ("fd00:3::/112", "192.168.3.1", "host address inside"),
+        ("fd00:3::/112", "fd00:3::zz", "not an IPv6 address"),
         ("192.168.3.0/31", None, "too small"),
         ("192.168.3.0/24", "192.168.3.0", "host address inside"),
         ("192.168.3.0/24", "192.168.3.255", "host address inside"),

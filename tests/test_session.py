@@ -5,6 +5,7 @@ Only the platform calls and discovery are faked; the lease store is the real one
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -170,3 +171,86 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
     assert "serves ethernet links only" in capfd.readouterr().err
     assert leases(settings) == []
     assert events == ["end connection"]
+
+
+def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> None:
+    settings, events, monkeypatch = world
+    announced = []
+    monkeypatch.setattr("tunhelper.session.announce", lambda a, describe: announced.append(a))
+    settings = session.Settings(
+        pool=Pool.parse("192.168.3.0/24"),
+        pool6=Pool.parse("fd00:3::/112"),
+        state_dir=settings.state_dir,
+        wait=0.1,
+        mtu=None,
+        bridge=BRIDGE,
+        client="alice",
+    )
+    for _ in range(2):  # sticky per family: the second session gets the same two
+        assert session.serve(settings, {}) == 0
+        (ann,) = announced[-1:]
+        assert (ann.address, ann.gateway, ann.prefix) == ("192.168.3.2", "192.168.3.1", 32)
+        assert (ann.address6, ann.gateway6, ann.prefix6) == ("fd00:3::2", "fd00:3::1", 128)
+    assert events[:5] == [
+        "configure ('192.168.3.1', '192.168.3.2')",
+        "configure ('fd00:3::1', 'fd00:3::2')",
+        "hold",
+        "deconfigure ('fd00:3::1', 'fd00:3::2')",
+        "deconfigure ('192.168.3.1', '192.168.3.2')",
+    ]
+    rows = leases(settings)
+    assert sorted((x.pool, x.address, x.client, x.state) for x in rows) == [
+        ("192.168.3.0/24", "192.168.3.2", "alice", RELEASED),
+        ("fd00:3::/112", "fd00:3::2", "alice", RELEASED),
+    ]
+
+
+def test_a_failed_ipv6_configuration_undoes_ipv4_and_releases_both(world, capfd) -> None:
+    settings, events, monkeypatch = world
+
+    def configure(device, local, peer, mtu) -> None:
+        if ":" in local:
+            raise OSError("no IPv6 here")
+        events.append(f"configure {(local, peer)}")
+
+    monkeypatch.setattr("tunhelper.platform.configure_p2p", configure)
+    settings = session.Settings(
+        pool=Pool.parse("192.168.3.0/24"),
+        pool6=Pool.parse("fd00:3::/112"),
+        state_dir=settings.state_dir,
+        wait=0.1,
+        mtu=None,
+        bridge=BRIDGE,
+        client="alice",
+    )
+    assert session.serve(settings, {}) == 1
+    assert "deconfigure ('192.168.3.1', '192.168.3.2')" in events
+    assert [x.state for x in leases(settings)] == [RELEASED, RELEASED]
+    assert "no IPv6 here" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("shape", ["lease", "leases"])
+def test_the_slim_holder_releases_old_and_new_records(world, shape) -> None:
+    """finish() reads ``leases`` (dual stack) and the single ``lease`` of older helpers."""
+    settings, _, monkeypatch = world
+    captured: list[dict] = []
+    monkeypatch.setattr("tunhelper.session.become_holder", lambda r, label: captured.append(r))
+    settings = session.Settings(
+        pool=Pool.parse("192.168.3.0/24"),
+        pool6=Pool.parse("fd00:3::/112") if shape == "leases" else None,
+        state_dir=settings.state_dir,
+        wait=0.1,
+        mtu=None,
+        bridge=BRIDGE,
+        client="alice",
+    )
+    found = discover.SessionDevice(DEVICE, os.getpid(), 0.0)
+    with contextlib.ExitStack() as undo:
+        session._run(settings, {}, found, undo)
+        undo.pop_all()  # the holder, not this process, gives things back
+    (record,) = captured
+    if shape == "lease":  # as a helper from before dual stack wrote it
+        record["lease"] = record.pop("leases")[0]
+    assert [x.state for x in leases(settings)] == [ACTIVE] * (2 if shape == "leases" else 1)
+    assert session.finish(record, "ended") == 0
+    assert [x.state for x in leases(settings)] == [RELEASED] * (2 if shape == "leases" else 1)

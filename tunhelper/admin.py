@@ -81,6 +81,11 @@ def leases(state_dir: str, as_json: bool) -> int:
 
 def release(state_dir: str, address: str, force: bool) -> int:
     """Free a lease by hand; one that a live session still uses needs ``--force``."""
+    import contextlib
+    import ipaddress
+
+    with contextlib.suppress(ValueError):  # IPv6 as the store keeps it: fd00:3::0:42 is ::42
+        address = str(ipaddress.IPv6Address(address)) if ":" in address else address
     store = open_store(state_dir)
     try:
         alive = Liveness()

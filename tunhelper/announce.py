@@ -4,6 +4,10 @@ A plain ``ssh -w any`` gets the bare address as its first line. ``tunhelper conn
 sends exactly :data:`REQUEST` as its remote command and gets one JSON line describing
 the whole link instead. Nothing the client sends is ever executed; any other command
 gets the plain line.
+
+Dual stack: ``address``/``prefix``/``gateway`` are the IPv4 values (so the plain line
+and older clients see what they always saw) and ``address6``/``prefix6``/``gateway6``
+the IPv6 ones; an IPv6-only session has its IPv6 values in ``address`` and so on.
 """
 
 from __future__ import annotations
@@ -31,11 +35,17 @@ class Announcement:
     mtu: int
     routes: list[str] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
+    address6: str | None = None  # dual stack only: the IPv6 side
+    prefix6: int | None = None
+    gateway6: str | None = None
 
     def to_json(self) -> str:
         data: dict[str, Any] = {"version": VERSION, **asdict(self)}
         if not self.dns:
             del data["dns"]  # carried only when the admin set it
+        if self.address6 is None:
+            for key in ("address6", "prefix6", "gateway6"):
+                del data[key]
         return json.dumps(data, separators=(",", ":"))
 
 
@@ -56,14 +66,28 @@ def announce(announcement: Announcement, describe: bool) -> None:
 
 
 def _ipv4(value: object, what: str) -> str:
+    return _ip(value, what, 4)
+
+
+def _ip(value: object, what: str, version: int) -> str:
     import netaddr  # the client's parsing only: the server never pays for it here
 
     try:
-        if isinstance(value, str) and netaddr.valid_ipv4(value, netaddr.INET_PTON):
-            return str(netaddr.IPAddress(value))
+        if isinstance(value, str):
+            if version == 4 and netaddr.valid_ipv4(value, netaddr.INET_PTON):
+                return str(netaddr.IPAddress(value, 4))
+            if version == 6 and netaddr.valid_ipv6(value, netaddr.INET_PTON):
+                return str(netaddr.IPAddress(value, 6, flags=netaddr.INET_PTON))
     except (netaddr.AddrFormatError, ValueError, TypeError):
         pass
     raise TunhelperError(f"the server announced a bad {what}: {value!r}")
+
+
+def _prefix(value: object, version: int, what: str = "prefix") -> int:
+    top = 32 if version == 4 else 128
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= top:
+        raise TunhelperError(f"the server announced a bad {what}: {value!r}")
+    return value
 
 
 def _network(value: object) -> str:
@@ -98,20 +122,28 @@ def parse(line: str) -> Announcement:
     mode, prefix, mtu = data.get("mode"), data.get("prefix"), data.get("mtu")
     if mode not in MODES:
         raise TunhelperError(f"the server announced an unknown mode: {mode!r}")
-    if not isinstance(prefix, int) or isinstance(prefix, bool) or not 0 < prefix <= 32:
-        raise TunhelperError(f"the server announced a bad prefix: {prefix!r}")
     if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
         raise TunhelperError(f"the server announced a bad MTU: {mtu!r}")
     routes, dns = data.get("routes", []), data.get("dns", [])
     if not isinstance(routes, list) or not isinstance(dns, list):
         raise TunhelperError("the server announced routes or DNS that are not lists")
-    gateway = data.get("gateway")
+    gateway, address = data.get("gateway"), data.get("address")
+    version = 6 if isinstance(address, str) and ":" in address else 4
+    dual = data.get("address6") is not None
+    if dual and version == 6:
+        raise TunhelperError("the server announced two IPv6 addresses and no IPv4 one")
+    if (dual or version == 6) and mtu < 1280:
+        raise TunhelperError(f"the server announced an MTU too small for IPv6: {mtu!r}")
+    prefix = _prefix(prefix, version)
     return Announcement(
-        address=_ipv4(data.get("address"), "address"),
+        address=_ip(address, "address", version),
         prefix=prefix,
-        gateway=None if gateway is None and mode == "tap" else _ipv4(gateway, "gateway"),
+        gateway=None if gateway is None and mode == "tap" else _ip(gateway, "gateway", version),
         mode=mode,
         mtu=mtu,
         routes=[_network(r) for r in routes],
         dns=[_ipv4(d, "DNS server") for d in dns],
+        address6=_ip(data["address6"], "IPv6 address", 6) if dual else None,
+        prefix6=_prefix(data.get("prefix6"), 6, "IPv6 prefix") if dual else None,
+        gateway6=_ip(data.get("gateway6"), "IPv6 gateway", 6) if dual else None,
     )

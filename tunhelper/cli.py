@@ -11,10 +11,13 @@ import os
 import re
 import shlex
 import sys
-from typing import Callable, NoReturn
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from tunhelper import __version__, log
 from tunhelper.errors import TunhelperError, UsageError
+
+if TYPE_CHECKING:
+    from tunhelper.pool import Pool
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
@@ -124,6 +127,17 @@ def _address(text: str) -> str:
     return text
 
 
+def _host_address(text: str) -> str:
+    """An IPv4 or IPv6 address (``--address``); matched to a pool by its family later."""
+    import netaddr
+
+    if netaddr.valid_ipv4(text, netaddr.INET_PTON):
+        return text
+    if netaddr.valid_ipv6(text):
+        return str(netaddr.IPAddress(text))  # compact form, as the lease store writes it
+    raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address")
+
+
 def _split(text: str) -> list[str]:
     """A command line split as a shell would (it is never given to one)."""
     try:
@@ -194,9 +208,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--pool",
         required=True,
+        action="append",
         metavar="NET",
-        help="IPv4 network to lease client addresses from, e.g. 192.168.3.0/24, or the "
-        "NAME of a [pool NAME] in the config file",
+        help="network to lease client addresses from, e.g. 192.168.3.0/24 or fd00:3::/112 "
+        "(IPv6: /96 or longer); twice, one of each family, for dual stack; or the NAME of "
+        "a [pool NAME] in the config file",
     )
     p.add_argument(
         "--config",
@@ -207,8 +223,11 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--gateway",
+        action="append",
+        default=[],
         metavar="ADDR",
-        help="the server's address on every session (default: first host of the pool)",
+        help="the server's address on every session (default: first host of the pool); "
+        "once per pool, matched by family",
     )
     p.add_argument(
         "--mtu",
@@ -246,10 +265,12 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--address",
-        type=_address,
+        type=_host_address,
+        action="append",
+        default=[],
         metavar="ADDR",
         help="reserve this address of the pool for this key; refused while another live "
-        "session holds it",
+        "session holds it; once per pool, matched by family",
     )
     p.add_argument(
         "--max-sessions",
@@ -449,27 +470,33 @@ def _serve(argv: list[str]) -> int:
     try:
         parser = serve_parser()
         args = parser.parse_args(argv)
-        label = args.pool  # a CIDR, or the name of a [pool NAME] in the config file
+        named = [p for p in args.pool if "/" not in p]
+        if named and len(args.pool) > 1:
+            raise UsageError(
+                f"--pool {named[0]} names a config file pool: give it alone, its networks "
+                "come from the file"
+            )
+        label = args.pool[0]  # a CIDR, or the name of a [pool NAME] in the config file
         sections = []
         path = args.config or config.DEFAULT_PATH
-        if "/" not in args.pool or args.config:
+        if named or args.config:
             sections = config.read(path)
-        if "/" not in args.pool:
+        if named:
             config.apply_pool(args, config.given_options(parser, argv), parser, path, sections)
         client_sections = config.clients(parser, path, sections)
-        from tunhelper.pool import Pool
-
-        pool = Pool.parse(args.pool, args.gateway, gateway_optional=args.bridge is not None)
+        pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
+        pools = [p for p in (pool, pool6) if p is not None]
         for name, section in client_sections.items():
-            if section.address and section.applies_to(label, pool.name):
-                _check_address(pool, section.address, f"{section.where}: [client {name}]")
+            if section.address and section.applies_to(label, *(p.name for p in pools)):
+                _check_address(pools, section.address, f"{section.where}: [client {name}]")
         if args.bridge and args.bridge_name:
             raise UsageError(
                 "--bridge joins an existing bridge, --bridge-name names one tunhelper "
                 "creates: give one of them"
             )
-        if args.address is not None:
-            _check_address(pool, args.address, "")
+        reserved = by_family(args.address, "--address", pools)
+        for address in args.address:
+            _check_address(pools, address, "")
         for net in args.client_net:
             if pool.overlaps(net):
                 raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
@@ -493,7 +520,9 @@ def _serve(argv: list[str]) -> int:
         mtu=args.mtu,
         client=args.client,
         bridge=plan,
-        address=args.address,
+        address=reserved.get(pool.version),
+        address6=None if pool6 is None else reserved.get(6),
+        pool6=pool6,
         max_sessions=args.max_sessions,
         refuse_extra=args.refuse_extra,
         routes=args.route,
@@ -508,7 +537,67 @@ def _serve(argv: list[str]) -> int:
     return session.serve(settings, os.environ)
 
 
-def _check_address(pool, address: str, where: str) -> None:
+def _version(address: str) -> int | None:
+    import netaddr
+
+    if netaddr.valid_ipv4(address, netaddr.INET_PTON):
+        return 4
+    return 6 if netaddr.valid_ipv6(address) else None
+
+
+def by_family(values: list[str], option: str, pools: list) -> dict[int, str]:
+    """Match each value of a repeatable option to the pool of its family.
+
+    A value that is not an address is left to the only pool (whose own check names it),
+    or refused; two of one family, or one whose family has no pool, are refused.
+    """
+    out: dict[int, str] = {}
+    versions = {p.version for p in pools}
+    for value in values:
+        version = _version(value)
+        if version is None:
+            if len(pools) > 1:
+                raise UsageError(f"{option} {value!r} is not an IPv4 or IPv6 address")
+            version = pools[0].version
+        if version not in versions:
+            raise UsageError(
+                f"{option} {value} is an IPv{version} address but no --pool is IPv{version}: "
+                f"give an IPv{version} --pool or drop {option} {value}"
+            )
+        if version in out:
+            raise UsageError(
+                f"{option} given twice for IPv{version} ({out[version]}, {value}): "
+                "give at most one per pool"
+            )
+        out[version] = value
+    return out
+
+
+def resolve_pools(
+    cidrs: list[str], gateways: list[str], gateway_optional: bool = False
+) -> tuple[Pool, Pool | None]:
+    """The session's pools: the primary (IPv4 when there is one) and, for dual stack,
+    the IPv6 one, each with the ``--gateway`` of its family."""
+    from tunhelper.pool import Pool
+
+    parsed = [Pool.parse(cidr, gateway_optional=True) for cidr in cidrs]
+    seen: dict[int, Pool] = {}
+    for p in parsed:
+        if p.version in seen:
+            raise UsageError(
+                f"--pool given twice for IPv{p.version} ({seen[p.version].name}, {p.name}): "
+                "give at most one pool of each family"
+            )
+        seen[p.version] = p
+    chosen = by_family(gateways, "--gateway", parsed)
+    pools = {p.version: Pool.parse(p.name, chosen.get(p.version), gateway_optional) for p in parsed}
+    primary = pools.get(4) or pools[6]
+    return primary, (pools.get(6) if 4 in pools else None)
+
+
+def _check_address(pools: list, address: str, where: str) -> None:
+    version = _version(address)
+    pool = next((p for p in pools if p.version == version), pools[0])
     offset = pool.offset(address)
     if (
         offset is None

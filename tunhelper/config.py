@@ -6,6 +6,7 @@
     # comments and blank lines are ignored
     [pool office]
     network = 192.168.3.0/24
+    network = fd00:3::/112      # optional: once per family, for dual stack
     mtu = 9000
     route = 10.0.0.0/8          # keys that repeat on the command line repeat here
     route = 10.20.0.0/16
@@ -138,11 +139,13 @@ def apply_pool(
     sections: list[Section],
 ) -> None:
     """Fill what argv left unset from the ``[pool NAME]`` that ``--pool`` names."""
-    matches = [s for s in sections if s.kind == "pool" and s.name == args.pool]
+    (wanted,) = args.pool
+    matches = [s for s in sections if s.kind == "pool" and s.name == wanted]
     if not matches:
-        raise UsageError(f"--pool {args.pool}: no [pool {args.pool}] in {path}")
+        raise UsageError(f"--pool {wanted}: no [pool {wanted}] in {path}")
     options = _options(parser)
     values: dict[str, object] = {}
+    families: set[int] = set()
     for entry in matches[-1].entries:
         where, key = f"{path}:{entry.line}", entry.key
         name = "pool" if key == "network" else key
@@ -154,15 +157,21 @@ def apply_pool(
             from tunhelper.pool import Pool
 
             try:
-                Pool.parse(entry.value, gateway_optional=True)
+                version = Pool.parse(entry.value, gateway_optional=True).version
             except UsageError as e:
                 raise UsageError(f"{where}: network: {e}") from None
+            if version in families:
+                raise UsageError(
+                    f"{where}: network: a second IPv{version} network; a pool has at most "
+                    "one network of each family"
+                )
+            families.add(version)
         if isinstance(action, argparse._AppendAction):
             values.setdefault(action.dest, []).append(value)  # type: ignore[union-attr]
         else:
             values[action.dest] = value
     if "pool" not in values:
-        raise UsageError(f"{path}:{matches[-1].line}: [pool {args.pool}] has no network")
+        raise UsageError(f"{path}:{matches[-1].line}: [pool {wanted}] has no network")
     for dest, value in values.items():
         if dest == "pool" or dest not in given:
             setattr(args, dest, value)

@@ -26,10 +26,16 @@ if TYPE_CHECKING:
 # One byte more and every full-size packet is silently dropped. Per-packet cost
 # dominates the tunnel's throughput, so the default is the largest that works.
 MAX_MTU = {"tun": 16380, "tap": 16370}
+IPV6_MIN_MTU = 1280  # RFC 8200: a link that carries IPv6 must carry 1280-byte packets
 
 
-def choose_mtu(mode: str, requested: int | None, plan: bridge.BridgePlan) -> int:
+def choose_mtu(
+    mode: str, requested: int | None, plan: bridge.BridgePlan, ipv6: bool = False
+) -> int:
     """The link's MTU: ``--mtu`` if it fits the channel, else the most the channel carries.
+
+    A link with an IPv6 pool needs at least 1280: below it the kernel drops IPv6 from
+    the device, so a smaller ``--mtu`` is refused rather than silently breaking IPv6.
 
     On an admin's bridge that is smaller, a tap would have its large frames dropped by
     the bridge: the default follows the bridge (and says so), an explicit larger
@@ -40,6 +46,11 @@ def choose_mtu(mode: str, requested: int | None, plan: bridge.BridgePlan) -> int
         raise TunhelperError(
             f"--mtu {requested} is above what an ssh {mode} channel carries ({limit}); "
             "lower it in authorized_keys"
+        )
+    if ipv6 and requested is not None and requested < IPV6_MIN_MTU:
+        raise TunhelperError(
+            f"--mtu {requested} is below {IPV6_MIN_MTU}, the least a link carrying IPv6 "
+            f"may have; raise --mtu to {IPV6_MIN_MTU} or more for an IPv6 --pool"
         )
     mtu = limit if requested is None else requested
     if mode == "tap":
@@ -182,6 +193,13 @@ def apply_local(device: DeviceInfo, ann: Announcement) -> Applied:
     if ann.gateway is None:
         raise TunhelperError("the server announced a tun link without a gateway")
     return point_to_point(device, ann.address, ann.gateway, ann.mtu)
+
+
+def apply_local6(device: DeviceInfo, ann: Announcement) -> Applied:
+    """The client's IPv6 end of a dual-stack tun link (the server refuses IPv6 on tap)."""
+    if ann.mode != "tun" or ann.address6 is None or ann.gateway6 is None:
+        raise TunhelperError("the server announced IPv6 on a link that is not tun")
+    return point_to_point(device, ann.address6, ann.gateway6, ann.mtu)
 
 
 def undo(applied: Applied) -> None:

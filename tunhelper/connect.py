@@ -93,6 +93,9 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
         )
     applied = configure.apply_local(found.device, ann)
     undo.callback(_quietly, configure.undo, applied)
+    if ann.address6 is not None:
+        applied6 = configure.apply_local6(found.device, ann)
+        undo.callback(_quietly, configure.undo, applied6)
     if ann.routes:
         via = ann.gateway if ann.mode == "tap" else None
         routes = configure.routes(found.device, ann.routes, via)
@@ -167,10 +170,14 @@ def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: 
             "dns": ann.dns,
             "ssh_pid": found.holder_pid,
         }
+        if ann.address6 is not None:
+            status.update(address6=ann.address6, prefix6=ann.prefix6, gateway6=ann.gateway6)
         text = json.dumps(status)
     else:
         address = f"{ann.address}/{ann.prefix}" if ann.mode == "tap" else ann.address
         text = f"{found.device.name} {address} gateway {ann.gateway or '-'} mtu {ann.mtu}"
+        if ann.address6 is not None:
+            text += f" {ann.address6} gateway {ann.gateway6}"
     print(text, flush=True)
 
 

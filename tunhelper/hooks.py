@@ -8,7 +8,10 @@ syslog, never to the client's stdout, which carries the announcement.
 Environment (all values strings; empty when not applicable):
 ``TUNHELPER_EVENT`` (up or down), ``TUNHELPER_DEVICE``, ``TUNHELPER_MODE`` (tun or
 tap), ``TUNHELPER_ADDRESS`` (the client's), ``TUNHELPER_GATEWAY``, ``TUNHELPER_PREFIX``,
-``TUNHELPER_POOL``, ``TUNHELPER_CLIENT`` (identity), ``TUNHELPER_REMOTE_ADDRESS`` and
+``TUNHELPER_ADDRESS6``, ``TUNHELPER_GATEWAY6``, ``TUNHELPER_PREFIX6`` (the IPv6 side
+whenever the session has one: dual stack, or an IPv6-only pool, where they repeat
+``TUNHELPER_ADDRESS`` and so on; empty otherwise), ``TUNHELPER_POOL`` (the IPv4 pool
+of a dual-stack session), ``TUNHELPER_CLIENT`` (identity), ``TUNHELPER_REMOTE_ADDRESS`` and
 ``TUNHELPER_REMOTE_PORT`` (the client's end of the ssh connection), and at down
 ``TUNHELPER_BYTES_IN`` / ``TUNHELPER_BYTES_OUT`` (received from / sent to the client
 through the device) and ``TUNHELPER_REASON``.

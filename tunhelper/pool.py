@@ -1,7 +1,8 @@
 """Address pool arithmetic: which addresses of a network may be handed to clients.
 
 Addresses are handled as offsets from the network address, so the lease store only
-ever sees small integers and never needs an IP library.
+ever sees small integers and never needs an IP library. IPv6 pools are kept to /96 or
+longer, so an offset always fits the store's 64-bit signed INTEGER.
 """
 
 from __future__ import annotations
@@ -16,11 +17,16 @@ from tunhelper.errors import UsageError
 # Dotted quads only, with every netaddr release we support: netaddr < 1.0 parses with
 # inet_aton by default, where "10.1" is 10.0.0.1 and "10.0.0.010" is 10.0.0.8 (octal).
 _STRICT = netaddr.INET_PTON
+MIN_PREFIX6 = 96  # offsets below 2**32: far inside SQLite's 64-bit INTEGER
+MAX_PREFIX = {4: 30, 6: 126}  # room for a gateway and one client
 
 
 @dataclass(frozen=True)
 class Pool:
-    """An IPv4 network, its gateway (the server side of every session), and its range.
+    """A network, its gateway (the server side of every session), and its range.
+
+    IPv4 excludes the network and broadcast addresses; IPv6 has no broadcast, so its
+    last address is usable, and offset 0 (the subnet-router anycast) is never used.
 
     The gateway is ``None`` only for a pool that is a slice of a LAN an existing bridge
     already carries (``--bridge`` without ``--gateway``): tap sessions need none there.
@@ -42,27 +48,32 @@ class Pool:
             raise UsageError(
                 f"--pool {cidr!r} is not a network; give one like 192.168.3.0/24"
             ) from None
-        if network.version != 4:
-            raise UsageError(f"--pool {cidr}: only IPv4 pools are supported for now")
         if str(network.cidr) != cidr:
             raise UsageError(
                 f"--pool {cidr!r} is not a network address; did you mean {network.cidr}?"
             )
-        if network.prefixlen > 30:
+        if network.version == 6 and network.prefixlen < MIN_PREFIX6:
+            raise UsageError(
+                f"--pool {cidr} is too large for the lease store: use a /{MIN_PREFIX6} "
+                "or longer IPv6 pool"
+            )
+        if network.prefixlen > MAX_PREFIX[network.version]:
             raise UsageError(
                 f"--pool {cidr} is too small: it needs room for a gateway and a client "
-                "(/30 or larger)"
+                f"(/{MAX_PREFIX[network.version]} or larger)"
             )
         if gateway is None:
-            gw = None if gateway_optional else netaddr.IPAddress(network.first + 1)
+            gw = None if gateway_optional else netaddr.IPAddress(network.first + 1, network.version)
         else:
             try:
                 gw = netaddr.IPAddress(gateway, flags=_STRICT)
             except (netaddr.AddrFormatError, ValueError, TypeError):
                 raise UsageError(
-                    f"--gateway {gateway!r} is not an IPv4 address; give one inside {network}"
+                    f"--gateway {gateway!r} is not an IPv{network.version} address; give one "
+                    f"inside {network}"
                 ) from None
-            if gw.version != 4 or gw not in network or gw.value in (network.first, network.last):
+            ends = (network.first,) if network.version == 6 else (network.first, network.last)
+            if gw.version != network.version or gw not in network or gw.value in ends:
                 raise UsageError(
                     f"--gateway {gateway} must be a host address inside --pool {network}"
                 )
@@ -74,17 +85,24 @@ class Pool:
         return str(self.network.cidr)
 
     @property
+    def version(self) -> int:
+        """4 or 6."""
+        return self.network.version
+
+    @property
     def first(self) -> int:
         """The lowest offset a client may get (the network address is offset 0)."""
         return 1
 
     @property
     def last(self) -> int:
-        """The highest offset a client may get (the broadcast address is excluded)."""
-        return self.network.size - 2
+        """The highest offset a client may get (IPv4's broadcast address is excluded)."""
+        return self.network.size - (2 if self.version == 4 else 1)
 
     def overlaps(self, network: str) -> bool:
         other = netaddr.IPNetwork(network)
+        if other.version != self.version:
+            return False
         return other.first <= self.network.last and self.network.first <= other.last
 
     @property
@@ -92,7 +110,7 @@ class Pool:
         return self.network.prefixlen
 
     def address(self, offset: int) -> str:
-        return str(netaddr.IPAddress(self.network.first + offset))
+        return str(netaddr.IPAddress(self.network.first + offset, self.version))
 
     def offset(self, address: str) -> int | None:
         """The offset of an address in this pool, or ``None`` if it is outside."""
@@ -100,7 +118,7 @@ class Pool:
             ip = netaddr.IPAddress(address, flags=_STRICT)
         except (netaddr.AddrFormatError, ValueError, TypeError):
             return None
-        if ip.version != 4 or ip not in self.network:
+        if ip.version != self.version or ip not in self.network:
             return None
         return ip.value - self.network.first
 

@@ -46,6 +46,8 @@ class Settings:
     client_nets: list[str] = field(default_factory=list)  # routed to the client
     dns: list[str] = field(default_factory=list)  # announced to the client
     address: str | None = None  # reserved for this key
+    pool6: Pool | None = None  # dual stack: the IPv6 pool (``pool`` is then the IPv4 one)
+    address6: str | None = None  # reserved for this key in pool6
     max_sessions: int = 1  # live sessions per client identity
     refuse_extra: bool = False  # beyond the limit: refuse the new one, not end the oldest
     up: list[str] | None = None  # hook argv
@@ -56,12 +58,12 @@ class Settings:
 
 
 def local_addresses() -> list[str]:
-    """IPv4 addresses already on this host's interfaces: never to be handed out."""
+    """Addresses already on this host's interfaces: never to be handed out."""
     return [
-        a.address
+        a.address.split("%", 1)[0]  # an IPv6 link-local address carries its zone
         for addrs in psutil.net_if_addrs().values()
         for a in addrs
-        if a.family == socket.AF_INET
+        if a.family in (socket.AF_INET, socket.AF_INET6)
     ]
 
 
@@ -103,13 +105,19 @@ def _run(
     undo: contextlib.ExitStack,
 ) -> None:
     device = found.device
-    pool = settings.pool
+    pool, pool6 = settings.pool, settings.pool6
+    ipv6 = pool.version == 6 or pool6 is not None
+    if device.mode == "tap" and ipv6:
+        raise TunhelperError(
+            "IPv6 on ethernet (tap) links is not supported yet: connect with a tun link "
+            "(ssh -w any, tunhelper connect without --tap), or use an IPv4-only key for tap"
+        )
     if device.mode == "tun" and pool.gateway is None:
         raise TunhelperError(
             "this pool has no gateway (--bridge without --gateway), so it serves ethernet "
             "links only: connect with -o Tunnel=ethernet (tunhelper connect --tap)"
         )
-    mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge)
+    mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge, ipv6)
     command = environ.get("SSH_ORIGINAL_COMMAND")
     describe = wants_description(command)
     if command and not describe:
@@ -121,37 +129,50 @@ def _run(
     undo.callback(store.close)
     alive = holder.Liveness()
     _make_room(store, settings, client, alive)
-    lease = store.allocate(
-        Request(
-            pool=pool.name,
-            first=pool.first,
-            last=pool.last,
-            excluded=pool.excluded([*local_addresses(), *reserved_for_others]),
-            client=client,
-            holder=holder.current(found.holder_pid, found.holder_start, device.name),
-            address_of=pool.address,
-            reserved=None if settings.address is None else pool.offset(settings.address),
-        ),
-        alive,
-    )
-    undo.callback(_quietly, "release the lease", store.release, lease)
+    here = holder.current(found.holder_pid, found.holder_start, device.name)
+    local = [*local_addresses(), *reserved_for_others]
+    leases = []
+    for p, reserved in ((pool, settings.address), (pool6, settings.address6)):
+        if p is None:
+            continue
+        grant = store.allocate(
+            Request(
+                pool=p.name,
+                first=p.first,
+                last=p.last,
+                excluded=p.excluded(local),
+                client=client,
+                holder=here,
+                address_of=p.address,
+                reserved=None if reserved is None else p.offset(reserved),
+            ),
+            alive,
+        )
+        undo.callback(_quietly, "release the lease", store.release, grant)
+        leases.append(grant)
+    lease, lease6 = leases[0], (leases[1] if pool6 is not None else None)
 
     gateway = None if pool.gateway is None else str(pool.gateway)
+    gateway6 = None if pool6 is None else str(pool6.gateway)
     if device.mode == "tun":
         assert gateway is not None
         applied = [configure.point_to_point(device, gateway, lease.address, mtu)]
-        prefix = 32
+        if lease6 is not None and gateway6 is not None:
+            undo.callback(_quietly, "deconfigure the device", configure.undo, applied[0])
+            applied.append(configure.point_to_point(device, gateway6, lease6.address, mtu))
+        prefix = 32 if pool.version == 4 else 128
     else:
         plan, state_dir = settings.bridge, settings.state_dir
         applied = [configure.bridge_port(device, plan, mtu, state_dir)]
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
-    undo.callback(_quietly, "deconfigure the device", configure.undo, applied[0])
+    undo.callback(_quietly, "deconfigure the device", configure.undo, applied[-1])
     if settings.client_nets:
         via = None if device.mode == "tun" else lease.address
         nets = configure.client_networks(device, settings.client_nets, via, settings.state_dir)
         applied.append(nets)
         undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
 
+    v6 = lease6 or (lease if pool.version == 6 else None)
     remote_address, remote_port = hooks.remote(environ.get("SSH_CONNECTION"))
     values = {
         "device": device.name,
@@ -159,6 +180,10 @@ def _run(
         "address": lease.address,
         "gateway": gateway,
         "prefix": prefix,
+        # the IPv6 values whenever the session has IPv6, also from an IPv6-only pool
+        "address6": None if v6 is None else v6.address,
+        "gateway6": gateway6 or (gateway if pool.version == 6 else None),
+        "prefix6": None if v6 is None else 128,
         "pool": pool.name,
         "client": client,
         "remote_address": remote_address,
@@ -176,14 +201,19 @@ def _run(
     announcement = Announcement(
         lease.address, prefix, gateway, device.mode, mtu, settings.routes, settings.dns
     )
+    if lease6 is not None:
+        announcement = replace(
+            announcement, address6=lease6.address, prefix6=128, gateway6=gateway6
+        )
     announce(announcement, describe)
+    also = "" if lease6 is None else f" address6 {lease6.address} gateway6 {gateway6}"
     log.info(
-        f"session start: client {client} address {lease.address} gateway {gateway} "
+        f"session start: client {client} address {lease.address} gateway {gateway}{also} "
         f"{device.mode} device {device.name} sshd pid {found.holder_pid}"
     )
     record = {
         "state_dir": settings.state_dir,
-        "lease": asdict(lease),
+        "leases": [asdict(x) for x in leases],
         "applied": [configure.to_record(a) for a in applied],
         "down": down,
         "session": {**found._asdict(), "device": found.device._asdict()},
@@ -198,12 +228,20 @@ def _run(
 def _for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
     """Apply the config file's ``[client ...]`` of this client (argv still wins), and
     list the addresses it reserves for other clients of this pool."""
-    names = (settings.pool_label, settings.pool.name)
+    pools = [p for p in (settings.pool, settings.pool6) if p is not None]
+    names = (settings.pool_label, *(p.name for p in pools))
     section = settings.clients.get(client)
     if section is not None and section.applies_to(*names):
+        reserved = section.address
+        in_pool6 = (
+            reserved is not None
+            and settings.pool6 is not None
+            and settings.pool6.offset(reserved) is not None
+        )
         settings = replace(
             settings,
-            address=settings.address or section.address,
+            address=settings.address or (None if in_pool6 else reserved),
+            address6=settings.address6 or (reserved if in_pool6 else None),
             client_nets=settings.client_nets or list(section.client_nets),
         )
     others = [
@@ -252,8 +290,13 @@ def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -
 
 
 def finish(record: dict, reason: str) -> int:
-    """The slim holder's end of the session: give back what the helper took, as serve would."""
-    lease = Lease(**record["lease"])
+    """The slim holder's end of the session: give back what the helper took, as serve would.
+
+    A record holds ``leases`` (one per family); one written before dual stack held a
+    single ``lease``: a holder started by the older helper must still release it.
+    """
+    leases = [Lease(**x) for x in record.get("leases") or [record["lease"]]]
+    lease = leases[0]
     s = record["session"]
     found = discover.SessionDevice(DeviceInfo(**s["device"]), s["holder_pid"], s["holder_start"])
     log.info(f"session end: address {lease.address} device {found.device.name}: {reason}")
@@ -262,7 +305,8 @@ def finish(record: dict, reason: str) -> int:
         with contextlib.ExitStack() as undo:
             store = open_store(record["state_dir"])
             undo.callback(store.close)
-            undo.callback(_quietly, "release the lease", store.release, lease)
+            for grant in leases:
+                undo.callback(_quietly, "release the lease", store.release, grant)
             for applied in record["applied"]:
                 undo.callback(
                     _quietly,

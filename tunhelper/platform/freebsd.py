@@ -298,6 +298,10 @@ def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
     One command, as in the guide: ifconfig applies mtu and up while it parses and adds
     the address last, which also marks a tun running.
     """
+    if ":" in local or ":" in peer:  # not verified on FreeBSD yet (docs/platforms.md)
+        raise TunhelperError(
+            "IPv6 pools are not supported on FreeBSD yet: give this key an IPv4 --pool only"
+        )
     argv = [IFCONFIG, _device_name(device), "inet", _ipv4(local), _ipv4(peer)]
     _check([*argv, "netmask", "255.255.255.255", "mtu", str(int(mtu)), "up"])
 

@@ -102,16 +102,30 @@ def boot_id() -> str:
         return f.read().strip()
 
 
+def _family(address: str) -> tuple[int, int]:
+    """The address family and host prefix length of an address (pyroute2 needs both)."""
+    return (socket.AF_INET6, 128) if ":" in address else (socket.AF_INET, 32)
+
+
 def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
     """``ip addr add LOCAL peer PEER/32 dev DEV; ip link set DEV mtu N up``.
 
-    The same on both ends of a link, with local and peer swapped.
+    The same on both ends of a link, with local and peer swapped; IPv6 is PEER/128,
+    with its family given to pyroute2 explicitly (it assumes IPv4 otherwise).
     """
     from pyroute2 import IPRoute  # costly import (~150 ms): only on the path that needs it
 
+    family, prefixlen = _family(local)
     with IPRoute() as ipr:
-        ipr.addr("add", index=device.index, local=local, address=peer, prefixlen=32)
-        ipr.link("set", index=device.index, state="up", mtu=mtu)
+        ipr.link("set", index=device.index, state="up", mtu=mtu)  # IPv6 needs the MTU first
+        ipr.addr(
+            "add",
+            index=device.index,
+            family=family,
+            local=local,
+            address=peer,
+            prefixlen=prefixlen,
+        )
 
 
 def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
@@ -121,8 +135,16 @@ def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
     from pyroute2 import IPRoute
     from pyroute2.netlink.exceptions import NetlinkError
 
+    family, prefixlen = _family(local)
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
-        ipr.addr("del", index=device.index, local=local, address=peer, prefixlen=32)
+        ipr.addr(
+            "del",
+            index=device.index,
+            family=family,
+            local=local,
+            address=peer,
+            prefixlen=prefixlen,
+        )
         ipr.link("set", index=device.index, state="down")
 
 
