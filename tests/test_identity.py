@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,28 @@ def test_identity_order(tmp_path, key) -> None:
     assert client_identity("laptop", {"SSH_USER_AUTH": "/nonexistent"}) == "laptop"
     assert client_identity("laptop", {}) == "laptop"
     assert client_identity(None, {}) == pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_a_pseudo_file_whose_text_a_client_controls_is_not_trusted(key) -> None:
+    """/proc/PID/environ is a private root-owned regular file, and a client writes it.
+
+    With ExposeAuthInfo off and AcceptEnv letting SSH_USER_AUTH through, a client can
+    send SSH_USER_AUTH=/proc/self/environ and a variable holding another client's
+    public key on a line of its own: that must not make it that client.
+    """
+    line, _ = key
+    forged = f"\x0bpublickey {line} "  # \v starts a line for str.splitlines()
+    proc = subprocess.Popen(
+        ["sleep", "30"], env={"X": forged}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        environ = Path(f"/proc/{proc.pid}/environ")
+        deadline = time.monotonic() + 10
+        while b"publickey" not in environ.read_bytes():  # until sleep has been executed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert read_auth_info(str(environ)) is None
+        assert client_identity("laptop", {"SSH_USER_AUTH": f"/proc/{proc.pid}/environ"}) == "laptop"
+    finally:
+        proc.kill()
+        proc.wait()
