@@ -266,7 +266,8 @@ class Client:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.key))
         self.public_key = Path(f"{self.key}.pub").read_text().strip()
 
-    def ssh_argv(self, *extra: str, command: Sequence[str] = ()) -> list[str]:
+    def ssh_argv(self, *extra: str, command: Sequence[str] = (), tunnel: str = "any") -> list[str]:
+        """``tunnel`` is ``-w``'s value: ``any``, or ``any:N`` to ask the server for unit N."""
         return [
             "ip",
             "netns",
@@ -290,14 +291,15 @@ class Client:
             # options first: ssh keeps the first value it sees, and -w sets Tunnel
             *extra,
             "-w",
-            "any",
+            tunnel,
+            "--",  # a command that starts with "-" is the command, not an ssh option
             f"root@{UNDERLAY}.0.1",
             *command,
         ]
 
-    def connect(self, *extra: str, command: Sequence[str] = ()) -> Session:
+    def connect(self, *extra: str, command: Sequence[str] = (), tunnel: str = "any") -> Session:
         """Start ``ssh -w any`` to the lab's server; returns at once."""
-        session = Session(self, self.ssh_argv(*extra, command=command))
+        session = Session(self, self.ssh_argv(*extra, command=command, tunnel=tunnel))
         self.sessions.append(session)
         return session
 

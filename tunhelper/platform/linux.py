@@ -23,6 +23,7 @@ TUN_RDEV = os.makedev(10, 200)  # /dev/net/tun: misc device 200
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 _IFF_TUN = 0x0001
 _IFF_TAP = 0x0002
+_IFF_PERSIST = 0x0800
 
 # rtnetlink, as in <linux/rtnetlink.h>: the link multicast group and its deletion message.
 _RTMGRP_LINK = 0x1
@@ -88,10 +89,11 @@ def device_info(name: str) -> DeviceInfo | None:
             flags = int(f.read(), 16)
     except (OSError, ValueError):
         return None
+    persistent = bool(flags & _IFF_PERSIST)
     if flags & _IFF_TAP:
-        return DeviceInfo(name, index, "tap")
+        return DeviceInfo(name, index, "tap", persistent)
     if flags & _IFF_TUN:
-        return DeviceInfo(name, index, "tun")
+        return DeviceInfo(name, index, "tun", persistent)
     return None
 
 

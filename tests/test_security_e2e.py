@@ -1,0 +1,152 @@
+"""Hostile clients, end to end: what a client controls cannot take what is not its own.
+
+A client controls the command it sends, the variables sshd's AcceptEnv lets through,
+the tunnel unit it asks for (``-w any:N``), tun or tap, and when and how often it
+connects. Each test plays one of those against a real sshd; see docs/security.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+
+import pytest
+
+from tests.lab import Lab, run, wait_until
+from tunhelper.identity import fingerprint
+
+GATEWAY = "192.168.3.1"
+
+
+def refused(session, timeout: float = 15) -> str:
+    """The session announced nothing and ended; return its one ``tunhelper:`` line."""
+    assert session.read_address(timeout) is None
+    assert session.wait(timeout) not in (None, 0), "ssh must not sit on a refused tunnel"
+    text = session.stderr()
+    assert "Traceback" not in text
+    lines = [line for line in text.splitlines() if line.startswith("tunhelper:")]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def link(lab: Lab, name: str) -> dict:
+    (out,) = json.loads(run("ip", "-j", "addr", "show", "dev", name, ns=lab.server_ns).stdout)
+    return out
+
+
+def ipv4(link_json: dict) -> set[tuple[str, int]]:
+    return {(a["local"], a["prefixlen"]) for a in link_json["addr_info"] if a["family"] == "inet"}
+
+
+@pytest.mark.parametrize("mode", ["tun", "tap"])
+def test_a_persistent_admin_device_asked_for_by_number_is_refused_and_left_alone(
+    make_lab, mode
+) -> None:
+    """``ssh -w any:5`` makes sshd attach to an admin's persistent tun5/tap5, if one exists.
+
+    tunhelper must not configure that device (nor set it down at the end): it refuses
+    the session, which detaches sshd from it.
+    """
+    lab = make_lab()
+    name = f"{mode}5"
+    run("ip", "tuntap", "add", name, "mode", mode, ns=lab.server_ns)
+    run("ip", "addr", "add", "10.50.0.1/24", "dev", name, ns=lab.server_ns)
+    run("ip", "link", "set", name, "up", ns=lab.server_ns)
+    extra = ("-o", "Tunnel=ethernet") if mode == "tap" else ()
+    session = lab.add_client().connect(*extra, tunnel="any:5")
+    line = refused(session)
+    assert "persistent" in line and name in line, line
+    after = link(lab, name)
+    assert ipv4(after) == {("10.50.0.1", 24)}
+    assert "UP" in after["flags"]  # not set down by a cleanup that was never its to do
+    assert "master" not in after  # not put on a bridge either
+    assert [x for x in lab.leases() if x["state"] == "active"] == []
+
+
+def test_another_sessions_unit_cannot_be_taken(make_lab) -> None:
+    lab = make_lab(["--pool", "192.168.3.0/24", "--wait", "1"])
+    victim, thief = lab.add_client("victim"), lab.add_client("thief")
+    held = victim.connect()
+    assert held.read_address() == "192.168.3.2"
+    held.configure_client_side()
+    (device,) = lab.server_tun_devices()
+    taking = thief.connect(tunnel=f"any:{device[3:]}")
+    assert "no tunnel device" in refused(taking)  # sshd itself would not open it
+    assert held.ping(GATEWAY)
+    assert lab.ping_from_server(held.address or "")
+    (lease,) = lab.active_leases()
+    assert (lease["address"], lease["device"]) == ("192.168.3.2", device)
+
+
+@pytest.mark.parametrize("expose", ["yes", "no"])
+def test_a_client_cannot_claim_another_clients_identity(make_lab, expose) -> None:
+    """SSH_USER_AUTH from the client: overridden by sshd (ExposeAuthInfo yes), else refused.
+
+    The forged identity would be another client's sticky address. The attack: point
+    SSH_USER_AUTH at /proc/self/environ, a private root-owned file whose text is the
+    client's own variables, one of which carries the victim's key on a line of its own.
+    """
+    lab = make_lab(sshd_options={"AcceptEnv": "*", "ExposeAuthInfo": expose})
+    victim, thief = lab.add_client("victim"), lab.add_client("thief")
+    victim_line = " ".join(victim.public_key.split()[:2])
+    victim_id = fingerprint(base64.b64decode(victim.public_key.split()[1]))
+    thief_id = fingerprint(base64.b64decode(thief.public_key.split()[1]))
+    sent = f'SetEnv=SSH_USER_AUTH=/proc/self/environ "X=\x0bpublickey {victim_line} "'
+    session = thief.connect("-o", sent)
+    assert session.read_address() is not None, session.stderr()
+    (lease,) = lab.active_leases()
+    assert lease["client"] != victim_id
+    assert lease["client"] == (thief_id if expose == "yes" else "root")
+
+
+HOSTILE_COMMANDS = [
+    "touch {mark}",
+    "; touch {mark}",
+    "$(touch {mark})",
+    "`touch {mark}`",
+    "tunhelper-describe/1; touch {mark}",
+    "tunhelper-describe/1 && touch {mark}",
+    "tunhelper-describe/2",
+    " tunhelper-describe/1",
+    "--pool 10.99.0.0/24 --state-dir {mark}",
+    "tunhelper --pool 10.99.0.0/24",
+    "\x1b[2J\x1b]0;{mark}\x07",
+    "x" * 60000,
+]
+
+
+def test_commands_a_client_sends_are_never_run_and_change_nothing(make_lab) -> None:
+    lab = make_lab()
+    mark = lab.dir / "ran"
+    client = lab.add_client()
+    for command in HOSTILE_COMMANDS:
+        session = client.connect(command=[command.format(mark=mark)])
+        assert session.read_address() == "192.168.3.2", (command[:40], session.stderr())
+        assert session.stderr() == ""
+        session.close()
+        assert wait_until(lambda: not lab.active_leases(), 5)
+    assert not mark.exists()
+    assert {x["address"] for x in lab.leases()} == {"192.168.3.2"}  # the admin's pool only
+
+
+def test_the_exact_request_gets_the_description(make_lab) -> None:
+    lab = make_lab()
+    session = lab.add_client().connect(command=["tunhelper-describe/1"])
+    line = session.read_address()
+    assert line is not None and json.loads(line)["address"] == "192.168.3.2"
+
+
+def test_no_session_channel_means_no_helper_and_no_lease(make_lab) -> None:
+    """``ssh -N -w any``: a tunnel and no forced command; nothing is taken for it."""
+    lab = make_lab()
+    client = lab.add_client()
+    proc = subprocess.Popen(client.ssh_argv("-N"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert wait_until(lambda: lab.server_tun_devices() != [], 10)
+        assert lab.leases() == []
+        (device,) = lab.server_tun_devices()
+        assert [a for a in lab.server_addresses()[device] if a["family"] == "inet"] == []
+    finally:
+        proc.kill()
+        proc.communicate()
