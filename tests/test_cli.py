@@ -38,7 +38,15 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 def test_version_and_help() -> None:
     assert tunhelper("--version").stdout.strip() == f"tunhelper {__version__}"
     text = tunhelper("--help").stdout
-    for option in ("--pool", "--gateway", "--mtu", "--wait", "--client", "--state-dir"):
+    for option in (
+        "--pool",
+        "--gateway",
+        "--mtu",
+        "--wait",
+        "--db-timeout",
+        "--client",
+        "--state-dir",
+    ):
         assert option in text
     assert "tunhelper leases" in text and "tunhelper release" in text
 
@@ -52,6 +60,8 @@ def test_version_and_help() -> None:
         (["--pool", "192.168.3.0/24", "--mtu", "1e3"], "--mtu"),
         (["--pool", "192.168.3.0/24", "--wait", "-1"], "--wait"),
         (["--pool", "192.168.3.0/24", "--wait", "nan"], "--wait"),
+        (["--pool", "192.168.3.0/24", "--db-timeout", "-0.5"], "--db-timeout"),
+        (["--pool", "192.168.3.0/24", "--db-timeout", "inf"], "--db-timeout"),
         (["--pool", "192.168.3.0/24", "--client", "a b"], "--client"),
         (["--pool", "192.168.3.0/24", "--client", "x" * 65], "--client"),
         (["--pool", "192.168.3.0/24", "--state-dir", "relative"], "--state-dir"),

@@ -18,6 +18,7 @@ from tunhelper.errors import TunhelperError, UsageError
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
+DEFAULT_DB_TIMEOUT = 10.0
 CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
@@ -146,6 +147,14 @@ def serve_parser() -> argparse.ArgumentParser:
         default=DEFAULT_WAIT,
         metavar="SECONDS",
         help=f"how long to wait for sshd's tunnel device (default {DEFAULT_WAIT:g})",
+    )
+    p.add_argument(
+        "--db-timeout",
+        type=_wait,
+        default=DEFAULT_DB_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the lease database when another process holds it "
+        f"(default {DEFAULT_DB_TIMEOUT:g})",
     )
     p.add_argument(
         "--bridge",
@@ -324,6 +333,7 @@ def _serve(argv: list[str]) -> int:
         pool=pool,
         state_dir=args.state_dir,
         wait=args.wait,
+        db_timeout=args.db_timeout,
         mtu=args.mtu,
         client=args.client,
         bridge=plan,

@@ -40,6 +40,7 @@ class Settings:
     mtu: int | None  # None: the most the device's kind of channel carries
     client: str | None
     bridge: BridgePlan
+    db_timeout: float = 10.0  # bounded wait for a lease database another process holds
 
 
 def local_addresses() -> list[str]:
@@ -93,7 +94,7 @@ def _run(
         log.info(f"ignoring the command the client sent: {command[:80]!r}")
     client = identity.client_identity(settings.client, environ)
 
-    store = open_store(settings.state_dir)
+    store = open_store(settings.state_dir, settings.db_timeout)
     undo.callback(store.close)
     lease = store.allocate(
         Request(
@@ -126,6 +127,7 @@ def _run(
     )
     record = {
         "state_dir": settings.state_dir,
+        "db_timeout": settings.db_timeout,
         "lease": asdict(lease),
         "applied": configure.to_record(applied),
         "session": {**found._asdict(), "device": found.device._asdict()},
@@ -143,7 +145,7 @@ def finish(record: dict, reason: str) -> int:
     log.info(f"session end: address {lease.address} device {found.device.name}: {reason}")
     try:
         with contextlib.ExitStack() as undo:
-            store = open_store(record["state_dir"])
+            store = open_store(record["state_dir"], record["db_timeout"])
             undo.callback(store.close)
             undo.callback(_quietly, "release the lease", store.release, lease)
             undo.callback(
