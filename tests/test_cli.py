@@ -44,6 +44,7 @@ def test_version_and_help() -> None:
         "--mtu",
         "--wait",
         "--db-timeout",
+        "--max-leases",
         "--client",
         "--state-dir",
     ):
@@ -62,6 +63,9 @@ def test_version_and_help() -> None:
         (["--pool", "192.168.3.0/24", "--wait", "nan"], "--wait"),
         (["--pool", "192.168.3.0/24", "--db-timeout", "-0.5"], "--db-timeout"),
         (["--pool", "192.168.3.0/24", "--db-timeout", "inf"], "--db-timeout"),
+        (["--pool", "192.168.3.0/24", "--max-leases", "0"], "--max-leases"),
+        (["--pool", "192.168.3.0/24", "--max-leases", "-1"], "--max-leases"),
+        (["--pool", "192.168.3.0/24", "--max-leases", "1.5"], "--max-leases"),
         (["--pool", "192.168.3.0/24", "--client", "a b"], "--client"),
         (["--pool", "192.168.3.0/24", "--client", "x" * 65], "--client"),
         (["--pool", "192.168.3.0/24", "--state-dir", "relative"], "--state-dir"),

@@ -248,3 +248,14 @@ def test_concurrent_churn_never_hands_an_address_out_twice(tmp_path: Path) -> No
     assert errors.empty(), errors.get()
     store = open_store(state)
     assert [lease for lease in store.leases() if lease.state == ACTIVE] == []
+
+
+def test_live_count_counts_one_clients_live_active_leases(store: SqliteLeaseStore) -> None:
+    a1 = store.allocate(request("alice", n=1), always)
+    a2 = store.allocate(request("alice", n=2), always)
+    store.allocate(request("bob", n=3), always)
+    assert store.live_count(POOL.name, "alice", always) == 2
+    assert store.live_count(POOL.name, "alice", lambda lease: lease.token != a2.token) == 1
+    store.release(a1)
+    assert store.live_count(POOL.name, "alice", always) == 1
+    assert store.live_count("10.0.0.0/24", "alice", always) == 0

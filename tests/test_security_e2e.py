@@ -150,3 +150,36 @@ def test_no_session_channel_means_no_helper_and_no_lease(make_lab) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+def test_one_key_cannot_take_more_than_its_share_of_the_pool(make_lab) -> None:
+    """Without --max-leases one key could open connections until nobody else gets in.
+
+    Connections that arrive at the same moment may all be refused (each counts the
+    others' fresh leases), never all served: the limit holds under a burst.
+    """
+    lab = make_lab(["--pool", "192.168.3.0/29", "--max-leases", "2"])  # five addresses
+    greedy, other = lab.add_client("greedy"), lab.add_client("other")
+    burst = [greedy.connect() for _ in range(6)]  # all at once
+    served = [s for s in burst if s.read_address(30) is not None]
+    assert len(served) <= 2, [s.stderr() for s in burst]
+    for s in burst:
+        if s not in served:
+            assert "--max-leases 2" in refused(s)
+    for s in burst:
+        s.close()
+    assert wait_until(lambda: not lab.active_leases(), 10)
+
+    one_by_one = []
+    for _ in range(2):
+        one_by_one.append(greedy.connect())
+        assert one_by_one[-1].read_address() is not None, one_by_one[-1].stderr()
+    one_by_one.append(greedy.connect())
+    assert "--max-leases 2" in refused(one_by_one[-1])
+    late = other.connect()
+    assert late.read_address() is not None, late.stderr()  # the pool still has room
+    assert len(lab.active_leases()) == 3
+    for s in one_by_one + [late]:
+        s.close()
+    assert wait_until(lambda: not lab.active_leases(), 10)
+    assert wait_until(lambda: not lab.server_tun_devices(), 10)

@@ -5,6 +5,7 @@ Only the platform calls and discovery are faked; the lease store is the real one
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -184,3 +185,36 @@ def test_what_the_session_took_survives_the_handover_to_the_slim_holder() -> Non
     ):
         record = json.loads(json.dumps(configure.to_record(applied)))
         assert configure.from_record(record) == applied
+
+
+def _live_lease_for(settings, client: str) -> None:
+    """A lease held by a live session (this test process) for ``client``."""
+    from tunhelper.lease import Holder, Request
+
+    me, started = os.getpid(), session.holder.process_start(os.getpid())
+    holder = Holder(session.holder.this_host(), "boot", me, started, me, started, "tun9")
+    pool = settings.pool
+    store = open_store(settings.state_dir)
+    store.allocate(
+        Request(pool.name, pool.first, pool.last, pool.excluded([]), client, holder, pool.address),
+        session.holder.Liveness(),
+    )
+    store.close()
+
+
+def test_a_client_at_its_limit_is_refused_and_takes_nothing(world, capfd) -> None:
+    settings, events, _ = world
+    limited = dataclasses.replace(settings, max_leases=1)
+    _live_lease_for(settings, "alice")
+    assert session.serve(limited, {}) == 1
+    err = capfd.readouterr().err
+    assert "--max-leases 1" in err and len(err.splitlines()) == 1
+    assert not any(e.startswith("configure") for e in events)
+    assert sorted(x.state for x in leases(settings)) == [ACTIVE, RELEASED]  # ours given back
+
+
+def test_the_limit_counts_only_this_clients_live_sessions(world) -> None:
+    settings, events, _ = world
+    _live_lease_for(settings, "bob")  # someone else's session does not count
+    assert session.serve(dataclasses.replace(settings, max_leases=1), {}) == 0
+    assert "announce 192.168.3.3" in events

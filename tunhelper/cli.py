@@ -22,6 +22,7 @@ DEFAULT_DB_TIMEOUT = 10.0
 CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
+MAX_LEASES = 65536  # a /16: more than any pool this serves
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
 
@@ -79,6 +80,14 @@ def _mtu(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an MTU from {MTU_MIN} (IPv4's minimum) to {MTU_MAX} "
             "(the most an ssh tun channel carries)"
+        )
+    return int(text)
+
+
+def _max_leases(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LEASES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of sessions from 1 to {MAX_LEASES}"
         )
     return int(text)
 
@@ -169,6 +178,13 @@ def serve_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="name of the bridge tunhelper creates for the pool's tap sessions "
         "(default: thbr and a hash of the pool)",
+    )
+    p.add_argument(
+        "--max-leases",
+        type=_max_leases,
+        metavar="N",
+        help="at most N live sessions (addresses) per client identity in this pool, so "
+        "that one key cannot take the whole pool (default: no limit)",
     )
     p.add_argument(
         "--client",
@@ -334,6 +350,7 @@ def _serve(argv: list[str]) -> int:
         state_dir=args.state_dir,
         wait=args.wait,
         db_timeout=args.db_timeout,
+        max_leases=args.max_leases,
         mtu=args.mtu,
         client=args.client,
         bridge=plan,

@@ -140,6 +140,8 @@ class LeaseStore(Protocol):
 
     def leases(self) -> list[Lease]: ...
 
+    def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -202,6 +204,16 @@ class SqliteLeaseStore:
             return [Lease(*r) for r in rows]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
+
+    def live_count(self, pool: str, client: str, alive: Alive) -> int:
+        """How many addresses of ``pool`` live sessions of ``client`` hold right now."""
+        try:
+            rows = self._db.execute(
+                _SELECT + " WHERE pool = ? AND client = ? AND state = ?", (pool, client, ACTIVE)
+            ).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _db_error(self.path, e) from None
+        return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
 
     def close(self) -> None:
         self._db.close()

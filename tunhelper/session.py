@@ -41,6 +41,7 @@ class Settings:
     client: str | None
     bridge: BridgePlan
     db_timeout: float = 10.0  # bounded wait for a lease database another process holds
+    max_leases: int | None = None  # live sessions per client identity; None: no limit
 
 
 def local_addresses() -> list[str]:
@@ -96,6 +97,7 @@ def _run(
 
     store = open_store(settings.state_dir, settings.db_timeout)
     undo.callback(store.close)
+    alive = holder.Liveness()
     lease = store.allocate(
         Request(
             pool=pool.name,
@@ -106,9 +108,10 @@ def _run(
             holder=holder.current(found.holder_pid, found.holder_start, device.name),
             address_of=pool.address,
         ),
-        holder.Liveness(),
+        alive,
     )
     undo.callback(_quietly, "release the lease", store.release, lease)
+    _check_limit(store, settings, client, alive)
 
     gateway = None if pool.gateway is None else str(pool.gateway)
     if device.mode == "tun":
@@ -135,6 +138,23 @@ def _run(
     become_holder(record, [lease.address, device.name, settings.state_dir])
     _, reason = hold(found)  # only if the slim holder could not be started
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
+
+
+def _check_limit(store, settings: Settings, client: str, alive: holder.Liveness) -> None:
+    """Refuse a client that already holds ``--max-leases`` addresses of the pool.
+
+    Counted after our own allocation, in its own read: two sessions of one client that
+    allocate at the same moment may both be refused, never both be let past the limit.
+    """
+    limit = settings.max_leases
+    if limit is None:
+        return
+    held = store.live_count(settings.pool.name, client, alive)
+    if held > limit:
+        raise TunhelperError(
+            f"client {client} already has {held - 1} live session(s) in pool "
+            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first"
+        )
 
 
 def finish(record: dict, reason: str) -> int:
