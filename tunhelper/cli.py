@@ -11,10 +11,13 @@ import os
 import re
 import shlex
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tunhelper import __version__, log
 from tunhelper.errors import TunhelperError, UsageError
+
+if TYPE_CHECKING:
+    from tunhelper.pool import Pool
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
@@ -43,7 +46,34 @@ client commands (see 'tunhelper connect --help'):
 admin commands:
   tunhelper leases [--json] [--state-dir D]        list leases
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
+  tunhelper doctor [options]                       check sshd, keys and state; one line each
 """
+
+DOCTOR_DESCRIPTION = """\
+Check this gateway's setup and print one line per finding, "ok:", "warning:" or
+"error:"; exit 1 if there is any error. Nothing is changed.
+
+checks:
+  sshd        'sshd -T -C user=root' (Match User blocks apply, those on an address or
+              host cannot): PermitTunnel (not no), PermitRootLogin
+              (forced-commands-only), ExposeAuthInfo (yes: clients told apart by key),
+              MaxStartups (clients connecting at once), AcceptEnv (no pattern may let
+              through LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, BASH_FUNC_*,
+              PYTHONPATH, PYTHONHOME, PYTHONINSPECT or SSH_USER_AUTH),
+              ClientAliveInterval (not 0: a vanished client's session ends)
+  keys        each line of root's authorized_keys (AuthorizedKeysFile, or
+              --authorized-keys) whose command runs tunhelper: not 'restrict' (it
+              disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
+              no-X11-forwarding; its arguments, checked by the helper's own parsers;
+              the program given by absolute path; --max-leases set; pools of
+              different lines neither overlapping nor split across state directories
+  devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
+              sshd to attach to (ssh -w any:N)
+  state       each state directory (--state-dir, else those the keys name) owned by
+              root and not writable by others; its lease database opened read-only and
+              checked by SQLite (PRAGMA integrity_check), with what to do if it is not
+              sound"""
+
 
 CONNECT_EPILOG = """\
 exit status:
@@ -213,6 +243,33 @@ def release_parser() -> argparse.ArgumentParser:
     return p
 
 
+def doctor_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper doctor",
+        description=DOCTOR_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--sshd-config",
+        type=_state_dir,
+        metavar="PATH",
+        help="sshd's configuration file (default: sshd's own, /etc/ssh/sshd_config)",
+    )
+    p.add_argument(
+        "--authorized-keys",
+        type=_state_dir,
+        metavar="PATH",
+        help="root's authorized_keys (default: from sshd's AuthorizedKeysFile)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=_state_dir,
+        metavar="DIR",
+        help="the state directory to check (default: those the keys' lines name)",
+    )
+    return p
+
+
 def connect_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="tunhelper connect",
@@ -316,6 +373,19 @@ def _disconnect(argv: list[str]) -> int:
     return 0
 
 
+def serve_pool(args: argparse.Namespace) -> Pool:
+    """The checks of the forced command's arguments beyond argparse's (``doctor`` uses them)."""
+    from tunhelper.pool import Pool
+
+    pool = Pool.parse(args.pool, args.gateway, gateway_optional=args.bridge is not None)
+    if args.bridge and args.bridge_name:
+        raise UsageError(
+            "--bridge joins an existing bridge, --bridge-name names one tunhelper "
+            "creates: give one of them"
+        )
+    return pool
+
+
 def _serve(argv: list[str]) -> int:
     from tunhelper.hold import Interrupted, catch_end_signals
 
@@ -324,14 +394,7 @@ def _serve(argv: list[str]) -> int:
 
     try:
         args = serve_parser().parse_args(argv)
-        from tunhelper.pool import Pool
-
-        pool = Pool.parse(args.pool, args.gateway, gateway_optional=args.bridge is not None)
-        if args.bridge and args.bridge_name:
-            raise UsageError(
-                "--bridge joins an existing bridge, --bridge-name names one tunhelper "
-                "creates: give one of them"
-            )
+        pool = serve_pool(args)
         if os.geteuid() != 0:
             raise TunhelperError("must run as root: it configures network devices")
     except (TunhelperError, Interrupted) as e:
@@ -372,11 +435,21 @@ def _release(argv: list[str]) -> int:
     return admin.release(args.state_dir, args.address, args.force)
 
 
+def _doctor(argv: list[str]) -> int:
+    from tunhelper import doctor
+
+    args = doctor_parser().parse_args(argv)
+    if os.geteuid() != 0:
+        raise TunhelperError("doctor must run as root: it reads sshd's and root's files")
+    return doctor.run(args.sshd_config, args.authorized_keys, args.state_dir)
+
+
 COMMANDS = {
     "connect": _connect,
     "disconnect": _disconnect,
     "leases": _leases,
     "release": _release,
+    "doctor": _doctor,
 }
 
 

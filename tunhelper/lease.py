@@ -345,7 +345,8 @@ def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
             f"cannot write lease database {path} ({text}); check the state directory"
         )
     return TunhelperError(
-        f"lease database {path} is unusable ({text}); it was left untouched for the admin"
+        f"lease database {path} is unusable ({text}); it was left untouched for the admin: "
+        "run 'tunhelper doctor'"
     )
 
 
