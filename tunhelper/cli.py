@@ -90,7 +90,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line, never usage plus exit."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(log.one_line(f"{message} (see '{self.prog} --help')"))
 
 
 def _wait(text: str) -> float:
