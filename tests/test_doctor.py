@@ -399,3 +399,13 @@ def test_doctor_when_sshd_cannot_read_its_configuration(tmp_path: Path) -> None:
     lines = one_finding_per_line(result)
     assert result.returncode == 1
     assert "sshd -T" in lines[0] and lines[0].startswith("error:")
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.text(max_size=400))
+def test_any_sshd_t_output_gives_one_line_findings(text: str) -> None:
+    settings_ = doctor.parse_sshd_t(text)
+    for finding in doctor.check_sshd(settings_):
+        assert finding.level in ("ok", "warning", "error") and "\n" not in finding.text
+    for path in doctor.authorized_keys_paths(settings_):
+        assert os.path.isabs(path)

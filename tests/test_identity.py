@@ -109,3 +109,32 @@ def test_a_pseudo_file_whose_text_a_client_controls_is_not_trusted(key) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- property-based: the auth info text (sshd writes it; a client may point at others) --
+
+import base64 as _base64  # noqa: E402
+import hashlib as _hashlib  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(max_size=300))
+def test_any_auth_info_text_gives_a_fingerprint_or_nothing(text: str) -> None:
+    found = parse_auth_info(text)
+    assert found is None or (found.startswith("SHA256:") and len(found) == 50)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.sampled_from(["password", "keyboard-interactive", "publickey", "x y z"])),
+    st.binary(min_size=1, max_size=600),
+    st.sampled_from(["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "anything"]),
+)
+def test_the_first_publickey_line_is_the_fingerprint_of_its_blob(before, blob, kind) -> None:
+    lines = [b for b in before if b != "publickey"]
+    text = "\n".join([*lines, f"publickey {kind} {_base64.b64encode(blob).decode()}", ""])
+    digest = _base64.b64encode(_hashlib.sha256(blob).digest()).decode().rstrip("=")
+    assert parse_auth_info(text) == f"SHA256:{digest}"
