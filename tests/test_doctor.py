@@ -267,6 +267,14 @@ def test_tun_device_and_persistent_devices(tmp_path: Path) -> None:
     assert found.level == "error" and "tun5" in found.text and "-w any:5" in found.text
 
 
+def test_loose_reverse_path_filtering_is_a_warning(tmp_path: Path) -> None:
+    conf = tmp_path / "rp_filter"
+    for value, level in (("0", "ok"), ("1", "ok"), ("2", "warning")):
+        conf.write_text(value + "\n")
+        assert levels(doctor.check_rp_filter(str(conf))) == [level]
+    assert levels(doctor.check_rp_filter(str(tmp_path / "none"))) == ["warning"]
+
+
 def test_state_directory_permissions(tmp_path: Path) -> None:
     assert levels(doctor.check_state_dir(str(tmp_path / "missing"))) == ["ok"]
     d = tmp_path / "state"

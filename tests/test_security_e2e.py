@@ -183,3 +183,39 @@ def test_one_key_cannot_take_more_than_its_share_of_the_pool(make_lab) -> None:
         s.close()
     assert wait_until(lambda: not lab.active_leases(), 10)
     assert wait_until(lambda: not lab.server_tun_devices(), 10)
+
+
+def tx_packets(lab: Lab, device: str) -> int:
+    (out,) = json.loads(
+        run("ip", "-j", "-s", "link", "show", "dev", device, ns=lab.server_ns).stdout
+    )
+    return out["stats64"]["tx"]["packets"]
+
+
+def test_a_tun_client_cannot_send_as_another_client(make_lab) -> None:
+    """Packets a client sends with another client's address as source are dropped.
+
+    Were they accepted, the gateway would answer them towards the other client: the
+    sender could inject traffic in the other's name (it never sees the replies).
+    """
+    lab = make_lab()
+    a, b = lab.add_client("a"), lab.add_client("b")
+    sa = a.connect()
+    assert sa.read_address() == "192.168.3.2"
+    tun_a = sa.configure_client_side()
+    sb = b.connect()
+    assert sb.read_address() == "192.168.3.3"
+    sb.configure_client_side()
+    device_b = lease_device(lab, "192.168.3.3")
+    assert sa.ping(GATEWAY)  # A's own address works
+    run("ip", "addr", "add", "192.168.3.3/32", "dev", tun_a, ns=a.ns)  # A claims B's
+    before = tx_packets(lab, device_b)
+    spoofed = run("ping", "-c", "3", "-W", "1", "-I", "192.168.3.3", GATEWAY, ns=a.ns, check=False)
+    assert spoofed.returncode != 0
+    assert tx_packets(lab, device_b) == before  # the gateway answered nothing towards B
+    assert sb.ping(GATEWAY)  # B itself is unaffected
+
+
+def lease_device(lab: Lab, address: str) -> str:
+    (lease,) = [x for x in lab.leases() if x["address"] == address]
+    return lease["device"]

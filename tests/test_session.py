@@ -37,6 +37,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "tunhelper.platform.deconfigure_p2p", lambda *a: events.append(f"deconfigure {a[1:3]}")
     )
     monkeypatch.setattr("tunhelper.platform.boot_id", lambda: "boot")
+    monkeypatch.setattr(
+        "tunhelper.platform.filter_sources", lambda d: events.append(f"filter {d.name}")
+    )
     # Nothing here may touch the real network: the bridge is faked too.
     monkeypatch.setattr(
         "tunhelper.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
@@ -76,6 +79,7 @@ def test_full_session_in_order_and_everything_given_back(world) -> None:
     assert session.serve(settings, {}) == 0
     assert events == [
         "configure ('192.168.3.1', '192.168.3.2')",
+        "filter tun0",
         "announce 192.168.3.2",
         "hold",
         "deconfigure ('192.168.3.1', '192.168.3.2')",
@@ -218,3 +222,14 @@ def test_the_limit_counts_only_this_clients_live_sessions(world) -> None:
     _live_lease_for(settings, "bob")  # someone else's session does not count
     assert session.serve(dataclasses.replace(settings, max_leases=1), {}) == 0
     assert "announce 192.168.3.3" in events
+
+
+def test_sources_not_filtered_is_a_warning_not_a_refusal(world) -> None:
+    """A read-only /proc/sys (a container) must not stop the service; syslog says why."""
+    settings, events, monkeypatch = world
+    monkeypatch.setattr("tunhelper.platform.filter_sources", _fail(OSError(30, "Read-only")))
+    warned = []
+    monkeypatch.setattr("tunhelper.log.warning", warned.append)
+    assert session.serve(settings, {}) == 0
+    assert "announce 192.168.3.2" in events
+    assert len(warned) == 1 and "another client's name" in warned[0]

@@ -68,7 +68,8 @@ checks:
               the program given by absolute path; --max-leases set; pools of
               different lines neither overlapping nor split across state directories
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
-              sshd to attach to (ssh -w any:N)
+              sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
+              (2), which would let a client send packets in another client's name
   state       each state directory (--state-dir, else those the keys name) owned by
               root and not writable by others; its lease database opened read-only and
               checked by SQLite (PRAGMA integrity_check), with what to do if it is not

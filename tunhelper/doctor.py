@@ -504,6 +504,25 @@ def check_persistent_devices(sysfs: str = "/sys/class/net") -> list[Finding]:
     return out
 
 
+def check_rp_filter(path: str = "/proc/sys/net/ipv4/conf/all/rp_filter") -> list[Finding]:
+    """tunhelper sets strict reverse-path filtering on each session's tun; the kernel
+    applies the larger of that and ``all``, and loose (2) lets a client send as another."""
+    try:
+        with open(path, encoding="ascii") as f:
+            value = f.read().strip()
+    except OSError as e:
+        return [warning(f"{path}: {e.strerror}: cannot tell whether clients can send as others")]
+    if value == "2":
+        return [
+            warning(
+                "net.ipv4.conf.all.rp_filter is 2 (loose): it overrides the strict filtering "
+                "tunhelper sets on each session's tun, so a client can send packets in another "
+                "client's name; set it to 1 (or 0)"
+            )
+        ]
+    return [ok(f"net.ipv4.conf.all.rp_filter is {value}: session devices filter strictly")]
+
+
 def check_state_dir(path: str) -> list[Finding]:
     try:
         st = os.stat(path)  # as the helper does: a link to a sound directory is fine
@@ -593,6 +612,7 @@ def findings(
     yield from key_findings
     yield from check_tun()
     yield from check_persistent_devices()
+    yield from check_rp_filter()
     if state_dir is not None:
         dirs = [state_dir]
     else:

@@ -122,6 +122,8 @@ def _run(
         applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir)
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied)
+    if device.mode == "tun":
+        _filter_sources(device)
 
     announce(Announcement(lease.address, prefix, gateway, device.mode, mtu), describe)
     log.info(
@@ -138,6 +140,21 @@ def _run(
     become_holder(record, [lease.address, device.name, settings.state_dir])
     _, reason = hold(found)  # only if the slim holder could not be started
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
+
+
+def _filter_sources(device: DeviceInfo) -> None:
+    """Only the client's own address may arrive on its tun (see platform.filter_sources).
+
+    Where the kernel setting cannot be written (a read-only /proc/sys in a container)
+    the session goes on and the admin is told: ``tunhelper doctor`` checks it too.
+    """
+    try:
+        platform.filter_sources(device)
+    except OSError as e:
+        log.warning(
+            f"could not filter source addresses on {device.name} ({e.strerror}): its client "
+            "could send packets in another client's name"
+        )
 
 
 def _check_limit(store, settings: Settings, client: str, alive: holder.Liveness) -> None:

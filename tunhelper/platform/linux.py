@@ -114,6 +114,20 @@ def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
         ipr.link("set", index=device.index, state="up", mtu=mtu)
 
 
+def filter_sources(device: DeviceInfo) -> None:
+    """Drop packets arriving on ``device`` from addresses not routed through it.
+
+    Strict reverse-path filtering: a session's tun is routed only its client's /32, so
+    a client cannot send packets in another client's name. The kernel applies the
+    larger of this and ``conf/all/rp_filter``: a loose (2) ``all`` overrides it
+    (``tunhelper doctor`` says so). The setting goes with the device.
+    """
+    if not _valid_ifname(device.name):
+        raise OSError(errno.EINVAL, f"bad interface name {device.name!r}")
+    with open(f"/proc/sys/net/ipv4/conf/{device.name}/rp_filter", "w", encoding="ascii") as f:
+        f.write("1\n")
+
+
 def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
     """Undo :func:`configure_p2p` on whatever is left; a vanished device is not an error."""
     if not _same_device(device):
