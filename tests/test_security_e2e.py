@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 
+import psutil
 import pytest
 
 from tests.lab import Lab, run, wait_until
@@ -219,3 +221,24 @@ def test_a_tun_client_cannot_send_as_another_client(make_lab) -> None:
 def lease_device(lab: Lab, address: str) -> str:
     (lease,) = [x for x in lab.leases() if x["address"] == address]
     return lease["device"]
+
+
+def test_a_client_flooding_stdin_changes_nothing(make_lab) -> None:
+    """stdin is never read: a client writing megabytes to it holds its session, no more."""
+    lab = make_lab()
+    session = lab.add_client().connect()
+    assert session.read_address() == "192.168.3.2"
+    session.configure_client_side()
+    assert session.proc.stdin is not None
+    writer = subprocess.Popen(
+        ["dd", "if=/dev/zero", "bs=65536", "count=80"], stdout=session.proc.stdin
+    )  # 5 MiB: more than every pipe and channel window on the way
+    time.sleep(2)
+    assert session.ping(GATEWAY)
+    (lease,) = lab.active_leases()
+    helper = psutil.Process(lease["pid"])
+    assert helper.memory_info().rss < 64 * 2**20
+    writer.kill()
+    writer.wait()
+    session.close()
+    assert wait_until(lambda: not lab.active_leases(), 10)
