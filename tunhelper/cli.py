@@ -33,7 +33,7 @@ DESCRIPTION = """\
 Automatic addressing for OpenSSH tun/tap forwarding. Run as the forced command of a
 key in root's authorized_keys:
 
-  command="tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
+  command="/usr/local/bin/tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
 
 and connect with 'ssh -w any SERVER': tunhelper finds the device sshd opened for the
 session, leases the client an address, configures the device, prints the client's
