@@ -235,7 +235,13 @@ class Lab:
         """
         assert self.sshd is not None
         target = str(self.sshd.pid)
-        return run("nsenter", "--mount", "--net", "--target", target, *argv, check=check)
+        # --root and --wd: sshd's own, which differ from the namespace's root in a chroot
+        result = run(
+            "nsenter", "--mount", "--net", "--root", "--wd", "--target", target, *argv, check=False
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} in sshd's namespaces: {result.stderr.strip()}")
+        return result
 
     def leases(self) -> list[dict]:
         out = run(
