@@ -229,18 +229,12 @@ def authorized_keys_paths(settings: dict[str, list[str]]) -> list[str]:
     """Root's authorized_keys files, as sshd would expand AuthorizedKeysFile."""
     home = pwd.getpwuid(0).pw_dir
     values = " ".join(settings.get("authorizedkeysfile", [".ssh/authorized_keys"])).split()
+    tokens = {"%h": home, "%u": "root", "%U": "0", "%%": "%"}  # sshd's, for root
     paths = []
     for value in values:
         if value == "none":
             continue
-        path = (
-            value.replace("%%", "\0")
-            .replace("%h", home)
-            .replace("%u", "root")
-            # %U is the uid
-            .replace("%U", "0")
-            .replace("\0", "%")
-        )
+        path = re.sub(r"%[huU%]", lambda m: tokens[m.group(0)], value)
         paths.append(path if os.path.isabs(path) else os.path.join(home, path))
     return paths
 
