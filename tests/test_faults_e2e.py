@@ -205,7 +205,7 @@ def test_client_network_cut_ends_the_session_by_client_alive(make_lab) -> None:
     start = time.monotonic()
     assert wait_until(lambda: not lab.active_leases(), 20)
     took = time.monotonic() - start
-    assert took < 10, took  # 2 unanswered probes, 1 s apart, and the unwinding
+    assert took < 15, took  # 2 unanswered probes, 1 s apart, and the unwinding
     assert lease_of(lab, session.address or "")["state"] == "released"
     assert "not responding" in lab.sshd_log_text()
     session.proc.kill()  # the client's own ssh cannot know yet
