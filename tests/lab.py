@@ -146,17 +146,50 @@ class Lab:
         }
         (self.dir / "sshd_config").write_text("".join(f"{k} {v}\n" for k, v in config.items()))
         os.makedirs("/run/sshd", exist_ok=True)
-        self.sshd_log = open(self.dir / "sshd.log", "w")  # noqa: SIM115 - lives as long as sshd
+        self.start_sshd()
+
+    def start_sshd(self) -> None:
+        """Start the lab's sshd (again, after :meth:`power_cut`); wait until it listens."""
+        log = self.dir / "sshd.log"
+        self.sshd_log = open(log, "a")  # noqa: SIM115 - lives as long as sshd
+        offset = log.stat().st_size
         self.sshd = subprocess.Popen(
-            ["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f", str(self.dir / "sshd_config")],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.server_ns,
+                SSHD,
+                "-D",
+                "-e",
+                "-f",
+                str(self.dir / "sshd_config"),
+            ],
             stdout=self.sshd_log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 10
-        while "Server listening" not in (self.dir / "sshd.log").read_text():
+        while b"Server listening" not in log.read_bytes()[offset:]:
             if self.sshd.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()}")
+                raise RuntimeError(f"sshd did not start: {log.read_text()}")
             time.sleep(0.02)
+
+    def power_cut(self) -> None:
+        """Every process of the server dies at once, as in a crash; then sshd starts again.
+
+        What survives is what a reboot leaves: the state directory. (Network devices of
+        sshd's sessions vanish with their processes, as they would.)
+        """
+        for pid in self.server_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert self.sshd is not None
+        self.sshd.wait()
+        self.sshd_log.close()
+        deadline = time.monotonic() + 10
+        while self.server_pids() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.start_sshd()
 
     def close(self) -> None:
         for client in self.clients:
@@ -211,6 +244,27 @@ class Lab:
         return client
 
     # -- observation -------------------------------------------------------------
+
+    def server_pids(self) -> list[int]:
+        """Every process in the server's namespace: sshd, its sessions, helpers."""
+        out = run("ip", "netns", "pids", self.server_ns, check=False).stdout.split()
+        return sorted(int(p) for p in out)
+
+    def in_server_mounts(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run ``argv`` in sshd's own mount and network namespaces, where its helpers run.
+
+        ``ip netns exec`` gives every command a fresh mount namespace: a mount made in
+        sshd's (a read-only state directory, a small tmpfs) is seen only from there.
+        """
+        assert self.sshd is not None
+        target = str(self.sshd.pid)
+        # --root and --wd: sshd's own, which differ from the namespace's root in a chroot
+        result = run(
+            "nsenter", "--mount", "--net", "--root", "--wd", "--target", target, *argv, check=False
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} in sshd's namespaces: {result.stderr.strip()}")
+        return result
 
     def leases(self) -> list[dict]:
         out = run(
@@ -298,7 +352,8 @@ class Client:
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name, "-f", str(self.key))
         self.public_key = Path(f"{self.key}.pub").read_text().strip()
 
-    def ssh_argv(self, *extra: str, command: Sequence[str] = ()) -> list[str]:
+    def ssh_argv(self, *extra: str, command: Sequence[str] = (), tunnel: str = "any") -> list[str]:
+        """``tunnel`` is ``-w``'s value: ``any``, or ``any:N`` to ask the server for unit N."""
         return [
             "ip",
             "netns",
@@ -322,14 +377,15 @@ class Client:
             # options first: ssh keeps the first value it sees, and -w sets Tunnel
             *extra,
             "-w",
-            "any",
+            tunnel,
+            "--",  # a command that starts with "-" is the command, not an ssh option
             f"root@{UNDERLAY}.0.1",
             *command,
         ]
 
-    def connect(self, *extra: str, command: Sequence[str] = ()) -> Session:
+    def connect(self, *extra: str, command: Sequence[str] = (), tunnel: str = "any") -> Session:
         """Start ``ssh -w any`` to the lab's server; returns at once."""
-        session = Session(self, self.ssh_argv(*extra, command=command))
+        session = Session(self, self.ssh_argv(*extra, command=command, tunnel=tunnel))
         self.sessions.append(session)
         return session
 

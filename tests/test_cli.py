@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.lab import tunhelper_command
@@ -40,7 +43,16 @@ def one_line(result: subprocess.CompletedProcess) -> str:
 def test_version_and_help() -> None:
     assert tunhelper("--version").stdout.strip() == f"tunhelper {__version__}"
     text = tunhelper("--help").stdout
-    for option in ("--pool", "--gateway", "--mtu", "--wait", "--client", "--state-dir"):
+    for option in (
+        "--pool",
+        "--gateway",
+        "--mtu",
+        "--wait",
+        "--db-timeout",
+        "--max-leases",
+        "--client",
+        "--state-dir",
+    ):
         assert option in text
     assert "tunhelper leases" in text and "tunhelper release" in text
 
@@ -54,6 +66,11 @@ def test_version_and_help() -> None:
         (["--pool", "192.168.3.0/24", "--mtu", "1e3"], "--mtu"),
         (["--pool", "192.168.3.0/24", "--wait", "-1"], "--wait"),
         (["--pool", "192.168.3.0/24", "--wait", "nan"], "--wait"),
+        (["--pool", "192.168.3.0/24", "--db-timeout", "-0.5"], "--db-timeout"),
+        (["--pool", "192.168.3.0/24", "--db-timeout", "inf"], "--db-timeout"),
+        (["--pool", "192.168.3.0/24", "--max-leases", "0"], "--max-leases"),
+        (["--pool", "192.168.3.0/24", "--max-leases", "-1"], "--max-leases"),
+        (["--pool", "192.168.3.0/24", "--max-leases", "1.5"], "--max-leases"),
         (["--pool", "192.168.3.0/24", "--client", "a b"], "--client"),
         (["--pool", "192.168.3.0/24", "--client", "x" * 65], "--client"),
         (["--pool", "192.168.3.0/24", "--state-dir", "relative"], "--state-dir"),
@@ -187,3 +204,226 @@ def test_help_and_admin_paths_do_not_import_the_network_stack() -> None:
     assert imported_by("import tunhelper.cli") & HEAVY == set()
     assert "pyroute2" not in imported_by("import tunhelper.admin")
     assert "pyroute2" not in imported_by("import tunhelper.session")  # only when configuring
+
+
+# -- every parser a client or admin feeds, property-based ------------------------------
+
+PARSERS = {
+    "serve": cli.serve_parser,
+    "leases": cli.leases_parser,
+    "release": cli.release_parser,
+    "connect": cli.connect_parser,
+    "disconnect": cli.disconnect_parser,
+    "doctor": cli.doctor_parser,
+}
+OPTION_WORDS = [
+    "--pool",
+    "--gateway",
+    "--mtu",
+    "--wait",
+    "--db-timeout",
+    "--max-leases",
+    "--bridge",
+    "--bridge-name",
+    "--client",
+    "--state-dir",
+    "--json",
+    "--force",
+    "--tap",
+    "--background",
+    "--pid-file",
+    "-e",
+    "--ssh-cmd",
+    "--sshd-config",
+    "--authorized-keys",
+    "--",
+    "-",
+]
+VALUE_WORDS = [
+    "192.168.3.0/24",
+    "192.168.3.1",
+    "10.0.0.0/8",
+    "0",
+    "-1",
+    "1e9",
+    "nan",
+    "inf",
+    "16380",
+    "/var/lib/tunhelper",
+    "relative",
+    "br0",
+    "a b",
+    "x" * 70,
+    "'unclosed",
+    "root@gw",
+    "\x00",
+    "é",
+]
+argv_strategy = st.lists(
+    st.one_of(st.sampled_from(OPTION_WORDS), st.sampled_from(VALUE_WORDS), st.text(max_size=20)),
+    max_size=8,
+)
+
+
+def _parse(name: str, argv: list[str]) -> None:
+    if name == "serve":
+        cli.serve_settings(argv)  # argparse and every further check of the forced command
+    else:
+        PARSERS[name]().parse_args(argv)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.sampled_from(sorted(PARSERS)), argv_strategy)
+def test_every_subcommands_argv_is_parsed_or_refused_in_one_line(name: str, argv) -> None:
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _parse(name, argv)
+    except UsageError as e:
+        assert str(e) and "\n" not in str(e)
+        assert e.exit_code == 2
+    except SystemExit as e:  # only --help / --version exit, and they exit 0
+        assert e.code == 0
+
+
+@settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(name=st.sampled_from(sorted(set(PARSERS) - {"serve"})), argv=argv_strategy)
+def test_bad_subcommand_argv_through_main_is_one_line_and_exit_2(name, argv, capfd) -> None:
+    """The real entry point, in-process, only for argv its parser refuses (nothing runs)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            _parse(name, argv)
+        return  # valid: it would act (create a state dir, run ssh); not here
+    except SystemExit:
+        return
+    except UsageError:
+        pass
+    capfd.readouterr()
+    with mock.patch.dict(os.environ):  # PYTHON* here would make main re-execute pytest
+        for key in [k for k in os.environ if k.startswith("PYTHON")]:
+            del os.environ[key]
+        assert cli.main([name, *argv]) == 2
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1 and err.startswith("tunhelper: "), err
+
+
+no_nul = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+exec_argv = st.lists(
+    st.one_of(
+        st.sampled_from(OPTION_WORDS),
+        st.sampled_from([v for v in VALUE_WORDS if "\x00" not in v]),
+        no_nul.filter(lambda t: len(t) <= 20),
+    ),
+    max_size=8,
+)  # what sshd can pass: C strings, no NUL
+
+
+@settings(max_examples=150, deadline=None)
+@given(exec_argv)
+def test_any_forced_command_argv_in_a_real_process_is_one_line(argv: list[str]) -> None:
+    """``python -m tunhelper ARGV --wait 0`` outside any session: one line, never a traceback.
+
+    Valid arguments get the real session's first refusal (no tunnel device), which takes
+    nothing: discovery comes before any lease or state directory.
+    """
+    result = tunhelper(*argv, "--wait", "0")
+    assert "Traceback" not in result.stderr
+    if result.returncode == 0:  # --help or --version
+        assert result.stderr == "" and result.stdout
+        return
+    assert result.stdout == ""
+    line = one_line(result)
+    assert result.returncode == 2 or "no tunnel device" in line, line
+
+
+OPTION_NAMES = [
+    "POOL",
+    "GATEWAY",
+    "MTU",
+    "WAIT",
+    "DB_TIMEOUT",
+    "MAX_LEASES",
+    "BRIDGE",
+    "BRIDGE_NAME",
+    "CLIENT",
+    "STATE_DIR",
+    "ARGS",
+    "OPTS",
+    "OPTIONS",
+    "CONFIG",
+    "JSON",
+]
+option_env_name = st.one_of(
+    st.builds(
+        lambda prefix, name, lower: (prefix + name).lower() if lower else prefix + name,
+        st.sampled_from(["", "TUNHELPER_", "TUNHELPER", "TH_"]),
+        st.sampled_from(OPTION_NAMES),
+        st.booleans(),
+    ),
+    st.sampled_from(["LANG", "LC_ALL", "LC_CTYPE", "TZ", "SSH_TUNNEL", "SSH_ORIGINAL_COMMAND"]),
+)
+python_env_name = st.sampled_from(
+    ["PYTHONWARNINGS", "PYTHONINSPECT", "PYTHONOPTIMIZE", "PYTHONUTF8", "PYTHONDEBUG"]
+)
+env_value = st.one_of(
+    st.sampled_from(["10.99.0.0/24", "--pool 10.99.0.0/16", "/tmp", "1", "0", "error", "C"]),
+    no_nul.filter(lambda t: len(t) <= 20),
+)
+ENV_RUNS = [
+    ("--pool", "192.168.3.0/24", "--wait", "0", "--state-dir", "{state}"),
+    ("leases", "--json", "--state-dir", "{state}"),
+    ("--pool", "192.168.3.0/33"),
+]
+
+
+def _outcomes(env: dict[str, str] | None, state: str) -> list[tuple[int, str, str]]:
+    results = [tunhelper(*(a.format(state=state) for a in argv), env=env) for argv in ENV_RUNS]
+    return [(r.returncode, r.stdout, r.stderr) for r in results]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.dictionaries(option_env_name, env_value, min_size=1, max_size=6))
+def test_environment_variables_named_like_options_change_nothing_property(tmp_path_factory, env):
+    """Whatever a client's AcceptEnv lets through: the same output, byte for byte."""
+    state = str(tmp_path_factory.mktemp("state") / "s")
+    assert _outcomes(env, state) == _outcomes(None, state), env
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.dictionaries(python_env_name, env_value, min_size=1, max_size=3))
+def test_python_variables_change_no_outcome(tmp_path_factory, env) -> None:
+    """PYTHON* variables: tunhelper does the same, or Python refuses to start at all.
+
+    The interpreter reads some of them before tunhelper runs: an invalid PYTHONWARNINGS
+    adds a warning line, an invalid PYTHONUTF8 stops it with a fatal error. That harms
+    only the sender's own session and takes nothing; what tunhelper does, once it runs,
+    is the same (isolated re-execution). AcceptEnv must still not pass PYTHON* (doctor).
+    """
+    state = str(tmp_path_factory.mktemp("state") / "s")
+    baseline = _outcomes(None, state)
+    for (code, out, err), (code0, out0, err0) in zip(_outcomes(env, state), baseline):
+        ours = [x for x in err.splitlines() if x.startswith("tunhelper:")]
+        if "Fatal Python error" in err:  # Python refused before tunhelper could run
+            assert code != 0 and out == "" and not ours, (env, err)
+            continue
+        assert (code, out, ours) == (
+            code0,
+            out0,
+            [x for x in err0.splitlines() if x.startswith("tunhelper:")],
+        ), env
+
+
+def test_pythonpath_acts_before_tunhelper_can_defend_so_doctor_flags_it(tmp_path: Path) -> None:
+    """Why AcceptEnv must not pass PYTHON*: the interpreter reads PYTHONPATH at startup.
+
+    tunhelper's isolated re-execution stops what acts later (PYTHONINSPECT at exit), but
+    a sitecustomize on PYTHONPATH runs before any of tunhelper's code: docs/security.md.
+    """
+    (tmp_path / "sitecustomize.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w')\n")
+    tunhelper("--version", env={"PYTHONPATH": str(tmp_path)})
+    assert (tmp_path / "ran").exists()
+    from tunhelper import doctor
+
+    assert doctor.accept_env_risks(["PYTHON*"]) != []

@@ -149,3 +149,65 @@ def test_any_server_line_is_parsed_or_refused_cleanly(value) -> None:
         announce.parse(line)
     except TunhelperError as e:
         assert "\n" not in str(e)
+
+
+# -- property-based: the request a client sends, the announcement a server sends -------
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(max_size=60))
+def test_only_the_exact_request_text_asks_for_a_description(command: str) -> None:
+    assert announce.wants_description(command) == (command == announce.REQUEST)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=3).filter(bool))
+def test_the_request_with_anything_added_is_not_the_request(extra: str) -> None:
+    for command in (announce.REQUEST + extra, extra + announce.REQUEST):
+        assert not announce.wants_description(command)
+
+
+json_value = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**33), 2**33),
+        st.floats(allow_nan=False),
+        st.text(max_size=20),
+        st.sampled_from(["192.168.3.2", "192.168.3.1", "10.0.0.0/8", "tun", "tap", "::1"]),
+    ),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+    max_leaves=6,
+)
+announcement_fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "version": st.one_of(st.just(1), json_value),
+        "address": st.one_of(st.sampled_from(["192.168.3.2", "192.168.3.02"]), json_value),
+        "prefix": st.one_of(st.integers(-1, 40), json_value),
+        "gateway": st.one_of(st.sampled_from(["192.168.3.1", None]), json_value),
+        "mode": st.one_of(st.sampled_from(["tun", "tap"]), json_value),
+        "mtu": st.one_of(st.integers(0, 70000), json_value),
+        "routes": st.one_of(st.lists(st.sampled_from(["10.0.0.0/8", "10.0.0.1/8"])), json_value),
+        "dns": st.one_of(st.lists(st.sampled_from(["192.168.3.1", "x"])), json_value),
+    },
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(announcement_fields)
+def test_any_announcement_is_parsed_into_something_usable_or_refused(fields: dict) -> None:
+    """The client configures its device from this: whatever is accepted must be sound."""
+    try:
+        ann = announce.parse(json.dumps(fields))
+    except TunhelperError as e:
+        assert "\n" not in str(e)
+        return
+    assert ann.mode in ("tun", "tap") and 0 < ann.prefix <= 32 and 68 <= ann.mtu <= 65535
+    assert ann.gateway is not None or ann.mode == "tap"
+    import ipaddress
+
+    for address in [ann.address, *ann.dns] + ([ann.gateway] if ann.gateway else []):
+        assert str(ipaddress.IPv4Address(address)) == address
+    for route in ann.routes:
+        assert str(ipaddress.IPv4Network(route)) == route

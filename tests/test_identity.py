@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,57 @@ def test_identity_order(tmp_path, key) -> None:
     assert client_identity("laptop", {"SSH_USER_AUTH": "/nonexistent"}) == "laptop"
     assert client_identity("laptop", {}) == "laptop"
     assert client_identity(None, {}) == pwd.getpwuid(os.getuid()).pw_name
+
+
+def test_a_pseudo_file_whose_text_a_client_controls_is_not_trusted(key) -> None:
+    """/proc/PID/environ is a private root-owned regular file, and a client writes it.
+
+    With ExposeAuthInfo off and AcceptEnv letting SSH_USER_AUTH through, a client can
+    send SSH_USER_AUTH=/proc/self/environ and a variable holding another client's
+    public key on a line of its own: that must not make it that client.
+    """
+    line, _ = key
+    forged = f"\x0bpublickey {line} "  # \v starts a line for str.splitlines()
+    proc = subprocess.Popen(
+        ["sleep", "30"], env={"X": forged}, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+    )
+    try:
+        environ = Path(f"/proc/{proc.pid}/environ")
+        deadline = time.monotonic() + 10
+        while b"publickey" not in environ.read_bytes():  # until sleep has been executed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert read_auth_info(str(environ)) is None
+        assert client_identity("laptop", {"SSH_USER_AUTH": f"/proc/{proc.pid}/environ"}) == "laptop"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+# -- property-based: the auth info text (sshd writes it; a client may point at others) --
+
+import base64 as _base64  # noqa: E402
+import hashlib as _hashlib  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(max_size=300))
+def test_any_auth_info_text_gives_a_fingerprint_or_nothing(text: str) -> None:
+    found = parse_auth_info(text)
+    assert found is None or (found.startswith("SHA256:") and len(found) == 50)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.sampled_from(["password", "keyboard-interactive", "publickey", "x y z"])),
+    st.binary(min_size=1, max_size=600),
+    st.sampled_from(["ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "anything"]),
+)
+def test_the_first_publickey_line_is_the_fingerprint_of_its_blob(before, blob, kind) -> None:
+    lines = [b for b in before if b != "publickey"]
+    text = "\n".join([*lines, f"publickey {kind} {_base64.b64encode(blob).decode()}", ""])
+    digest = _base64.b64encode(_hashlib.sha256(blob).digest()).decode().rstrip("=")
+    assert parse_auth_info(text) == f"SHA256:{digest}"

@@ -518,3 +518,14 @@ def test_leases_of_one_client(store) -> None:
     store.allocate(request("bob"), always)
     assert [x.client for x in store.leases(POOL.name, "alice")] == ["alice"]
     assert len(store.leases(POOL.name)) == 2
+
+
+def test_live_count_counts_one_clients_live_active_leases(store: SqliteLeaseStore) -> None:
+    a1 = store.allocate(request("alice", n=1), always)
+    a2 = store.allocate(request("alice", n=2), always)
+    store.allocate(request("bob", n=3), always)
+    assert store.live_count(POOL.name, "alice", always) == 2
+    assert store.live_count(POOL.name, "alice", lambda lease: lease.token != a2.token) == 1
+    store.release(a1)
+    assert store.live_count(POOL.name, "alice", always) == 1
+    assert store.live_count("10.0.0.0/24", "alice", always) == 0

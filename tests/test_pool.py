@@ -80,3 +80,43 @@ def test_bad_input_is_one_line_naming_the_option(cidr, gateway, expect) -> None:
     assert expect in message
     assert "\n" not in message
     assert message.startswith("--pool" if gateway is None else ("--gateway", "--pool"))
+
+
+# -- property-based: what an admin may type -------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ipv4 = st.ip_addresses(v=4).map(str)
+pool_text = st.one_of(
+    st.builds(lambda a, p: f"{a}/{p}", ipv4, st.integers(-2, 40)),
+    st.builds(lambda a, p: f"{a}/{p}", ipv4, st.sampled_from(["", "024", "+24", " 24", "24 "])),
+    ipv4,
+    st.text(max_size=30),
+)
+gateway_text = st.one_of(st.none(), ipv4, st.text(max_size=20))
+
+
+@settings(max_examples=3000, deadline=None)
+@given(pool_text, gateway_text, st.booleans())
+def test_any_pool_and_gateway_accepted_with_sound_arithmetic_or_one_line(
+    cidr: str, gateway, optional: bool
+) -> None:
+    try:
+        pool = Pool.parse(cidr, gateway, gateway_optional=optional)
+    except UsageError as e:
+        text = str(e)
+        assert "\n" not in text and text.startswith(("--pool", "--gateway"))
+        return
+    assert pool.name == cidr  # only the normalised form is accepted
+    assert pool.network.version == 4 and pool.prefixlen <= 30
+    assert 1 <= pool.first <= pool.last < pool.network.size - 1
+    if pool.gateway is None:
+        assert optional and gateway is None
+    else:
+        offset = pool.offset(str(pool.gateway))
+        assert offset is not None and pool.first <= offset <= pool.last
+    excluded = pool.excluded([])
+    assert pool.capacity == pool.last - pool.first + 1 - len(excluded) >= 1
+    for slot in (pool.first, pool.last):
+        assert pool.offset(pool.address(slot)) == slot

@@ -6,12 +6,14 @@ Only the platform calls and discovery are faked; the lease store is the real one
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import syslog
 from pathlib import Path
 
 import pytest
 
-from tunhelper import discover, session
+from tunhelper import discover, log, session
 from tunhelper.bridge import BridgePlan
 from tunhelper.hold import Interrupted
 from tunhelper.lease import ACTIVE, RELEASED, open_store
@@ -37,6 +39,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "tunhelper.platform.deconfigure_p2p", lambda *a: events.append(f"deconfigure {a[1:3]}")
     )
     monkeypatch.setattr("tunhelper.platform.boot_id", lambda: "boot")
+    monkeypatch.setattr(
+        "tunhelper.platform.filter_sources", lambda d: events.append(f"filter {d.name}")
+    )
     # Nothing here may touch the real network: the bridge is faked too.
     monkeypatch.setattr(
         "tunhelper.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
@@ -76,6 +81,7 @@ def test_full_session_in_order_and_everything_given_back(world) -> None:
     assert session.serve(settings, {}) == 0
     assert events == [
         "configure ('192.168.3.1', '192.168.3.2')",
+        "filter tun0",
         "announce 192.168.3.2",
         "hold",
         "deconfigure ('192.168.3.1', '192.168.3.2')",
@@ -191,9 +197,10 @@ def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> Non
         (ann,) = announced[-1:]
         assert (ann.address, ann.gateway, ann.prefix) == ("192.168.3.2", "192.168.3.1", 32)
         assert (ann.address6, ann.gateway6, ann.prefix6) == ("fd00:3::2", "fd00:3::1", 128)
-    assert events[:5] == [
+    assert events[:6] == [
         "configure ('192.168.3.1', '192.168.3.2')",
         "configure ('fd00:3::1', 'fd00:3::2')",
+        "filter tun0",
         "hold",
         "deconfigure ('fd00:3::1', 'fd00:3::2')",
         "deconfigure ('192.168.3.1', '192.168.3.2')",
@@ -254,3 +261,100 @@ def test_the_slim_holder_releases_old_and_new_records(world, shape) -> None:
     assert [x.state for x in leases(settings)] == [ACTIVE] * (2 if shape == "leases" else 1)
     assert session.finish(record, "ended") == 0
     assert [x.state for x in leases(settings)] == [RELEASED] * (2 if shape == "leases" else 1)
+
+
+def _live_lease_for(settings, client: str) -> None:
+    """A lease held by a live session (this test process) for ``client``."""
+    from tunhelper.lease import Holder, Request
+
+    me, started = os.getpid(), session.holder.process_start(os.getpid())
+    holder = Holder(session.holder.this_host(), "boot", me, started, me, started, "tun9")
+    pool = settings.pool
+    store = open_store(settings.state_dir)
+    store.allocate(
+        Request(pool.name, pool.first, pool.last, pool.excluded([]), client, holder, pool.address),
+        session.holder.Liveness(),
+    )
+    store.close()
+
+
+def test_a_client_at_its_limit_is_refused_and_takes_nothing(world, capfd) -> None:
+    settings, events, _ = world
+    limited = dataclasses.replace(settings, max_leases=1, max_sessions=5)  # no takeover
+    _live_lease_for(settings, "alice")
+    assert session.serve(limited, {}) == 1
+    err = capfd.readouterr().err
+    assert "--max-leases 1" in err and len(err.splitlines()) == 1
+    assert not any(e.startswith("configure") for e in events)
+    assert sorted(x.state for x in leases(settings)) == [ACTIVE, RELEASED]  # ours given back
+
+
+def test_the_limit_counts_only_this_clients_live_sessions(world) -> None:
+    settings, events, _ = world
+    _live_lease_for(settings, "bob")  # someone else's session does not count
+    assert session.serve(dataclasses.replace(settings, max_leases=1, max_sessions=5), {}) == 0
+    assert "announce 192.168.3.3" in events
+
+
+def test_sources_not_filtered_is_a_warning_not_a_refusal(world) -> None:
+    """A read-only /proc/sys (a container) must not stop the service; syslog says why."""
+    settings, events, monkeypatch = world
+    monkeypatch.setattr("tunhelper.platform.filter_sources", _fail(OSError(30, "Read-only")))
+    warned = []
+    monkeypatch.setattr("tunhelper.log.warning", warned.append)
+    assert session.serve(settings, {}) == 0
+    assert "announce 192.168.3.2" in events
+    assert len(warned) == 1 and "another client's name" in warned[0]
+
+
+def test_what_the_session_took_survives_the_handover_to_the_slim_holder() -> None:
+    import json
+
+    from tunhelper import configure
+
+    for applied in (
+        configure.PointToPoint(DEVICE, "192.168.3.1", "192.168.3.2"),
+        configure.BridgePort(DeviceInfo("tap0", 7, "tap"), BRIDGE, "/var/lib/tunhelper"),
+        configure.PrefixAddress(DeviceInfo("tap1", 8, "tap"), "192.168.3.9", 24),
+        configure.Routes(DEVICE, ("10.1.0.0/16", "10.2.0.0/16"), None),
+    ):
+        record = json.loads(json.dumps(configure.to_record(applied)))
+        assert configure.from_record(record) == applied
+
+
+@pytest.fixture
+def syslog_records(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, str]]:
+    """What tunhelper hands to syslog(3): (ident, priority, message)."""
+    records: list[tuple[str, int, str]] = []
+    ident: list[str] = []
+    monkeypatch.setattr(log, "_opened", False)
+    monkeypatch.setattr(syslog, "openlog", lambda name, *a: ident.append(name))
+    monkeypatch.setattr(syslog, "syslog", lambda p, m: records.append((ident[-1], p, m)))
+    return records
+
+
+def test_syslog_tells_the_admin_start_address_end_and_reason(world, syslog_records) -> None:
+    """``journalctl -t tunhelper`` must find every session's start and end, with why."""
+    settings, _, _ = world
+    assert session.serve(settings, {}) == 0
+    lines = [(p, m) for ident, p, m in syslog_records if ident == "tunhelper"]
+    assert len(lines) == len(syslog_records)
+    (start,) = [m for p, m in lines if m.startswith("session start:")]
+    assert "client alice" in start and "address 192.168.3.2" in start and "device tun0" in start
+    (end,) = [m for p, m in lines if m.startswith("session end:")]
+    assert end == "session end: address 192.168.3.2 device tun0: ended"
+    assert {p for p, _ in lines} == {syslog.LOG_INFO}
+
+
+def test_syslog_records_every_refusal_with_its_reason(world, syslog_records, capfd) -> None:
+    settings, _, _ = world
+    gatewayless = dataclasses.replace(
+        settings,
+        pool=Pool.parse("192.168.3.0/24", None, gateway_optional=True),
+        bridge=BridgePlan("lan0", managed=False, address=None, prefixlen=24),
+    )
+    assert session.serve(gatewayless, {}) == 1
+    ((ident, priority, message),) = syslog_records
+    assert (ident, priority) == ("tunhelper", syslog.LOG_ERR)
+    assert "serves ethernet links only" in message
+    assert message in capfd.readouterr().err  # the client is told the same reason

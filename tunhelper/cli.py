@@ -18,14 +18,17 @@ from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
     from tunhelper.pool import Pool
+    from tunhelper.session import Settings
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
 DEFAULT_HOOK_TIMEOUT = 10.0
 MAX_HOOK_TIMEOUT = 300.0
+DEFAULT_DB_TIMEOUT = 10.0
 CONNECT_WAIT = 30.0
 MAX_WAIT = 60.0
 MTU_MIN, MTU_MAX = 576, 16380  # IPv4's minimum; the most an OpenSSH tun channel carries
+MAX_LEASES = 65536  # a /16: more than any pool this serves
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
 _CLIENT_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
 
@@ -33,7 +36,7 @@ DESCRIPTION = """\
 Automatic addressing for OpenSSH tun/tap forwarding. Run as the forced command of a
 key in root's authorized_keys:
 
-  command="tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
+  command="/usr/local/bin/tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
 
 and connect with 'ssh -w any SERVER': tunhelper finds the device sshd opened for the
 session, leases the client an address, configures the device, prints the client's
@@ -46,7 +49,35 @@ client commands (see 'tunhelper connect --help'):
 admin commands:
   tunhelper leases [--json] [--state-dir D]        list leases
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
+  tunhelper doctor [options]                       check sshd, keys and state; one line each
 """
+
+DOCTOR_DESCRIPTION = """\
+Check this gateway's setup and print one line per finding, "ok:", "warning:" or
+"error:"; exit 1 if there is any error. Nothing is changed.
+
+checks:
+  sshd        'sshd -T -C user=root' (Match User blocks apply, those on an address or
+              host cannot): PermitTunnel (not no), PermitRootLogin
+              (forced-commands-only), ExposeAuthInfo (yes: clients told apart by key),
+              MaxStartups (clients connecting at once), AcceptEnv (no pattern may let
+              through LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, BASH_FUNC_*,
+              PYTHONPATH, PYTHONHOME, PYTHONINSPECT or SSH_USER_AUTH),
+              ClientAliveInterval (not 0: a vanished client's session ends)
+  keys        each line of root's authorized_keys (AuthorizedKeysFile, or
+              --authorized-keys) whose command runs tunhelper: not 'restrict' (it
+              disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
+              no-X11-forwarding; its arguments, checked by the helper's own parsers;
+              the program given by absolute path; --max-leases set; pools of
+              different lines neither overlapping nor split across state directories
+  devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
+              sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
+              (2), which would let a client send packets in another client's name
+  state       each state directory (--state-dir, else those the keys name) owned by
+              root and not writable by others; its lease database opened read-only and
+              checked by SQLite (PRAGMA integrity_check), with what to do if it is not
+              sound"""
+
 
 CONNECT_EPILOG = """\
 exit status:
@@ -63,7 +94,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad argument as one line, never usage plus exit."""
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see '{self.prog} --help')")
+        raise UsageError(log.one_line(f"{message} (see '{self.prog} --help')"))
 
 
 def _wait(text: str) -> float:
@@ -83,6 +114,14 @@ def _mtu(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"{text!r} is not an MTU from {MTU_MIN} (IPv4's minimum) to {MTU_MAX} "
             "(the most an ssh tun channel carries)"
+        )
+    return int(text)
+
+
+def _max_leases(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LEASES:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of sessions from 1 to {MAX_LEASES}"
         )
     return int(text)
 
@@ -244,6 +283,14 @@ def serve_parser() -> argparse.ArgumentParser:
         help=f"how long to wait for sshd's tunnel device (default {DEFAULT_WAIT:g})",
     )
     p.add_argument(
+        "--db-timeout",
+        type=_wait,
+        default=DEFAULT_DB_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the lease database when another process holds it "
+        f"(default {DEFAULT_DB_TIMEOUT:g})",
+    )
+    p.add_argument(
         "--bridge",
         type=_ifname,
         metavar="NAME",
@@ -256,6 +303,13 @@ def serve_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="name of the bridge tunhelper creates for the pool's tap sessions "
         "(default: thbr and a hash of the pool)",
+    )
+    p.add_argument(
+        "--max-leases",
+        type=_max_leases,
+        metavar="N",
+        help="at most N live sessions (addresses) per client identity in this pool, so "
+        "that one key cannot take the whole pool (default: no limit)",
     )
     p.add_argument(
         "--client",
@@ -346,6 +400,33 @@ def release_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though a live session still uses it"
     )
     _add_state_dir(p)
+    return p
+
+
+def doctor_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper doctor",
+        description=DOCTOR_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--sshd-config",
+        type=_state_dir,
+        metavar="PATH",
+        help="sshd's configuration file (default: sshd's own, /etc/ssh/sshd_config)",
+    )
+    p.add_argument(
+        "--authorized-keys",
+        type=_state_dir,
+        metavar="PATH",
+        help="root's authorized_keys (default: from sshd's AuthorizedKeysFile)",
+    )
+    p.add_argument(
+        "--state-dir",
+        type=_state_dir,
+        metavar="DIR",
+        help="the state directory to check (default: those the keys' lines name)",
+    )
     return p
 
 
@@ -461,62 +542,60 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
 }
 
 
-def _serve(argv: list[str]) -> int:
-    from tunhelper.hold import Interrupted, catch_end_signals
+def serve_settings(argv: list[str]) -> Settings:
+    """Every check of the forced command's arguments and config file, and its settings.
 
-    catch_end_signals()
+    Everything a session needs to know before it starts; nothing here touches the
+    network. ``tunhelper doctor`` runs the same code on each authorized_keys line, so
+    the two never disagree.
+    """
     from tunhelper import config, session
-
-    try:
-        parser = serve_parser()
-        args = parser.parse_args(argv)
-        named = [p for p in args.pool if "/" not in p]
-        if named and len(args.pool) > 1:
-            raise UsageError(
-                f"--pool {named[0]} names a config file pool: give it alone, its networks "
-                "come from the file"
-            )
-        label = args.pool[0]  # a CIDR, or the name of a [pool NAME] in the config file
-        sections = []
-        path = args.config or config.DEFAULT_PATH
-        if named or args.config:
-            sections = config.read(path)
-        if named:
-            config.apply_pool(args, config.given_options(parser, argv), parser, path, sections)
-        client_sections = config.clients(parser, path, sections)
-        pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
-        pools = [p for p in (pool, pool6) if p is not None]
-        for name, section in client_sections.items():
-            if section.address and section.applies_to(label, *(p.name for p in pools)):
-                _check_address(pools, section.address, f"{section.where}: [client {name}]")
-        if args.bridge and args.bridge_name:
-            raise UsageError(
-                "--bridge joins an existing bridge, --bridge-name names one tunhelper "
-                "creates: give one of them"
-            )
-        reserved = by_family(args.address, "--address", pools)
-        for address in args.address:
-            _check_address(pools, address, "")
-        for net in args.client_net:
-            if pool.overlaps(net):
-                raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
-        if os.geteuid() != 0:
-            raise TunhelperError("must run as root: it configures network devices")
-    except (TunhelperError, Interrupted) as e:
-        log.error(str(e) if isinstance(e, TunhelperError) else f"interrupted by {e}")
-        session.end_connection(None)
-        return getattr(e, "exit_code", 1)
     from tunhelper.bridge import BridgePlan, default_name
+
+    parser = serve_parser()
+    args = parser.parse_args(argv)
+    named = [p for p in args.pool if "/" not in p]
+    if named and len(args.pool) > 1:
+        raise UsageError(
+            f"--pool {named[0]} names a config file pool: give it alone, its networks "
+            "come from the file"
+        )
+    label = args.pool[0]  # a CIDR, or the name of a [pool NAME] in the config file
+    sections = []
+    path = args.config or config.DEFAULT_PATH
+    if named or args.config:
+        sections = config.read(path)
+    if named:
+        config.apply_pool(args, config.given_options(parser, argv), parser, path, sections)
+    client_sections = config.clients(parser, path, sections)
+    pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
+    pools = [p for p in (pool, pool6) if p is not None]
+    for name, section in client_sections.items():
+        if section.address and section.applies_to(label, *(p.name for p in pools)):
+            _check_address(pools, section.address, f"{section.where}: [client {name}]")
+    if args.bridge and args.bridge_name:
+        raise UsageError(
+            "--bridge joins an existing bridge, --bridge-name names one tunhelper "
+            "creates: give one of them"
+        )
+    reserved = by_family(args.address, "--address", pools)
+    for address in args.address:
+        _check_address(pools, address, "")
+    for net in args.client_net:
+        if pool.overlaps(net):
+            raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
 
     if args.bridge:
         plan = BridgePlan(args.bridge, managed=False, address=None, prefixlen=pool.prefixlen)
     else:
         name = args.bridge_name or default_name(pool.name)
         plan = BridgePlan(name, managed=True, address=str(pool.gateway), prefixlen=pool.prefixlen)
-    settings = session.Settings(
+    return session.Settings(
         pool=pool,
         state_dir=args.state_dir,
         wait=args.wait,
+        db_timeout=args.db_timeout,
+        max_leases=args.max_leases,
         mtu=args.mtu,
         client=args.client,
         bridge=plan,
@@ -534,6 +613,22 @@ def _serve(argv: list[str]) -> int:
         pool_label=label,
         clients=client_sections,
     )
+
+
+def _serve(argv: list[str]) -> int:
+    from tunhelper.hold import Interrupted, catch_end_signals
+
+    catch_end_signals()
+    from tunhelper import session
+
+    try:
+        settings = serve_settings(argv)
+        if os.geteuid() != 0:
+            raise TunhelperError("must run as root: it configures network devices")
+    except (TunhelperError, Interrupted) as e:
+        log.error(str(e) if isinstance(e, TunhelperError) else f"interrupted by {e}")
+        session.end_connection(None)
+        return getattr(e, "exit_code", 1)
     return session.serve(settings, os.environ)
 
 
@@ -622,11 +717,21 @@ def _release(argv: list[str]) -> int:
     return admin.release(args.state_dir, args.address, args.force)
 
 
+def _doctor(argv: list[str]) -> int:
+    from tunhelper import doctor
+
+    args = doctor_parser().parse_args(argv)
+    if os.geteuid() != 0:
+        raise TunhelperError("doctor must run as root: it reads sshd's and root's files")
+    return doctor.run(args.sshd_config, args.authorized_keys, args.state_dir)
+
+
 COMMANDS = {
     "connect": _connect,
     "disconnect": _disconnect,
     "leases": _leases,
     "release": _release,
+    "doctor": _doctor,
 }
 
 

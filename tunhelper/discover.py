@@ -63,6 +63,13 @@ def _one_device(proc: psutil.Process, names: list[str]) -> SessionDevice:
     info = platform.device_info(names[0])
     if info is None:
         raise TunhelperError(f"tunnel device {names[0]} vanished as it was found; reconnect")
+    if info.persistent:
+        # sshd attaches to an existing tunN/tapN when the client asks for unit N: an
+        # admin's device (a VPN's, a VM's), never to be configured or set down by us.
+        raise TunhelperError(
+            f"tunnel device {info.name} is a persistent device that existed before this "
+            "session (asked for by number, -w any:N?): refused; connect with '-w any'"
+        )
     return SessionDevice(info, proc.pid, proc.create_time())
 
 

@@ -4,7 +4,9 @@ In order: the SHA256 fingerprint of the key sshd says was used (``ExposeAuthInfo
 yes`` puts it in the file named by ``SSH_USER_AUTH``), else ``--client NAME`` from
 the authorized_keys line, else the login name. ``SSH_USER_AUTH`` is an environment
 variable, so the file it names is trusted only if it looks like sshd wrote it: a
-regular file (not a link), owned by us, readable by nobody else.
+regular file (not a link), owned by us, readable by nobody else, and with a size: the
+kernel's pseudo-files (``/proc/self/environ``) pass every other test, report size 0,
+and hold text a client wrote.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def read_auth_info(path: str) -> str | None:
             not stat.S_ISREG(st.st_mode)
             or st.st_uid != os.geteuid()
             or st.st_mode & 0o077
-            or st.st_size > _MAX_AUTH_INFO
+            or not 0 < st.st_size <= _MAX_AUTH_INFO
         ):
             log.warning(f"ignoring SSH_USER_AUTH={path}: not a private file sshd wrote")
             return None

@@ -162,6 +162,8 @@ class LeaseStore(Protocol):
 
     def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]: ...
 
+    def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
+
     def close(self) -> None: ...
 
 
@@ -240,6 +242,16 @@ class SqliteLeaseStore:
             return [Lease(*r) for r in rows]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
+
+    def live_count(self, pool: str, client: str, alive: Alive) -> int:
+        """How many addresses of ``pool`` live sessions of ``client`` hold right now."""
+        try:
+            rows = self._db.execute(
+                _SELECT + " WHERE pool = ? AND client = ? AND state = ?", (pool, client, ACTIVE)
+            ).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise _db_error(self.path, e) from None
+        return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
 
     def close(self) -> None:
         self._db.close()
@@ -481,11 +493,29 @@ def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
         )
     if isinstance(e, sqlite3.OperationalError) and ("readonly" in text or "disk" in text):
         return TunhelperError(
-            f"cannot write lease database {path} ({text}); check the state directory"
+            f"cannot write lease database {path} ({text}{_no_space(path)}); "
+            "check the state directory"
         )
     return TunhelperError(
-        f"lease database {path} is unusable ({text}); it was left untouched for the admin"
+        f"lease database {path} is unusable ({text}); it was left untouched for the admin: "
+        "run 'tunhelper doctor'"
     )
+
+
+def _read_only(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _no_space(path: str) -> str:
+    """SQLite may call a full file system a "disk I/O error": say which it is."""
+    try:
+        full = os.statvfs(os.path.dirname(path)).f_bavail == 0
+    except OSError:
+        return ""
+    return ": no space left on its file system" if full else ""
 
 
 def open_store(state_dir: str, timeout: float = 10.0) -> SqliteLeaseStore:
@@ -507,5 +537,11 @@ def open_store(state_dir: str, timeout: float = 10.0) -> SqliteLeaseStore:
         raise TunhelperError(
             f"state directory {state_dir} is writable by others; run: chown root {state_dir} "
             f"&& chmod 700 {state_dir}"
+        )
+    if not os.access(state_dir, os.W_OK):
+        # Else SQLite says only "unable to open database file", which reads like damage.
+        why = "read-only file system" if _read_only(state_dir) else "permission denied"
+        raise TunhelperError(
+            f"cannot write to state directory {state_dir} ({why}); check its mount and --state-dir"
         )
     return SqliteLeaseStore(os.path.join(state_dir, DB_NAME), timeout)

@@ -15,18 +15,26 @@ IDENT = "tunhelper"
 _opened = False
 
 
+def one_line(text: str) -> str:
+    """``text`` with every unprintable character escaped: line breaks (\\n, \\x85,
+    \\u2028...) in a value someone typed must not split a message into several lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def _syslog(priority: int, message: str) -> None:
     global _opened
     if not _opened:
         syslog.openlog(IDENT, syslog.LOG_PID, syslog.LOG_AUTHPRIV)
         _opened = True
-    syslog.syslog(priority, message)
+    syslog.syslog(priority, one_line(message))
 
 
 def _stderr(message: str) -> None:
     """Write one line; a client that already left must not turn into a crash."""
     with contextlib.suppress(OSError):
-        os.write(2, f"{IDENT}: {message}\n".encode(errors="replace"))
+        os.write(2, f"{IDENT}: {one_line(message)}\n".encode(errors="replace"))
 
 
 def info(message: str) -> None:

@@ -55,6 +55,8 @@ class Settings:
     hook_timeout: float = 10.0
     pool_label: str = ""  # --pool as given: a CIDR or a config file pool name
     clients: dict[str, ClientSection] = field(default_factory=dict)  # from the config file
+    db_timeout: float = 10.0  # bounded wait for a lease database another process holds
+    max_leases: int | None = None  # live sessions per client identity; None: no limit
 
 
 def local_addresses() -> list[str]:
@@ -125,7 +127,7 @@ def _run(
     client = identity.client_identity(settings.client, environ)
     settings, reserved_for_others = _for_client(settings, client)
 
-    store = open_store(settings.state_dir)
+    store = open_store(settings.state_dir, settings.db_timeout)
     undo.callback(store.close)
     alive = holder.Liveness()
     _make_room(store, settings, client, alive)
@@ -151,6 +153,7 @@ def _run(
         undo.callback(_quietly, "release the lease", store.release, grant)
         leases.append(grant)
     lease, lease6 = leases[0], (leases[1] if pool6 is not None else None)
+    _check_limit(store, settings, client, alive)
 
     gateway = None if pool.gateway is None else str(pool.gateway)
     gateway6 = None if pool6 is None else str(pool6.gateway)
@@ -166,6 +169,8 @@ def _run(
         applied = [configure.bridge_port(device, plan, mtu, state_dir)]
         prefix = bridge.announced_prefix(settings.bridge, pool.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied[-1])
+    if device.mode == "tun":
+        _filter_sources(device)
     if settings.client_nets:
         via = None if device.mode == "tun" else lease.address
         nets = configure.client_networks(device, settings.client_nets, via, settings.state_dir)
@@ -213,6 +218,7 @@ def _run(
     )
     record = {
         "state_dir": settings.state_dir,
+        "db_timeout": settings.db_timeout,
         "leases": [asdict(x) for x in leases],
         "applied": [configure.to_record(a) for a in applied],
         "down": down,
@@ -289,6 +295,38 @@ def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -
     )
 
 
+def _filter_sources(device: DeviceInfo) -> None:
+    """Only the client's own address may arrive on its tun (see platform.filter_sources).
+
+    Where the kernel setting cannot be written (a read-only /proc/sys in a container)
+    the session goes on and the admin is told: ``tunhelper doctor`` checks it too.
+    """
+    try:
+        platform.filter_sources(device)
+    except OSError as e:
+        log.warning(
+            f"could not filter source addresses on {device.name} ({e.strerror}): its client "
+            "could send packets in another client's name"
+        )
+
+
+def _check_limit(store, settings: Settings, client: str, alive: holder.Liveness) -> None:
+    """Refuse a client that already holds ``--max-leases`` addresses of the pool.
+
+    Counted after our own allocation, in its own read: two sessions of one client that
+    allocate at the same moment may both be refused, never both be let past the limit.
+    """
+    limit = settings.max_leases
+    if limit is None:
+        return
+    held = store.live_count(settings.pool.name, client, alive)
+    if held > limit:
+        raise TunhelperError(
+            f"client {client} already has {held - 1} live session(s) in pool "
+            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first"
+        )
+
+
 def finish(record: dict, reason: str) -> int:
     """The slim holder's end of the session: give back what the helper took, as serve would.
 
@@ -303,7 +341,7 @@ def finish(record: dict, reason: str) -> int:
 
     def give_back() -> None:
         with contextlib.ExitStack() as undo:
-            store = open_store(record["state_dir"])
+            store = open_store(record["state_dir"], record.get("db_timeout", 10.0))
             undo.callback(store.close)
             for grant in leases:
                 undo.callback(_quietly, "release the lease", store.release, grant)

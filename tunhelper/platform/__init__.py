@@ -15,6 +15,9 @@ module provides all of them:
     a string that changes at every boot, so leases from before a reboot are stale;
 ``configure_p2p(device, local, peer, mtu)`` / ``deconfigure_p2p(device, local, peer)``
     put on / take off a point-to-point address (the latter tolerates a vanished device);
+``filter_sources(device)``
+    drop packets arriving on a session's device from addresses not routed through it,
+    so a client cannot send in another client's name (raises OSError if it cannot);
 ``configure_address(device, address, prefixlen, mtu)`` / ``deconfigure_address(...)``
     an address with a prefix (the client end of a tap link);
 ``bridge_ports(name)``, ``create_bridge(name, address, prefixlen, mtu)``,
@@ -60,6 +63,7 @@ if sys.platform.startswith("linux"):
         delete_bridge,
         delete_route,
         device_info,
+        filter_sources,
         held_devices,
         holds_pipe,
         link_counters,
@@ -112,6 +116,7 @@ __all__ = [
     "delete_bridge",
     "delete_route",
     "device_info",
+    "filter_sources",
     "held_devices",
     "holds_pipe",
     "link_counters",

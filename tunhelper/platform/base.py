@@ -12,12 +12,14 @@ from collections import namedtuple
 PROCESS_ENDED = "process"  # the process holding the device exited
 DEVICE_GONE = "device"  # the device was deleted
 
-DeviceInfo = namedtuple("DeviceInfo", ["name", "index", "mode"])
+DeviceInfo = namedtuple("DeviceInfo", ["name", "index", "mode", "persistent"], defaults=[False])
 DeviceInfo.__doc__ = """A tun/tap device as the kernel reports it now.
 
 ``index`` is kept because names are reused: when a session's tun0 goes away the next
 session may get a new tun0, and only the index tells them apart. ``mode`` is "tun"
-(layer 3) or "tap" (layer 2).
+(layer 3) or "tap" (layer 2). ``persistent``: the device outlives its file descriptors,
+so someone made it before sshd attached to it (a client can ask for its unit with
+``-w any:N``): it is never a session's own.
 """
 
 SessionDevice = namedtuple("SessionDevice", ["device", "holder_pid", "holder_start"])

@@ -23,6 +23,7 @@ TUN_RDEV = os.makedev(10, 200)  # /dev/net/tun: misc device 200
 _IFNAME = re.compile(r"[A-Za-z0-9_.:@-]{1,15}")
 _IFF_TUN = 0x0001
 _IFF_TAP = 0x0002
+_IFF_PERSIST = 0x0800
 
 # rtnetlink, as in <linux/rtnetlink.h>: the link multicast group and its deletion message.
 _RTMGRP_LINK = 0x1
@@ -90,10 +91,11 @@ def device_info(name: str) -> DeviceInfo | None:
             flags = int(f.read(), 16)
     except (OSError, ValueError):
         return None
+    persistent = bool(flags & _IFF_PERSIST)
     if flags & _IFF_TAP:
-        return DeviceInfo(name, index, "tap")
+        return DeviceInfo(name, index, "tap", persistent)
     if flags & _IFF_TUN:
-        return DeviceInfo(name, index, "tun")
+        return DeviceInfo(name, index, "tun", persistent)
     return None
 
 
@@ -126,6 +128,20 @@ def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
             address=peer,
             prefixlen=prefixlen,
         )
+
+
+def filter_sources(device: DeviceInfo) -> None:
+    """Drop packets arriving on ``device`` from addresses not routed through it.
+
+    Strict reverse-path filtering: a session's tun is routed only its client's /32, so
+    a client cannot send packets in another client's name. The kernel applies the
+    larger of this and ``conf/all/rp_filter``: a loose (2) ``all`` overrides it
+    (``tunhelper doctor`` says so). The setting goes with the device.
+    """
+    if not _valid_ifname(device.name):
+        raise OSError(errno.EINVAL, f"bad interface name {device.name!r}")
+    with open(f"/proc/sys/net/ipv4/conf/{device.name}/rp_filter", "w", encoding="ascii") as f:
+        f.write("1\n")
 
 
 def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:

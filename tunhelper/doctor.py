@@ -1,0 +1,632 @@
+"""``tunhelper doctor``: check a gateway's setup, one line per finding, and change nothing.
+
+What it reads: sshd's effective configuration for root (``sshd -T -C user=root``, so
+``Match User`` blocks apply; blocks on address or host cannot be judged without a
+client), the lines of root's authorized_keys that run tunhelper (their arguments go
+through the very parsers the helper uses, so doctor and the helper never disagree),
+``/dev/net/tun``, persistent tunN/tapN devices a client could ask sshd for, the state
+directories and their lease databases (opened read-only). Every finding is one line,
+``ok:``, ``warning:`` or ``error:``; any error makes the exit status 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import os
+import pwd
+import re
+import shlex
+import shutil
+import sqlite3
+import stat
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tunhelper.errors import TunhelperError, UsageError
+
+if TYPE_CHECKING:
+    from tunhelper.pool import Pool
+
+OK, WARNING, ERROR = "ok", "warning", "error"
+SSHD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+SSHD_TIMEOUT = 30.0
+TUN_RDEV = os.makedev(10, 200)
+_IFF_PERSIST = 0x0800
+
+# Names a client must never be able to set in a root session: each one runs code of
+# the client's choosing before tunhelper can defend itself (the dynamic linker, the
+# login shell that runs the forced command, Python), or forges its identity.
+DANGEROUS_ENV = (
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+    "LD_AUDIT",
+    "BASH_ENV",
+    "BASH_FUNC_tunhelper%%",
+    "PYTHONPATH",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "SSH_USER_AUTH",
+)
+
+# What a tunnel-only key should not also be allowed, and why.
+WANTED_RESTRICTIONS = {
+    "no-pty": "a client may ask for a terminal, which mangles the announcement",
+    "no-port-forwarding": "the key may also forward TCP ports, for example to services "
+    "listening only on the gateway's localhost",
+    "no-agent-forwarding": "the key may also forward an ssh agent",
+    "no-x11-forwarding": "the key may also forward X11",
+}
+
+_KEY_TYPE = re.compile(
+    r"(ssh-(rsa|dss|ed25519|ed448|xmss)|ecdsa-sha2-nistp(256|384|521)"
+    r"|sk-ecdsa-sha2-nistp256|sk-ssh-ed25519)(-cert-v01)?(@openssh\.com)?"
+)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_TUN_NAME = re.compile(r"(tun|tap)[0-9]+")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.level}: {self.text}"
+
+
+def ok(text: str) -> Finding:
+    return Finding(OK, text)
+
+
+def warning(text: str) -> Finding:
+    return Finding(WARNING, text)
+
+
+def error(text: str) -> Finding:
+    return Finding(ERROR, text)
+
+
+# -- sshd's configuration ------------------------------------------------------------
+
+
+def sshd_settings(sshd: str, config: str | None) -> dict[str, list[str]]:
+    """``sshd -T`` for root as a dict: keyword (lower case) -> its values, one per line."""
+    argv = [sshd, "-T", "-C", "user=root"]
+    if config is not None:
+        argv += ["-f", config]
+    try:
+        result = subprocess.run(
+            argv, capture_output=True, text=True, timeout=SSHD_TIMEOUT, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise TunhelperError(f"cannot run {' '.join(argv)}: {e}") from None
+    if result.returncode != 0:
+        said = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise TunhelperError(f"{' '.join(argv)} failed: {said}")
+    return parse_sshd_t(result.stdout)
+
+
+def parse_sshd_t(text: str) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key:
+            settings.setdefault(key.lower(), []).append(value.strip())
+    return settings
+
+
+def _one(settings: dict[str, list[str]], key: str, default: str = "") -> str:
+    values = settings.get(key)
+    return values[0] if values else default
+
+
+def accept_env_risks(patterns: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """Each AcceptEnv pattern that lets a dangerous name through, with those names.
+
+    sshd's patterns know only ``*`` and ``?``; a ``[`` is a plain character to sshd.
+    """
+    risky = []
+    for pattern in patterns:
+        glob = pattern.replace("[", "[[]")
+        names = [n for n in DANGEROUS_ENV if fnmatch.fnmatchcase(n, glob)]
+        if names:
+            risky.append((pattern, names))
+    return risky
+
+
+def check_sshd(settings: dict[str, list[str]]) -> list[Finding]:
+    out = []
+    tunnel = _one(settings, "permittunnel", "no")
+    if tunnel == "no":
+        out.append(error("sshd: PermitTunnel no: clients get no tunnel; set PermitTunnel yes"))
+    else:
+        serves = {"yes": "tun and tap", "point-to-point": "tun only", "ethernet": "tap only"}
+        out.append(ok(f"sshd: PermitTunnel {tunnel} ({serves.get(tunnel, tunnel)})"))
+
+    root = _one(settings, "permitrootlogin", "")
+    if root == "forced-commands-only":
+        out.append(ok("sshd: PermitRootLogin forced-commands-only"))
+    elif root == "no":
+        out.append(
+            error(
+                "sshd: PermitRootLogin no: tunhelper cannot run as root's forced command; "
+                "set PermitRootLogin forced-commands-only"
+            )
+        )
+    else:
+        out.append(
+            warning(
+                f"sshd: PermitRootLogin {root}: root may log in without a forced command; "
+                "set PermitRootLogin forced-commands-only"
+            )
+        )
+
+    if _one(settings, "exposeauthinfo", "no") == "yes":
+        out.append(ok("sshd: ExposeAuthInfo yes: clients are told apart by their keys"))
+    else:
+        out.append(
+            warning(
+                "sshd: ExposeAuthInfo no: clients are identified by --client or, failing it, "
+                "all share the login's identity (sticky addresses, --max-leases); "
+                "set ExposeAuthInfo yes"
+            )
+        )
+
+    startups = _one(settings, "maxstartups", "10:30:100")
+    first = startups.split(":")[0]
+    if first.isdigit() and int(first) < 10:
+        out.append(
+            warning(
+                f"sshd: MaxStartups {startups}: more than {first} clients connecting at once "
+                "(after a gateway restart) are dropped at random; raise it (e.g. 100:30:200)"
+            )
+        )
+    else:
+        out.append(
+            ok(
+                f"sshd: MaxStartups {startups}: beyond {first} clients authenticating at once, "
+                "sshd refuses new connections at random"
+            )
+        )
+
+    risky = accept_env_risks(settings.get("acceptenv", []))
+    for pattern, names in risky:
+        out.append(
+            error(
+                f"sshd: AcceptEnv {pattern} lets a client set {', '.join(names)} in a root "
+                "session (code run as root before tunhelper starts, or a forged identity); "
+                "narrow AcceptEnv to LANG LC_*"
+            )
+        )
+    if not risky:
+        accepted = " ".join(settings.get("acceptenv", [])) or "nothing"
+        out.append(ok(f"sshd: AcceptEnv {accepted}: no dangerous variable gets through"))
+
+    if _one(settings, "clientaliveinterval", "0") in ("0", ""):
+        out.append(
+            warning(
+                "sshd: ClientAliveInterval 0: a client whose network vanishes keeps its "
+                "address until TCP gives up (hours); set ClientAliveInterval 15"
+            )
+        )
+    else:
+        interval = _one(settings, "clientaliveinterval")
+        count = _one(settings, "clientalivecountmax", "3")
+        out.append(
+            ok(
+                f"sshd: ClientAliveInterval {interval}, ClientAliveCountMax {count}: a vanished "
+                "client's session ends on its own"
+            )
+        )
+    return out
+
+
+def authorized_keys_paths(settings: dict[str, list[str]]) -> list[str]:
+    """Root's authorized_keys files, as sshd would expand AuthorizedKeysFile."""
+    home = pwd.getpwuid(0).pw_dir
+    values = " ".join(settings.get("authorizedkeysfile", [".ssh/authorized_keys"])).split()
+    tokens = {"%h": home, "%u": "root", "%U": "0", "%%": "%"}  # sshd's, for root
+    paths = []
+    for value in values:
+        if value == "none":
+            continue
+        path = re.sub(r"%[huU%]", lambda m: tokens[m.group(0)], value)
+        paths.append(path if os.path.isabs(path) else os.path.join(home, path))
+    return paths
+
+
+# -- authorized_keys -------------------------------------------------------------------
+
+
+def split_key_line(line: str) -> tuple[str, str] | None:
+    """``(options, key...)`` of an authorized_keys line, or ``None`` for a comment/blank.
+
+    As sshd reads it: a line that starts with a key (a key type, then base64) has no
+    options; otherwise the options field runs to the first space or tab outside double
+    quotes, and inside quotes ``\\"`` is a quote that does not end them.
+    """
+    text = line.strip()
+    if not text or text.startswith("#"):
+        return None
+    words = text.split(None, 2)
+    if len(words) >= 2 and _KEY_TYPE.fullmatch(words[0]) and _BASE64.fullmatch(words[1]):
+        return "", text
+    quoted = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and quoted and text[i + 1 : i + 2] == '"':
+            i += 2
+            continue
+        if c == '"':
+            quoted = not quoted
+        elif c in " \t" and not quoted:
+            break
+        i += 1
+    if quoted:
+        raise ValueError("an option's double quote is never closed")
+    return text[:i], text[i:].strip()
+
+
+def parse_options(text: str) -> list[tuple[str, str | None]]:
+    """``no-pty,command="a \\"b\\", c"`` -> ``[("no-pty", None), ("command", 'a "b", c')]``.
+
+    Names are lower-cased (sshd compares them without case); a value is always quoted.
+    """
+    options: list[tuple[str, str | None]] = []
+    i = 0
+    while i < len(text):
+        m = re.match(r"[A-Za-z0-9_-]+", text[i:])
+        if m is None:
+            raise ValueError(f"bad option syntax at {text[i : i + 20]!r}")
+        name = m.group(0).lower()
+        i += m.end()
+        value = None
+        if text[i : i + 1] == "=":
+            if text[i + 1 : i + 2] != '"':
+                raise ValueError(f"the value of {name} must be in double quotes")
+            i += 2
+            chars = []
+            while True:
+                if i >= len(text):
+                    raise ValueError(f"the value of {name} has no closing quote")
+                if text[i] == "\\" and text[i + 1 : i + 2] == '"':
+                    chars.append('"')
+                    i += 2
+                    continue
+                if text[i] == '"':
+                    i += 1
+                    break
+                chars.append(text[i])
+                i += 1
+            value = "".join(chars)
+        options.append((name, value))
+        if i < len(text):
+            if text[i] != ",":
+                raise ValueError(f"expected a comma after {name}")
+            i += 1
+    return options
+
+
+def tunhelper_args(command: str) -> tuple[str, list[str]] | None:
+    """``(program, arguments)`` when a forced command runs tunhelper, else ``None``.
+
+    ``program`` is what root's shell looks up (``exec`` skipped); the arguments are
+    those after the word naming tunhelper (``/usr/bin/tunhelper``, ``python3 -m
+    tunhelper``). Raises ValueError for a command that names tunhelper but cannot be
+    split into words.
+    """
+    try:
+        argv = shlex.split(command)
+    except ValueError as e:
+        if "tunhelper" in command:
+            raise ValueError(f"command={command!r} cannot be split into words ({e})") from None
+        return None
+    for i, word in enumerate(argv):
+        if os.path.basename(word) == "tunhelper":
+            words = argv[1:] if argv[0] == "exec" and len(argv) > 1 else argv
+            return words[0], argv[i + 1 :]
+    return None
+
+
+@dataclass(frozen=True)
+class KeyLine:
+    """One authorized_keys line that runs tunhelper, with what its arguments say."""
+
+    where: str
+    program: str
+    pool: Pool
+    state_dir: str
+    gateway: str | None
+
+
+def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
+    """Findings for one line; the parsed line when it runs tunhelper with sound arguments."""
+    from tunhelper import cli
+
+    try:
+        split = split_key_line(line)
+        if split is None:
+            return [], None
+        options = parse_options(split[0])
+        commands = [value for name, value in options if name == "command" and value is not None]
+        found = tunhelper_args(commands[0]) if commands else None
+    except ValueError as e:
+        return [error(f"{where}: cannot read the line ({e})")], None
+    if found is None:
+        return [], None
+    program, args = found
+    names = {name for name, _ in options}
+    out = []
+    if "restrict" in names:
+        out.append(
+            error(
+                f"{where}: 'restrict' also disables tunnel forwarding: list no-pty,"
+                "no-port-forwarding,no-agent-forwarding,no-X11-forwarding instead"
+            )
+        )
+    else:
+        for option, why in WANTED_RESTRICTIONS.items():
+            if option not in names:
+                out.append(warning(f"{where}: no {option}: {why}; add {option}"))
+    if args and args[0] in cli.COMMANDS:
+        out.append(error(f"{where}: the forced command runs 'tunhelper {args[0]}', not the helper"))
+        return out, None
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            parsed = cli.serve_parser().parse_args(args)
+            pool = cli.serve_settings(args).pool  # the helper's own checks, config file too
+    except UsageError as e:
+        out.append(error(f"{where}: {e}"))
+        return out, None
+    except SystemExit:
+        out.append(error(f"{where}: --help or --version: the client gets that text, no tunnel"))
+        return out, None
+    if not os.path.isabs(program):
+        out.append(
+            warning(
+                f"{where}: {program!r} is not an absolute path: root's shell looks it up (and "
+                "a bash function a client exports could stand in for it); give the full path"
+            )
+        )
+    elif not os.access(program, os.X_OK):
+        out.append(error(f"{where}: {program} is not an executable file"))
+    if parsed.max_leases is None and parsed.max_sessions > 1:
+        out.append(
+            warning(
+                f"{where}: --max-sessions {parsed.max_sessions} without --max-leases: a burst of "
+                f"one client's connections can take more of {pool.name} than that"
+            )
+        )
+    out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
+    gateway = None if pool.gateway is None else str(pool.gateway)
+    return out, KeyLine(where, program, pool, parsed.state_dir, gateway)
+
+
+def check_pools(lines: list[KeyLine]) -> list[Finding]:
+    """Pools that overlap hand the same address to two clients unless they are one pool."""
+    out = []
+    for i, a in enumerate(lines):
+        for b in lines[i + 1 :]:
+            net_a, net_b = a.pool.network, b.pool.network
+            if net_a not in net_b and net_b not in net_a:  # CIDRs overlap only by nesting
+                continue
+            if net_a != net_b:
+                out.append(
+                    error(
+                        f"{a.where} and {b.where}: pools {net_a} and {net_b} overlap: one "
+                        "address can go to two clients; use the same pool or disjoint ones"
+                    )
+                )
+            elif a.state_dir != b.state_dir:
+                out.append(
+                    error(
+                        f"{a.where} and {b.where}: pool {net_a} with two state directories "
+                        f"({a.state_dir}, {b.state_dir}): one address can go to two clients"
+                    )
+                )
+            elif a.gateway != b.gateway:
+                out.append(
+                    warning(
+                        f"{a.where} and {b.where}: pool {net_a} with two gateways "
+                        f"({a.gateway}, {b.gateway}): a client may be given the other's gateway"
+                    )
+                )
+    return out
+
+
+def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine]]:
+    out: list[Finding] = []
+    lines: list[KeyLine] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            out.append(error(f"{path}: cannot read it ({e.strerror})"))
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            findings, parsed = check_key_line(f"{path}:{number}", line)
+            out += findings
+            if parsed is not None:
+                lines.append(parsed)
+    if not lines and not any(f.level == ERROR for f in out):
+        out.append(
+            warning(f"no authorized_keys line runs tunhelper (looked in {', '.join(paths)})")
+        )
+    out += check_pools(lines)
+    return out, lines
+
+
+# -- the host --------------------------------------------------------------------------
+
+
+def check_tun(dev: str = "/dev/net/tun") -> list[Finding]:
+    try:
+        st = os.stat(dev)
+    except OSError as e:
+        return [error(f"{dev}: {e.strerror}: load the tun module (modprobe tun)")]
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != TUN_RDEV:
+        return [error(f"{dev} is not the tun device (character device 10:200)")]
+    return [ok(f"{dev} is there")]
+
+
+def check_persistent_devices(sysfs: str = "/sys/class/net") -> list[Finding]:
+    """A persistent tunN/tapN is one a client can make sshd attach to with ``-w any:N``."""
+    out = []
+    with contextlib.suppress(OSError):
+        for name in sorted(os.listdir(sysfs)):
+            if not _TUN_NAME.fullmatch(name):
+                continue
+            try:
+                with open(os.path.join(sysfs, name, "tun_flags"), encoding="ascii") as f:
+                    flags = int(f.read(), 16)
+            except (OSError, ValueError):
+                continue
+            if flags & _IFF_PERSIST:
+                out.append(
+                    error(
+                        f"device {name} is persistent and named like sshd's devices: a client "
+                        f"can make sshd attach to it (ssh -w any:{name[3:]}) and carry its "
+                        f"traffic until tunhelper refuses; rename it (ip link set {name} "
+                        "name vpn0)"
+                    )
+                )
+    return out
+
+
+def check_rp_filter(path: str = "/proc/sys/net/ipv4/conf/all/rp_filter") -> list[Finding]:
+    """tunhelper sets strict reverse-path filtering on each session's tun; the kernel
+    applies the larger of that and ``all``, and loose (2) lets a client send as another."""
+    try:
+        with open(path, encoding="ascii") as f:
+            value = f.read().strip()
+    except OSError as e:
+        return [warning(f"{path}: {e.strerror}: cannot tell whether clients can send as others")]
+    if value == "2":
+        return [
+            warning(
+                "net.ipv4.conf.all.rp_filter is 2 (loose): it overrides the strict filtering "
+                "tunhelper sets on each session's tun, so a client can send packets in another "
+                "client's name; set it to 1 (or 0)"
+            )
+        ]
+    return [ok(f"net.ipv4.conf.all.rp_filter is {value}: session devices filter strictly")]
+
+
+def check_state_dir(path: str) -> list[Finding]:
+    try:
+        st = os.stat(path)  # as the helper does: a link to a sound directory is fine
+    except FileNotFoundError:
+        return [ok(f"{path}: not there yet; the first session creates it (mode 0700)")]
+    except OSError as e:
+        return [error(f"{path}: {e.strerror}")]
+    if not stat.S_ISDIR(st.st_mode):
+        return [error(f"{path} is not a directory; move it aside or change --state-dir")]
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        return [
+            error(
+                f"{path} is writable by others (they could forge leases); run: "
+                f"chown root {path} && chmod 700 {path}"
+            )
+        ]
+    if st.st_mode & 0o005:
+        return [warning(f"{path} is readable by others (client identities); chmod 700 {path}")]
+    return [ok(f"{path}: owned by root, mode {stat.S_IMODE(st.st_mode):04o}")]
+
+
+def check_database(state_dir: str) -> list[Finding]:
+    """Open the lease database read-only and ask SQLite whether it is intact."""
+    from tunhelper.lease import DB_NAME
+
+    path = os.path.join(state_dir, DB_NAME)
+    if not os.path.lexists(path):
+        return [ok(f"{path}: no lease database yet; the first session creates it")]
+    aside = (
+        f"move it aside (mv {path} {path}.broken); the next session starts a fresh one and "
+        "clients lose their sticky addresses"
+    )
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return [error(f"{path} is not a regular file: {aside}")]
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    except (OSError, sqlite3.Error) as e:
+        return [error(f"{path}: cannot open it ({e}): {aside}")]
+    try:
+        rows = db.execute("PRAGMA integrity_check").fetchall()
+        if rows != [("ok",)]:
+            first = rows[0][0] if rows else "no answer"
+            return [error(f"{path} is corrupt ({first}): {aside}")]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+        if "address" not in columns or "state" not in columns:
+            return [error(f"{path} is a database but not a lease database: {aside}")]
+        leases = db.execute("SELECT state, COUNT(*) FROM leases GROUP BY state").fetchall()
+    except sqlite3.DatabaseError as e:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return [warning(f"{path} stayed locked by another process; run doctor again")]
+        return [error(f"{path} is unusable ({text}): {aside}")]
+    finally:
+        db.close()
+    counts = dict(leases)
+    return [
+        ok(
+            f"{path}: intact, {sum(counts.values())} addresses known, "
+            f"{counts.get('active', 0)} recorded active"
+        )
+    ]
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def findings(
+    sshd_config: str | None,
+    authorized_keys: str | None,
+    state_dir: str | None,
+    sshd: str | None = None,
+) -> Iterator[Finding]:
+    sshd = sshd or shutil.which("sshd", path=SSHD_PATH)
+    settings: dict[str, list[str]] = {}
+    if sshd is None:
+        yield error("sshd not found: install openssh-server")
+    else:
+        try:
+            settings = sshd_settings(sshd, sshd_config)
+        except TunhelperError as e:
+            yield error(str(e))
+        else:
+            yield from check_sshd(settings)
+    paths = [authorized_keys] if authorized_keys else authorized_keys_paths(settings)
+    key_findings, lines = check_authorized_keys(paths)
+    yield from key_findings
+    yield from check_tun()
+    yield from check_persistent_devices()
+    yield from check_rp_filter()
+    if state_dir is not None:
+        dirs = [state_dir]
+    else:
+        from tunhelper.cli import DEFAULT_STATE_DIR
+
+        dirs = sorted({line.state_dir for line in lines}) or [DEFAULT_STATE_DIR]
+    for d in dirs:
+        state = check_state_dir(d)
+        yield from state
+        if all(f.level != ERROR for f in state):
+            yield from check_database(d)
+
+
+def run(sshd_config: str | None, authorized_keys: str | None, state_dir: str | None) -> int:
+    worst = OK
+    for finding in findings(sshd_config, authorized_keys, state_dir):
+        print(finding, flush=True)
+        if finding.level == ERROR:
+            worst = ERROR
+    return 1 if worst == ERROR else 0
