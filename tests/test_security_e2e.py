@@ -155,12 +155,14 @@ def test_no_session_channel_means_no_helper_and_no_lease(make_lab) -> None:
 
 
 def test_one_key_cannot_take_more_than_its_share_of_the_pool(make_lab) -> None:
-    """Without --max-leases one key could open connections until nobody else gets in.
+    """With a raised --max-sessions, --max-leases is the hard cap that holds in a burst.
 
     Connections that arrive at the same moment may all be refused (each counts the
     others' fresh leases), never all served: the limit holds under a burst.
     """
-    lab = make_lab(["--pool", "192.168.3.0/29", "--max-leases", "2"])  # five addresses
+    lab = make_lab(  # five addresses; --max-sessions 10 leaves the cap to --max-leases
+        ["--pool", "192.168.3.0/29", "--max-sessions", "10", "--refuse-extra", "--max-leases", "2"]
+    )
     greedy, other = lab.add_client("greedy"), lab.add_client("other")
     burst = [greedy.connect() for _ in range(6)]  # all at once
     served = [s for s in burst if s.read_address(30) is not None]

@@ -537,6 +537,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "": serve_parser,
     "leases": leases_parser,
     "release": release_parser,
+    "doctor": doctor_parser,
     "connect": connect_parser,
     "disconnect": disconnect_parser,
 }

@@ -412,6 +412,12 @@ def delete_bridge(name: str) -> None:
 # so that its routes can be told from anyone else's.
 
 
+def filter_sources(device: DeviceInfo) -> None:
+    """Not done on FreeBSD yet (it would be a pf/ipfw rule, not a per-device switch):
+    the session goes on and the admin is warned, as where /proc/sys is read-only."""
+    raise OSError(95, "source filtering is not implemented on FreeBSD")
+
+
 def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
     """``route -n add -net NETWORK (VIA | -interface DEV) -proto1``."""
     net = str(ipaddress.IPv4Network(network))
