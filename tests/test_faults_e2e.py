@@ -235,7 +235,8 @@ def test_reboot_reclaims_every_lease_from_before(make_lab) -> None:
     assert sorted(x["state"] for x in lab.leases()) == ["stale"] * 5
     after = [connected(lab.add_client()) for _ in range(5)]  # new keys: no sticky claim
     assert sorted(s.address or "" for s in after) == addresses
-    assert all(s.ping("192.168.3.1") for s in after)
+    # Three tries each: one lost packet on a busy machine is not a broken link.
+    assert all(s.ping("192.168.3.1", count=3) for s in after)
     for s in after:
         s.close()
     assert_clean(lab)
