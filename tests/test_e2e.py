@@ -78,7 +78,13 @@ def test_twenty_clients_at_once_get_distinct_reachable_addresses(make_lab) -> No
     clients = [lab.add_client() for _ in range(20)]
     sessions = [c.connect() for c in clients]
     addresses = [s.read_address(timeout=60) for s in sessions]
-    assert None not in addresses, [s.stderr() for s in sessions]
+    if None in addresses:  # say where it stalled: ssh, sshd or the helper
+        stalled = [c.name for c, a in zip(clients, addresses) if a is None]
+        ps = run("ps", "-o", "pid,ppid,stat,etime,args", "-e", check=False).stdout
+        raise AssertionError(
+            f"no address for {stalled}; ssh said {[s.stderr() for s in sessions]}; "
+            f"sshd log:\n{lab.sshd_log_text()[-3000:]}\nprocesses:\n{ps[-4000:]}"
+        )
     assert len(set(addresses)) == 20
     for s in sessions:
         s.configure_client_side()
