@@ -61,7 +61,8 @@ def main() -> int:
             say(f"  {line}")
         say()
         say("tunhelper leases:")
-        table = run(tunhelper_command(), "leases", "--state-dir", lab.state_dir).stdout
+        argv = (tunhelper_command(), "leases", "--state-dir", lab.state_dir)
+        table = run(*argv, ns=lab.server_ns).stdout  # where the server's devices are
         for line in table.splitlines():
             say(f"  {line[:120]}")
         say()
