@@ -307,6 +307,20 @@ class Lab:
             == 0
         )
 
+    def doctor(self, *extra: str) -> subprocess.CompletedProcess:
+        """``tunhelper doctor`` on this server: its sshd_config and authorized_keys."""
+        return run(
+            tunhelper_command(),
+            "doctor",
+            "--sshd-config",
+            str(self.dir / "sshd_config"),
+            "--authorized-keys",
+            str(self.dir / "authorized_keys"),
+            *extra,
+            ns=self.server_ns,
+            check=False,
+        )
+
     def sshd_log_text(self) -> str:
         return (self.dir / "sshd.log").read_text()
 
@@ -514,6 +528,17 @@ def enable_ipv6(ns: str) -> None:
     """A new namespace may inherit a host's disabled IPv6; the lab's always have it."""
     for key in ("all", "default"):
         run("sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=0", ns=ns)
+
+
+def refused(session: Session, timeout: float) -> str:
+    """The session announced nothing and ended; return its one ``tunhelper:`` line."""
+    assert session.read_address(timeout) is None
+    assert session.wait(timeout) not in (None, 0), "ssh must not sit on a refused tunnel"
+    text = session.stderr()
+    assert "Traceback" not in text
+    lines = [line for line in text.splitlines() if line.startswith("tunhelper:")]
+    assert len(lines) == 1, text
+    return lines[0]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

@@ -346,17 +346,7 @@ def test_damaged_database_says_what_to_do_and_is_left_untouched(tmp_path: Path, 
 
 
 def doctor_cmd(lab: Lab, *extra: str) -> subprocess.CompletedProcess:
-    return run(
-        tunhelper_command(),
-        "doctor",
-        "--sshd-config",
-        str(lab.dir / "sshd_config"),
-        "--authorized-keys",
-        str(lab.dir / "authorized_keys"),
-        *extra,
-        ns=lab.server_ns,
-        check=False,
-    )
+    return lab.doctor(*extra)
 
 
 def one_finding_per_line(result: subprocess.CompletedProcess) -> list[str]:

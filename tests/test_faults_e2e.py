@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from tests.lab import Lab, run, tunhelper_command, wait_until
+from tests.lab import refused as lab_refused
 from tests.test_e2e import connected, lease_of
 
 ONE_ADDRESS = ["--pool", "192.168.3.0/30"]  # .2 only: every fault must give it back
@@ -78,13 +79,7 @@ def assert_clean(lab: Lab, timeout: float = 10) -> None:
 
 
 def refused(session, timeout: float = 20) -> str:
-    assert session.read_address(timeout) is None
-    assert session.wait(timeout) not in (None, 0), "ssh must not sit on a refused tunnel"
-    text = session.stderr()
-    assert "Traceback" not in text
-    lines = [line for line in text.splitlines() if line.startswith("tunhelper:")]
-    assert len(lines) == 1, text
-    return lines[0]
+    return lab_refused(session, timeout)
 
 
 def digest(path: str) -> str:
@@ -370,16 +365,7 @@ def test_corrupt_database_refused_untouched_and_doctor_says_what_to_do(make_lab,
     assert "unusable" in line and "left untouched" in line and "tunhelper doctor" in line, line
     assert digest(path) == before
     assert wait_until(lambda: not server_devices(lab), 10)
-    doctor = run(
-        tunhelper_command(),
-        "doctor",
-        "--sshd-config",
-        str(lab.dir / "sshd_config"),
-        "--authorized-keys",
-        str(lab.dir / "authorized_keys"),
-        ns=lab.server_ns,
-        check=False,
-    )
+    doctor = lab.doctor()
     assert doctor.returncode == 1
     (advice,) = [x for x in doctor.stdout.splitlines() if x.startswith("error:")]
     assert f"mv {path} {path}.broken" in advice, doctor.stdout

@@ -16,20 +16,14 @@ import psutil
 import pytest
 
 from tests.lab import Lab, run, wait_until
+from tests.lab import refused as lab_refused
 from tunhelper.identity import fingerprint
 
 GATEWAY = "192.168.3.1"
 
 
 def refused(session, timeout: float = 15) -> str:
-    """The session announced nothing and ended; return its one ``tunhelper:`` line."""
-    assert session.read_address(timeout) is None
-    assert session.wait(timeout) not in (None, 0), "ssh must not sit on a refused tunnel"
-    text = session.stderr()
-    assert "Traceback" not in text
-    lines = [line for line in text.splitlines() if line.startswith("tunhelper:")]
-    assert len(lines) == 1, text
-    return lines[0]
+    return lab_refused(session, timeout)
 
 
 def link(lab: Lab, name: str) -> dict:
