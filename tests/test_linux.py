@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import struct
 import subprocess
 import sys
@@ -159,3 +161,96 @@ def test_link_deleted_parser() -> None:
     body = linux._IFINFOMSG.pack(0, 0, 7, 0, 0) + stats
     with_stats = linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(body), del_link, 0, 0, 0) + body
     assert linux._link_deleted(with_stats, 7) == (True, (300, 400))
+
+
+# Configures device A with tunhelper's own rtnetlink requests and device B with pyroute2
+# (the library they stand in for), then reports both devices as ``ip -j`` sees them.
+CONFIGURE = r"""
+import errno, json, subprocess, sys
+from tunhelper.platform import linux
+a, b, local, peer, mtu = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+linux.configure_p2p(linux.device_info(a), local, peer, mtu)
+loaded = sorted(m for m in sys.modules if m.startswith("pyroute2"))
+try:
+    linux.configure_p2p(linux.device_info(a), local, peer, mtu)
+    again = 0
+except OSError as e:
+    again = e.errno
+try:
+    linux.configure_p2p(linux.DeviceInfo("gone", 999999, "tun", False), local, peer, mtu)
+    missing = 0
+except OSError as e:
+    missing = e.errno
+IPRoute, _ = linux._rtnl()
+family, prefixlen = linux._family(local)
+with IPRoute() as ipr:
+    index = linux.device_info(b).index
+    ipr.link("set", index=index, state="up", mtu=mtu)
+    ipr.addr("add", index=index, family=family, local=local, address=peer, prefixlen=prefixlen)
+def seen(dev):
+    (link,) = json.loads(subprocess.run(["ip", "-j", "addr", "show", "dev", dev],
+                                        capture_output=True, check=True).stdout)
+    addrs = sorted((i["family"], i["local"], i.get("address"), i["prefixlen"], i["scope"])
+                   for i in link["addr_info"] if i.get("scope") != "link")
+    return {"mtu": link["mtu"], "up": "UP" in link["flags"], "addrs": addrs}
+print(json.dumps({"ours": seen(a), "pyroute2": seen(b), "loaded": loaded,
+                  "again": again == errno.EEXIST, "missing": missing == errno.ENODEV}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("local", "peer"), [("192.168.3.1", "192.168.3.2"), ("fd00:3::1", "fd00:3::2")]
+)
+def test_point_to_point_requests_do_what_pyroute2_does(netns, local: str, peer: str) -> None:
+    """The connect path's own two rtnetlink requests leave a device as pyroute2 would."""
+    p = hold(
+        netns, "thp2p1,thp2p2", IFF_TUN_NO_PI, sys.executable, "-c", CONFIGURE,
+        "thp2p1", "thp2p2", local, peer, "9000",
+    )  # fmt: skip
+    assert p.stdout is not None
+    code, out, err = ast.literal_eval(p.stdout.readline())
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["ours"] == result["pyroute2"]
+    family = "inet6" if ":" in local else "inet"
+    prefix = 128 if ":" in local else 32
+    assert result["ours"] == {
+        "mtu": 9000,
+        "up": True,
+        "addrs": [[family, local, peer, prefix, "global"]],
+    }
+    assert result["loaded"] == []  # the path to the announcement never imports pyroute2
+    assert result["again"] and result["missing"]  # the kernel's refusals arrive as OSError
+
+
+def test_acknowledgement_parser() -> None:
+    def message(kind: int, seq: int, payload: bytes) -> bytes:
+        return (
+            linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(payload), kind, 0, seq, 0) + payload
+        )
+
+    error = struct.pack("=i", -17)
+    ok = struct.pack("=i", 0)
+    assert linux._acknowledgement(message(linux._NLMSG_ERROR, 5, error), 5) == 17
+    assert linux._acknowledgement(message(16, 5, ok) + message(linux._NLMSG_ERROR, 5, ok), 5) == 0
+    assert linux._acknowledgement(message(linux._NLMSG_ERROR, 4, error), 5) is None  # not ours
+    assert linux._acknowledgement(b"\x00" * 30, 5) is None  # a zero length ends the walk
+
+
+LEAN_IMPORT = r"""
+import sys
+from tunhelper.platform import linux
+IPRoute, NetlinkError = linux._rtnl()
+lean = sorted(m for m in sys.modules if m.startswith(("pyroute2.ndb", "pyroute2.ipdb")))
+stray = "pyroute2" in sys.modules
+import pyroute2
+print(lean, stray, pyroute2.IPRoute is IPRoute, pyroute2.NetlinkError is NetlinkError)
+"""
+
+
+def test_pyroute2_loads_without_its_whole_library_and_stays_whole() -> None:
+    """Only IPRoute's modules load; a later ``import pyroute2`` still gets the whole API."""
+    out = subprocess.run(
+        [sys.executable, "-c", LEAN_IMPORT], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[] False True True"

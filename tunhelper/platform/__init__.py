@@ -39,7 +39,7 @@ module provides all of them:
 Linux (``linux.py``) and FreeBSD (``freebsd.py``) provide them; docs/platforms.md says
 what was verified on each. Only the module for this platform is imported, and importing
 it must stay cheap: heavy libraries (pyroute2, psutil) are imported only inside the
-functions that need them.
+functions that need them, and the path to the announcement imports no pyroute2.
 """
 
 from __future__ import annotations

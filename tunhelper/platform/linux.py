@@ -1,5 +1,9 @@
 """Linux: /proc for discovery, pyroute2 for configuration, pidfd + netlink for hold.
 
+One exception on purpose: the two requests that configure a point-to-point link, on
+every connect's path to the announcement, are sent here without pyroute2, whose import
+alone cost more than the time target allows (issue 5, ``docs/performance.md``).
+
 Discovery goes below psutil on purpose: ``Process.open_files()`` lists regular files
 only and never shows ``/dev/net/tun``, so the fd links and ``fdinfo`` are read here,
 and nowhere else.
@@ -9,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
+import importlib.util
 import os
 import re
 import select
 import socket
 import stat
 import struct
+import sys
 from collections.abc import Iterator
 
 from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
@@ -32,6 +39,16 @@ _NLMSG_HDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _NLATTR = struct.Struct("=HH")  # len, type
 _IFLA_STATS64 = 23
+# ... and the two requests that configure a point-to-point link (see configure_p2p).
+_RTM_NEWLINK = 16
+_RTM_NEWADDR = 20
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_IFLA_MTU = 4
+_IFF_UP = 0x1
+_RTNETLINK_TIMEOUT = 5.0  # the kernel answers at once; never hang a session on it
 
 
 def _valid_ifname(name: str) -> bool:
@@ -104,30 +121,100 @@ def boot_id() -> str:
         return f.read().strip()
 
 
+def _rtnl() -> tuple[type, type[Exception]]:
+    """pyroute2's ``IPRoute`` and ``NetlinkError``, without its package ``__init__``.
+
+    ``import pyroute2`` imports the whole library (IPDB, NDB, conntrack, nftables,
+    ethtool...): 110-150 ms that every connect waited for, to send two messages. The
+    package object is created from its spec but not executed while the two modules
+    that hold these classes load, then dropped, so a later ``import pyroute2`` runs the
+    real ``__init__`` and finds them already loaded. A pyroute2 laid out differently
+    gets the plain import: slower, never wrong.
+    """
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is not None and spec.submodule_search_locations is not None:
+            sys.modules["pyroute2"] = importlib.util.module_from_spec(spec)
+            try:
+                linux = importlib.import_module("pyroute2.iproute.linux")
+                exceptions = importlib.import_module("pyroute2.netlink.exceptions")
+                return linux.IPRoute, exceptions.NetlinkError
+            except (ImportError, AttributeError):
+                pass  # fall through to the plain import
+            finally:
+                del sys.modules["pyroute2"]
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    return IPRoute, NetlinkError
+
+
 def _family(address: str) -> tuple[int, int]:
     """The address family and host prefix length of an address (pyroute2 needs both)."""
     return (socket.AF_INET6, 128) if ":" in address else (socket.AF_INET, 32)
 
 
 def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
-    """``ip addr add LOCAL peer PEER/32 dev DEV; ip link set DEV mtu N up``.
+    """``ip link set DEV mtu N up; ip addr add LOCAL peer PEER/32 dev DEV``.
 
-    The same on both ends of a link, with local and peer swapped; IPv6 is PEER/128,
-    with its family given to pyroute2 explicitly (it assumes IPv4 otherwise).
+    The same on both ends of a link, with local and peer swapped; IPv6 is PEER/128.
+    This is every connect's path to the announcement, so it sends its two rtnetlink
+    requests itself rather than import pyroute2 (issue 5: ~60 ms even without its
+    package ``__init__``, for two messages); everything else uses pyroute2, and
+    ``tests/test_linux.py`` holds these requests to what pyroute2 sends.
     """
-    from pyroute2 import IPRoute  # costly import (~150 ms): only on the path that needs it
-
     family, prefixlen = _family(local)
-    with IPRoute() as ipr:
-        ipr.link("set", index=device.index, state="up", mtu=mtu)  # IPv6 needs the MTU first
-        ipr.addr(
-            "add",
-            index=device.index,
-            family=family,
-            local=local,
-            address=peer,
-            prefixlen=prefixlen,
-        )
+    with _rtnetlink() as nl:
+        # MTU first: IPv6 needs a link of at least 1280 before it takes an address
+        link = _IFINFOMSG.pack(socket.AF_UNSPEC, 0, device.index, _IFF_UP, _IFF_UP)
+        _request(nl, _RTM_NEWLINK, 0, link + _attr(_IFLA_MTU, struct.pack("=I", mtu)))
+        addr = _IFADDRMSG.pack(family, prefixlen, 0, 0, device.index)
+        addr += _attr(_IFA_LOCAL, socket.inet_pton(family, local))
+        addr += _attr(_IFA_ADDRESS, socket.inet_pton(family, peer))
+        _request(nl, _RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL, addr)
+
+
+@contextlib.contextmanager
+def _rtnetlink() -> Iterator[socket.socket]:
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        nl.settimeout(_RTNETLINK_TIMEOUT)
+        nl.bind((0, 0))
+        yield nl
+    finally:
+        nl.close()
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = _NLATTR.size + len(payload)
+    return _NLATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _request(nl: socket.socket, kind: int, flags: int, body: bytes) -> None:
+    """Send one request and wait for its acknowledgement; a refusal raises ``OSError``."""
+    seq = int.from_bytes(os.urandom(4), "little")
+    flags |= _NLM_F_REQUEST | _NLM_F_ACK
+    nl.sendto(_NLMSG_HDR.pack(_NLMSG_HDR.size + len(body), kind, flags, seq, 0) + body, (0, 0))
+    while True:
+        error = _acknowledgement(nl.recv(65536), seq)
+        if error is not None:
+            if error:
+                raise OSError(error, os.strerror(error))
+            return
+
+
+def _acknowledgement(data: bytes, seq: int) -> int | None:
+    """The errno (0: done) the kernel answered request ``seq`` with, or ``None`` if absent."""
+    offset = 0
+    while offset + _NLMSG_HDR.size + 4 <= len(data):
+        length, kind, _, mseq, _ = _NLMSG_HDR.unpack_from(data, offset)
+        if length < _NLMSG_HDR.size:
+            break
+        if kind == _NLMSG_ERROR and mseq == seq:
+            (error,) = struct.unpack_from("=i", data, offset + _NLMSG_HDR.size)
+            return -error
+        offset += (length + 3) & ~3
+    return None
 
 
 def filter_sources(device: DeviceInfo) -> None:
@@ -148,8 +235,7 @@ def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
     """Undo :func:`configure_p2p` on whatever is left; a vanished device is not an error."""
     if not _same_device(device):
         return  # sshd closed it: the kernel already removed the device and its address
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    IPRoute, NetlinkError = _rtnl()
 
     family, prefixlen = _family(local)
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
@@ -166,7 +252,7 @@ def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
 
 def configure_address(device: DeviceInfo, address: str, prefixlen: int, mtu: int) -> None:
     """``ip addr add ADDRESS/PREFIX dev DEV; ip link set DEV mtu N up`` (a tap client)."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = _rtnl()
 
     with IPRoute() as ipr:
         ipr.addr("add", index=device.index, address=address, prefixlen=prefixlen)
@@ -177,8 +263,7 @@ def deconfigure_address(device: DeviceInfo, address: str, prefixlen: int) -> Non
     """Undo :func:`configure_address` on whatever is left."""
     if not _same_device(device):
         return
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    IPRoute, NetlinkError = _rtnl()
 
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
         ipr.addr("del", index=device.index, address=address, prefixlen=prefixlen)
@@ -197,7 +282,7 @@ def bridge_ports(name: str) -> list[str] | None:
 
 def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> None:
     """``ip link add NAME type bridge; ip addr add ADDRESS/PREFIX dev NAME; ... up``."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = _rtnl()
 
     with IPRoute() as ipr:
         ipr.link("add", ifname=name, kind="bridge")
@@ -208,8 +293,7 @@ def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> N
 
 
 def delete_bridge(name: str) -> None:
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    IPRoute, NetlinkError = _rtnl()
 
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
         ipr.link("del", ifname=name)
@@ -217,7 +301,7 @@ def delete_bridge(name: str) -> None:
 
 def add_port(device: DeviceInfo, bridge: str, mtu: int) -> None:
     """MTU first, so the bridge (which follows its smallest port) never shrinks below it."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = _rtnl()
 
     with IPRoute() as ipr:
         (master,) = ipr.link_lookup(ifname=bridge)
@@ -235,8 +319,7 @@ def remove_port(device: DeviceInfo, bridge: str) -> None:
         return
     if master != bridge:
         return
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    IPRoute, NetlinkError = _rtnl()
 
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
         ipr.link("set", index=device.index, master=0, state="down")
@@ -249,7 +332,7 @@ RTPROT_TUNHELPER = 113
 
 def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
     """``ip route add NETWORK [via VIA] dev DEV proto 113``."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = _rtnl()
 
     with IPRoute() as ipr:
         route = {"dst": network, "oif": device.index, "proto": RTPROT_TUNHELPER}
@@ -262,8 +345,7 @@ def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
     """Undo :func:`add_route`; a route that went with its device is not an error."""
     if not _same_device(device):
         return
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
+    IPRoute, NetlinkError = _rtnl()
 
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
         ipr.route("del", dst=network, oif=device.index, proto=RTPROT_TUNHELPER)
@@ -271,7 +353,7 @@ def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
 
 def our_routes() -> list[tuple[str, str]]:
     """``(network, device)`` of every route tunhelper installed that is still there."""
-    from pyroute2 import IPRoute
+    IPRoute, _ = _rtnl()
 
     out = []
     with IPRoute() as ipr:
