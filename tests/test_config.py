@@ -56,9 +56,9 @@ def test_a_named_pool_fills_the_options(tmp_path: Path) -> None:
     assert args.max_sessions == 2 and args.refuse_extra is True
     assert args.up == ["/usr/local/sbin/tunnel-up", "--verbose"]
     laptop = clients["laptop"]
-    assert (laptop.pool, laptop.address, laptop.client_nets) == (
+    assert (laptop.pool, laptop.addresses, laptop.client_nets) == (
         "office",
-        "192.168.3.10",
+        ("192.168.3.10",),
         ("10.99.0.0/24",),
     )
     assert laptop.applies_to("office") and not laptop.applies_to("lab")
@@ -95,6 +95,11 @@ def test_the_command_line_wins(tmp_path: Path) -> None:
         ("[pool lab]\nnetwork = 192.168.3.0/24\n", "--pool office: no [pool office] in"),
         ("[pool office]\nnetwork = 192.168.3.0/24\n[client x]\nmtu = 1\n", ":4: mtu: not a client"),
         ("[pool office]\nnetwork = 192.168.3.0/24\n[client x]\naddress = y\n", ":4: address: "),
+        (
+            "[pool office]\nnetwork = 192.168.3.0/24\n[client x]\n"
+            "address = 192.168.3.9\naddress = 192.168.3.10\n",
+            ":5: address: a second IPv4 address (192.168.3.9, 192.168.3.10)",
+        ),
     ],
 )
 def test_every_error_is_one_line_naming_file_line_and_key(tmp_path, text, expect) -> None:
@@ -158,4 +163,13 @@ def test_the_shipped_example_is_valid(tmp_path: Path) -> None:
     args, clients = resolve(write(tmp_path, example.read_text()), "--pool", "office")
     assert args.pool == ["192.168.3.0/24"] and args.route == ["10.20.0.0/16"]
     (client,) = clients.values()
-    assert client.address == "192.168.3.10" and client.applies_to("office")
+    assert client.addresses == ("192.168.3.10",) and client.applies_to("office")
+
+
+def test_a_client_reserves_one_address_of_each_family(tmp_path: Path) -> None:
+    text = (
+        "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\n"
+        "[client laptop]\naddress = fd00:3::0:10\naddress = 192.168.3.10\n"
+    )
+    _, clients = resolve(write(tmp_path, text), "--pool", "office")
+    assert clients["laptop"].addresses == ("fd00:3::10", "192.168.3.10")  # compact form

@@ -131,3 +131,22 @@ def test_an_mtu_below_1280_is_refused_for_an_ipv6_pool(make_lab) -> None:
     stderr = session.stderr()
     assert "--mtu 1200 is below 1280" in stderr and "Traceback" not in stderr
     assert lab.leases() == []
+
+
+def test_a_config_file_client_reserves_an_address_of_each_family(make_lab) -> None:
+    from tests.test_policy_e2e import fingerprint
+
+    lab = make_lab()
+    conf = lab.dir / "tunhelper.conf"
+    args = ["--pool", "office", "--config", str(conf)]
+    walkin = lab.add_client("walkin", helper_args=args)
+    vip = lab.add_client("vip", helper_args=args)
+    conf.write_text(
+        "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\n"
+        f"[client {fingerprint(vip)}]\naddress = 192.168.3.2\naddress = fd00:3::2\n"
+    )
+    first = json.loads(walkin.tunhelper_connect("--json").status() or "{}")
+    assert (first.get("address"), first.get("address6")) == ("192.168.3.3", "fd00:3::3")
+    second = json.loads(vip.tunhelper_connect("--json").status() or "{}")
+    assert (second.get("address"), second.get("address6")) == ("192.168.3.2", "fd00:3::2")
+    assert ping(vip, second["device"], "fd00:3::1")

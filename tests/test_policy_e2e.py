@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 
+import pytest
+
 from tests.lab import Lab, run, wait_until
 
 GATEWAY = "192.168.3.1"
@@ -172,6 +174,26 @@ def test_refuse_extra_refuses_the_new_session_instead(make_lab) -> None:
     assert new.wait(15) not in (None, 0)
     assert "already has 1 live session(s), the most --max-sessions 1 allows" in new.stderr()
     assert old.proc.poll() is None  # the first one is untouched
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_a_burst_of_one_keys_connections_settles_on_max_sessions(make_lab, refuse) -> None:
+    """Four connections of one key at once: one session is left, whichever rule applies."""
+    lab = make_lab([*POOL, "--refuse-extra"] if refuse else POOL)
+    client = lab.add_client()
+    burst = [client.connect() for _ in range(4)]
+
+    def settled() -> bool:
+        running = [s for s in burst if s.proc.poll() is None]
+        return len(running) == 1 and len(lab.active_leases()) == 1
+
+    assert wait_until(settled, 30), (lab.active_leases(), [s.stderr() for s in burst])
+    (survivor,) = [s for s in burst if s.proc.poll() is None]
+    (lease,) = lab.active_leases()
+    assert survivor.read_address() == lease["address"]
+    if refuse:
+        refused = [s.stderr() for s in burst if s is not survivor]
+        assert all("the most --max-sessions 1 allows" in e for e in refused), refused
 
 
 def fingerprint(client) -> str:

@@ -296,6 +296,59 @@ def test_the_limit_counts_only_this_clients_live_sessions(world) -> None:
     assert "announce 192.168.3.3" in events
 
 
+def _burst(settings, client: str, n: int) -> list:
+    """``n`` live leases of ``client``, as sessions of one key that allocated at once."""
+    from tunhelper.lease import Holder, Request
+
+    me, started = os.getpid(), session.holder.process_start(os.getpid())
+    holder = Holder(session.holder.this_host(), "boot", me, started, me, started, "tun9")
+    pool = settings.pool
+    store = open_store(settings.state_dir)
+    try:
+        return [
+            store.allocate(
+                Request(
+                    pool.name,
+                    pool.first,
+                    pool.last,
+                    pool.excluded([]),
+                    client,
+                    holder,
+                    pool.address,
+                ),
+                session.holder.Liveness(),
+            )
+            for _ in range(n)
+        ]
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(("refuse", "me", "verdict"), [
+    (False, 2, "end 192.168.3.2 192.168.3.3"),  # the newest ends the older ones
+    (False, 0, "keep"),  # an older one leaves it to the newest
+    (True, 0, "keep"),  # the oldest stays
+    (True, 2, "refuse"),  # a newer one is refused
+])  # fmt: skip
+def test_a_burst_of_one_keys_sessions_settles_on_the_limit(world, refuse, me, verdict) -> None:
+    """Counted after allocating, so that sessions that all passed the first count agree."""
+    settings, _, monkeypatch = world
+    ended: list[str] = []
+    monkeypatch.setattr(session.holder, "end", lambda lease: ended.append(lease.address))
+    burst = _burst(settings, "alice", 3)
+    limited = dataclasses.replace(settings, max_sessions=1, refuse_extra=refuse)
+    store = open_store(settings.state_dir)
+    try:
+        session._settle_sessions(store, limited, "alice", session.holder.Liveness(), burst[me])
+        outcome = f"end {' '.join(ended)}" if ended else "keep"
+    except session.TunhelperError as e:
+        assert "the most --max-sessions 1 allows" in str(e) and not ended
+        outcome = "refuse"
+    finally:
+        store.close()
+    assert outcome == verdict
+
+
 def test_sources_not_filtered_is_a_warning_not_a_refusal(world) -> None:
     """A read-only /proc/sys (a container) must not stop the service; syslog says why."""
     settings, events, monkeypatch = world
@@ -358,3 +411,28 @@ def test_syslog_records_every_refusal_with_its_reason(world, syslog_records, cap
     assert (ident, priority) == ("tunhelper", syslog.LOG_ERR)
     assert "serves ethernet links only" in message
     assert message in capfd.readouterr().err  # the client is told the same reason
+
+
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None:
+    """A fleet shares one store: another gateway's pid and start time mean nothing here."""
+    import subprocess
+
+    from tunhelper import holder, platform
+    from tunhelper.lease import Lease
+
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        start = holder.process_start(sleeper.pid)
+        host = "another-gateway" if elsewhere else holder.this_host()
+        lease = Lease(
+            "192.168.3.0/24", 2, "192.168.3.2", "alice", ACTIVE, "t", 0.0, None,
+            host, platform.boot_id(), sleeper.pid, start, sleeper.pid, start, "tun9",
+        )  # fmt: skip
+        holder.end(lease)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            sleeper.wait(2)
+        assert (sleeper.poll() is None) == elsewhere
+    finally:
+        sleeper.kill()
+        sleeper.wait()

@@ -68,8 +68,8 @@ checks:
               --authorized-keys) whose command runs tunhelper: not 'restrict' (it
               disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
               no-X11-forwarding; its arguments, checked by the helper's own parsers;
-              the program given by absolute path; --max-leases set; pools of
-              different lines neither overlapping nor split across state directories
+              the program given by absolute path; pools of different lines neither
+              overlapping nor split across state directories
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
               sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
               (2), which would let a client send packets in another client's name
@@ -571,9 +571,12 @@ def serve_settings(argv: list[str]) -> Settings:
     client_sections = config.clients(parser, path, sections)
     pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
     pools = [p for p in (pool, pool6) if p is not None]
+    versions = {p.version for p in pools}
     for name, section in client_sections.items():
-        if section.address and section.applies_to(label, *(p.name for p in pools)):
-            _check_address(pools, section.address, f"{section.where}: [client {name}]")
+        if section.applies_to(label, *(p.name for p in pools)):
+            for address in section.addresses:  # a family with no pool here: not this key's
+                if _version(address) in versions:
+                    _check_address(pools, address, f"{section.where}: [client {name}]")
     if args.bridge and args.bridge_name:
         raise UsageError(
             "--bridge joins an existing bridge, --bridge-name names one tunhelper "

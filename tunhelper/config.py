@@ -17,6 +17,7 @@
     [client laptop]             # a client identity: --client NAME, or SHA256:... of a key
     pool = office               # optional: only for this pool
     address = 192.168.3.10      # reserved: other clients of the pool never get it
+    address = fd00:3::10        # optional: once per family, for dual stack
     client-net = 10.99.0.0/24
 
 Pool keys are the forced command's long options without ``--`` (``network`` is the
@@ -60,7 +61,7 @@ class ClientSection:
     """What the config file says about one client identity."""
 
     pool: str | None
-    address: str | None
+    addresses: tuple[str, ...]  # reservations, at most one of each family
     client_nets: tuple[str, ...]
     where: str  # FILE:LINE of the section, for errors
 
@@ -184,7 +185,7 @@ def clients(
     options = _options(parser)
     out: dict[str, ClientSection] = {}
     for section in (s for s in sections if s.kind == "client"):
-        pool, address, nets = None, None, []
+        pool, addresses, nets = None, {}, []
         for entry in section.entries:
             where = f"{path}:{entry.line}"
             if entry.key not in CLIENT_KEYS:
@@ -193,11 +194,19 @@ def clients(
                 pool = entry.value
             elif entry.key == "address":
                 address = _check(options["address"], entry.value, where, entry.key)
+                version = 6 if ":" in address else 4
+                if version in addresses:
+                    raise UsageError(
+                        f"{where}: address: a second IPv{version} address "
+                        f"({addresses[version]}, {address}); a client has at most one "
+                        "of each family"
+                    )
+                addresses[version] = address
             else:
                 nets.append(_check(options["client-net"], entry.value, where, entry.key))
         out[section.name] = ClientSection(
             pool,
-            address,
+            tuple(addresses.values()),
             tuple(nets),
             f"{path}:{section.line}",  # type: ignore[arg-type]
         )

@@ -395,13 +395,6 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
         )
     elif not os.access(program, os.X_OK):
         out.append(error(f"{where}: {program} is not an executable file"))
-    if parsed.max_leases is None and parsed.max_sessions > 1:
-        out.append(
-            warning(
-                f"{where}: --max-sessions {parsed.max_sessions} without --max-leases: a burst of "
-                f"one client's connections can take more of {pool.name} than that"
-            )
-        )
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
     return out, KeyLine(where, program, pool, parsed.state_dir, gateway)

@@ -56,7 +56,11 @@ def running(pid: int, start: float) -> bool:
 
 def end(lease: Lease) -> None:
     """End a live session: its helper if it runs (it then gives everything back and ends
-    the ssh connection), else the sshd session process it left behind."""
+    the ssh connection), else the sshd session process it left behind.
+
+    Only a session of this host and boot: another gateway's pids mean nothing here."""
+    if lease.host != this_host() or lease.boot_id != platform.boot_id():
+        return
     for pid, start in (
         (lease.helper_pid, lease.helper_start),
         (lease.session_pid, lease.session_start),

@@ -154,6 +154,7 @@ def _run(
         leases.append(grant)
     lease, lease6 = leases[0], (leases[1] if pool6 is not None else None)
     _check_limit(store, settings, client, alive)
+    _settle_sessions(store, settings, client, alive, lease)
 
     gateway = None if pool.gateway is None else str(pool.gateway)
     gateway6 = None if pool6 is None else str(pool6.gateway)
@@ -238,22 +239,21 @@ def _for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
     names = (settings.pool_label, *(p.name for p in pools))
     section = settings.clients.get(client)
     if section is not None and section.applies_to(*names):
-        reserved = section.address
-        in_pool6 = (
-            reserved is not None
-            and settings.pool6 is not None
-            and settings.pool6.offset(reserved) is not None
-        )
+        v4 = next((a for a in section.addresses if ":" not in a), None)
+        v6 = next((a for a in section.addresses if ":" in a), None)
+        if settings.pool6 is None:  # one pool: its family's reservation
+            v4, v6 = (v6, None) if settings.pool.version == 6 else (v4, None)
         settings = replace(
             settings,
-            address=settings.address or (None if in_pool6 else reserved),
-            address6=settings.address6 or (reserved if in_pool6 else None),
+            address=settings.address or v4,
+            address6=settings.address6 or v6,
             client_nets=settings.client_nets or list(section.client_nets),
         )
     others = [
-        s.address
+        address
         for name, s in settings.clients.items()
-        if name != client and s.address and s.applies_to(*names)
+        if name != client and s.applies_to(*names)
+        for address in s.addresses
     ]
     return settings, others
 
@@ -293,6 +293,36 @@ def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -
     raise TunhelperError(
         f"the previous session of this client did not end within {TAKEOVER_WAIT:g}s; try again"
     )
+
+
+def _settle_sessions(
+    store, settings: Settings, client: str, alive: holder.Liveness, mine: Lease
+) -> None:
+    """Enforce ``--max-sessions`` again after our own allocation, against bursts.
+
+    :func:`_make_room` counts before allocating, so a burst of one key's connections can
+    all pass it. Counted again now, in allocation order: the newest ``--max-sessions``
+    are kept and any older one is ended (a later session ends us if we are too old), or
+    with ``--refuse-extra`` the oldest are kept and we refuse if we are not among them.
+    Either way every session reaches the same verdict, so the limit holds.
+    """
+    limit = settings.max_sessions
+    live = [x for x in store.leases(settings.pool.name, client) if x.state == ACTIVE and alive(x)]
+    if len(live) <= limit:
+        return
+    live.sort(key=lambda x: (x.since, x.token))
+    tokens = [x.token for x in live]
+    if settings.refuse_extra:
+        if mine.token not in tokens[:limit]:
+            raise TunhelperError(
+                f"this client already has {limit} live session(s), the most --max-sessions "
+                f"{limit} allows; end one first"
+            )
+        return
+    if mine.token in tokens[-limit:]:
+        for lease in live[:-limit]:
+            log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
+            holder.end(lease)
 
 
 def _filter_sources(device: DeviceInfo) -> None:
