@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
-import importlib.util
 import os
 import re
 import select
@@ -131,6 +129,9 @@ def _rtnl() -> tuple[type, type[Exception]]:
     real ``__init__`` and finds them already loaded. A pyroute2 laid out differently
     gets the plain import: slower, never wrong.
     """
+    import importlib
+    import importlib.util
+
     if "pyroute2" not in sys.modules:
         spec = importlib.util.find_spec("pyroute2")
         if spec is not None and spec.submodule_search_locations is not None:
