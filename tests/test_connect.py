@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunhelper import announce, connect
+from tunhelper import announce, connect, discover
 from tunhelper.announce import Announcement
 from tunhelper.errors import TunhelperError
+from tunhelper.platform import DeviceInfo
 
 
 def options(**kw) -> connect.Options:
@@ -83,6 +84,25 @@ def test_dual_stack_announcement_round_trip_keeps_ipv4_first() -> None:
     only6 = Announcement("fd00:3::2", 128, "fd00:3::1", "tun", 1500)
     assert "address6" not in json.loads(only6.to_json())  # an IPv6-only link: in address
     assert announce.parse(only6.to_json()) == only6
+
+
+def test_a_dual_stack_tap_announcement_carries_the_ipv6_prefix(capsys) -> None:
+    ann = Announcement(
+        "192.168.3.2",
+        24,
+        "192.168.3.1",
+        "tap",
+        16370,
+        address6="fd00:3::2",
+        prefix6=112,
+        gateway6="fd00:3::1",
+    )
+    assert announce.parse(ann.to_json()) == ann
+    found = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), 1, 0.0)
+    connect._report(found, ann, as_json=False)
+    assert capsys.readouterr().out == (
+        "tap0 192.168.3.2/24 gateway 192.168.3.1 mtu 16370 fd00:3::2/112 gateway fd00:3::1\n"
+    )
 
 
 def test_only_the_exact_request_gets_a_description() -> None:

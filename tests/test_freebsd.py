@@ -427,6 +427,28 @@ def test_create_bridge_renames_what_ifconfig_creates_and_configures_it(fake) -> 
     ]
 
 
+def test_add_address_puts_a_further_ipv4_gateway_on_the_bridge(fake) -> None:
+    argv = (IFCONFIG, "thbr1234", "inet", "192.168.3.1/24", "alias")
+    runner = fake({argv: ok()})
+    freebsd.add_address("thbr1234", "192.168.3.1", 24)
+    assert runner.calls == [list(argv)]
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        lambda: freebsd.create_bridge("thbr1234", "fd00:3::1", 112, 16370),
+        lambda: freebsd.add_address("thbr1234", "fd00:3::1", 112),
+        lambda: freebsd.configure_address(DeviceInfo("tap0", 3, "tap"), "fd00:3::2", 112, 1500),
+    ],
+)
+def test_ipv6_on_tap_is_refused_before_any_command(fake, step) -> None:
+    runner = fake({})
+    with pytest.raises(TunhelperError, match="IPv6 pools are not supported on FreeBSD yet"):
+        step()
+    assert runner.calls == []
+
+
 def test_bridge_ports_are_read_from_ifconfig(fake) -> None:
     fake({(IFCONFIG, "bridge0"): ok(sample("ifconfig-bridge0.txt"))})
     assert freebsd.bridge_ports("bridge0") == ["tap101", "tap100"]

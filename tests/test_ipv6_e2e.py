@@ -91,19 +91,6 @@ def test_an_ipv6_only_pool_announces_its_address_on_the_plain_line(make_lab) -> 
     assert plain.read_address() == "fd00:3::3", plain.stderr()
 
 
-def test_ipv6_on_tap_is_refused_in_one_line_and_leaves_nothing(make_lab) -> None:
-    lab = make_lab(DUAL)
-    client = lab.add_client()
-    conn = client.tunhelper_connect("--tap")
-    assert conn.status() is None
-    assert conn.wait(15) == 1
-    stderr = conn.stderr()
-    assert "IPv6 on ethernet (tap) links is not supported yet" in stderr
-    assert "Traceback" not in stderr
-    assert lab.leases() == []
-    assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()
-
-
 def test_hooks_get_both_families_and_a_reserved_ipv6_address(make_lab) -> None:
     from tests.test_policy_e2e import hook_script, read_env
 

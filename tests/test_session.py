@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import syslog
 from pathlib import Path
 
@@ -421,8 +422,16 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     from tunhelper import holder, platform
     from tunhelper.lease import Lease
 
-    sleeper = subprocess.Popen(["sleep", "30"])
+    # The process's own signal state, not the one earlier tests left to this one's
+    # children (a serve() that ran here ignores SIGTERM from its end on).
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_DFL);"
+        "signal.pthread_sigmask(signal.SIG_SETMASK, []); print('ready', flush=True);"
+        "time.sleep(30)"
+    )
+    sleeper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert sleeper.stdout is not None and sleeper.stdout.readline().strip() == "ready"
         start = holder.process_start(sleeper.pid)
         host = "another-gateway" if elsewhere else holder.this_host()
         lease = Lease(
@@ -436,3 +445,54 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_dual_stack_tap_session_announces_the_ipv6_pools_prefix(world, monkeypatch) -> None:
+    """On tap the client joins the bridge's segment: prefix6 is the IPv6 pool's, not /128."""
+    settings, events, _ = world
+    tap = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), os.getpid(), 0.0)
+    monkeypatch.setattr(discover, "find_device", lambda wait, env: tap)
+    announced = []
+    monkeypatch.setattr("tunhelper.session.announce", lambda a, describe: announced.append(a))
+    plan = dataclasses.replace(BRIDGE, address6="fd00:3::1", prefixlen6=112)
+    settings = dataclasses.replace(settings, pool6=Pool.parse("fd00:3::/112"), bridge=plan)
+    assert session.serve(settings, {}) == 0
+    assert events == ["join thbrtest", "hold", "leave thbrtest", "end connection"]
+    (ann,) = announced
+    assert (ann.address, ann.prefix, ann.gateway, ann.mode) == (
+        "192.168.3.2",
+        24,
+        "192.168.3.1",
+        "tap",
+    )
+    assert (ann.address6, ann.prefix6, ann.gateway6) == ("fd00:3::2", 112, "fd00:3::1")
+    assert sorted(x.state for x in leases(settings)) == [RELEASED, RELEASED]
+
+
+def test_a_dual_stack_pool_without_an_ipv6_gateway_refuses_tun(world, capfd) -> None:
+    settings, events, _ = world
+    settings = dataclasses.replace(
+        settings,
+        pool6=Pool.parse("fd00:3::/112", None, gateway_optional=True),
+        bridge=BridgePlan("lan0", managed=False, address=None, prefixlen=24),
+    )
+    assert session.serve(settings, {}) == 1
+    assert "serves ethernet links only" in capfd.readouterr().err
+    assert leases(settings) == [] and events == ["end connection"]
+
+
+def test_the_managed_bridge_plan_carries_one_gateway_per_family() -> None:
+    from tunhelper import cli
+
+    dual = cli.serve_settings(["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]).bridge
+    assert dual.managed and dual.gateways() == [("192.168.3.1", 24), ("fd00:3::1", 112)]
+    only6 = cli.serve_settings(["--pool", "fd00:3::/112"]).bridge
+    assert only6.gateways() == [("fd00:3::1", 112)]
+    admins = cli.serve_settings(["--pool", "fd00:3::/112", "--bridge", "lan0"]).bridge
+    assert not admins.managed and admins.gateways() == []
+    # a record an older helper wrote (no IPv6 fields) still reads
+    from tunhelper import configure
+
+    old = {"name": "thbrx", "managed": True, "address": "192.168.3.1", "prefixlen": 24}
+    record = {"kind": "bridge", "device": DEVICE._asdict(), "plan": old, "state_dir": "/x"}
+    assert configure.from_record(record).plan.gateways() == [("192.168.3.1", 24)]

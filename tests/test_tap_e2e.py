@@ -6,13 +6,22 @@ import json
 import os
 import signal
 
-from tests.lab import Lab, run, wait_until
+from tests.lab import Lab, refused, run, wait_until
 
 GATEWAY = "192.168.3.1"
+DUAL = ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
 
 
 def ping(client, address: str) -> bool:
     return run("ping", "-c", "1", "-W", "2", address, ns=client.ns, check=False).returncode == 0
+
+
+def addresses_on(ns: str, device: str) -> set[tuple[str, int]]:
+    """Global addresses of a device, none of them still tentative (IPv6 duplicate detection)."""
+    out = json.loads(run("ip", "-j", "addr", "show", "dev", device, ns=ns).stdout)
+    info = [a for a in out[0]["addr_info"] if a.get("scope") == "global"]
+    assert not [a for a in info if a.get("tentative")], info
+    return {(a["local"], a["prefixlen"]) for a in info}
 
 
 def tap_connect(client) -> dict:
@@ -121,7 +130,8 @@ def test_full_size_packets_cross_both_ways_at_the_default_mtu(make_lab) -> None:
     """One byte over OpenSSH's limit and full-size packets vanish silently: check the limit."""
     lab = make_lab()
     tun_client, tap_client = lab.add_client("tun"), lab.add_client("tap")
-    tun = json.loads(tun_client.tunhelper_connect("--json").status() or "{}")
+    tun_conn = tun_client.tunhelper_connect("--json")
+    tun = json.loads(tun_conn.status() or "{}")
     tap = tap_connect(tap_client)
     assert (tun["mtu"], tap["mtu"]) == (16380, 16370)
     for client, status in ((tun_client, tun), (tap_client, tap)):
@@ -141,3 +151,128 @@ def test_mtu_above_the_tap_limit_is_refused_and_nothing_configured(make_lab) -> 
     assert "--mtu 16375 is above what an ssh tap channel carries (16370)" in conn.stderr()
     assert lab.leases() == []
     assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()
+
+
+# ---------------------------------------------------------------- IPv6 on tap
+
+
+def test_dual_stack_tap_clients_ping_both_families_through_the_bridge(make_lab) -> None:
+    lab = make_lab(DUAL)
+    a, b = lab.add_client("a"), lab.add_client("b")
+    sa, sb = tap_connect(a), tap_connect(b)
+    for s, n in ((sa, 2), (sb, 3)):
+        assert (s["mode"], s["address"], s["prefix"], s["gateway"]) == (
+            "tap",
+            f"192.168.3.{n}",
+            24,
+            GATEWAY,
+        )
+        assert (s["address6"], s["prefix6"], s["gateway6"]) == (f"fd00:3::{n}", 112, "fd00:3::1")
+    (bridge,) = bridges(lab)
+    assert addresses_on(lab.server_ns, bridge) == {(GATEWAY, 24), ("fd00:3::1", 112)}
+    assert addresses_on(a.ns, sa["device"]) == {("192.168.3.2", 24), ("fd00:3::2", 112)}
+    # at once: no waiting for duplicate address detection on either end
+    assert ping(a, "fd00:3::1") and ping(a, GATEWAY)
+    assert lab.ping6_from_server("fd00:3::2") and lab.ping_from_server("192.168.3.2")
+    assert ping(a, "fd00:3::3") and ping(b, "fd00:3::2")  # each other, across the bridge
+    assert not lab.ping6_from_server("fd00:3::4")  # an honest check: nobody has ::4
+    leases = lab.active_leases()
+    assert sorted(x["address"] for x in leases) == [
+        "192.168.3.2",
+        "192.168.3.3",
+        "fd00:3::2",
+        "fd00:3::3",
+    ]
+
+    tun_client = lab.add_client("tun")  # a dual-stack tun beside the bridge's gateways
+    tun_conn = tun_client.tunhelper_connect("--json")
+    tun = json.loads(tun_conn.status() or "{}")
+    assert (tun.get("mode"), tun.get("address6"), tun.get("prefix6")) == (
+        "tun",
+        "fd00:3::4",
+        128,
+    ), tun_conn.stderr()
+    assert ping(tun_client, "fd00:3::1") and lab.ping6_from_server("fd00:3::4")
+    assert ping(a, "fd00:3::1")
+
+    for conn in (sa["connect"], sb["connect"]):
+        assert conn.interrupt() == 0
+    assert wait_until(lambda: bridges(lab) == [], 5), bridges(lab)  # the last tap session
+    assert ping(tun_client, "fd00:3::1")
+    assert tun_conn.interrupt() == 0
+    assert wait_until(lambda: lab.server_links() == [], 10), lab.server_links()
+    assert wait_until(lambda: lab.active_leases() == [], 5), lab.leases()
+    assert len(lab.leases()) == 6 and {x["state"] for x in lab.leases()} == {"released"}
+    assert a.tun_devices("tap") == [] and b.tun_devices("tap") == []
+
+
+def test_an_ipv6_only_tap_pool_works_with_plain_ssh_too(make_lab) -> None:
+    lab = make_lab(["--pool", "fd00:3::/112"])
+    client = lab.add_client()
+    status = tap_connect(client)
+    assert (status["address"], status["prefix"], status["gateway"]) == (
+        "fd00:3::2",
+        112,
+        "fd00:3::1",
+    )
+    assert "address6" not in status
+    (bridge,) = bridges(lab)
+    assert addresses_on(lab.server_ns, bridge) == {("fd00:3::1", 112)}
+    assert addresses_on(client.ns, status["device"]) == {("fd00:3::2", 112)}
+    assert ping(client, "fd00:3::1") and lab.ping6_from_server("fd00:3::2")
+
+    plain = lab.add_client().connect("-o", "Tunnel=ethernet")
+    assert plain.read_address() == "fd00:3::3", plain.stderr()
+    assert bridges(lab) == [bridge]
+    plain.close()
+    assert status["connect"].interrupt() == 0
+    assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()
+    assert wait_until(lambda: lab.active_leases() == [], 5), lab.leases()
+
+
+def test_a_dual_stack_key_adds_its_ipv6_gateway_to_the_bridge_of_an_ipv4_only_key(
+    make_lab,
+) -> None:
+    lab = make_lab()
+    old = lab.add_client("old", helper_args=["--pool", "192.168.3.0/24"])
+    new = lab.add_client("new", helper_args=DUAL)
+    first = tap_connect(old)
+    (bridge,) = bridges(lab)
+    assert addresses_on(lab.server_ns, bridge) == {(GATEWAY, 24)}
+    second = tap_connect(new)
+    assert bridges(lab) == [bridge]  # one bridge per IPv4 pool, whatever the key's IPv6
+    assert addresses_on(lab.server_ns, bridge) == {(GATEWAY, 24), ("fd00:3::1", 112)}
+    assert second["address6"] == "fd00:3::2" and second["prefix6"] == 112
+    assert ping(new, "fd00:3::1") and lab.ping6_from_server("fd00:3::2")
+    assert ping(old, second["address"]) and ping(new, first["address"])
+    assert first["connect"].interrupt() == 0
+    assert wait_until(lambda: len(lab.active_leases()) == 2, 5), lab.leases()
+    assert ping(new, "fd00:3::1")  # the bridge stays with its last session
+    assert second["connect"].interrupt() == 0
+    assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()
+
+
+def test_ipv6_on_an_admins_bridge_needs_its_ipv6_network(make_lab) -> None:
+    lab = make_lab(["--pool", "192.168.3.128/25", "--pool", "fd00:3::8000/113", "--bridge", "lan0"])
+    ns = lab.server_ns
+    run("ip", "link", "add", "lan0", "type", "bridge", ns=ns)
+    run("ip", "addr", "add", "192.168.3.1/24", "dev", "lan0", ns=ns)
+    run("ip", "link", "set", "lan0", "up", ns=ns)
+    client = lab.add_client()
+    line = refused(client.connect("-o", "Tunnel=ethernet"), 15)  # one line, from the server
+    assert "bridge lan0 (--bridge) has no IPv6 address around --pool fd00:3::8000/113" in line
+    assert "ip addr add" in line
+    assert lab.leases() == []
+
+    run("ip", "addr", "add", "fd00:3::1/64", "dev", "lan0", "nodad", ns=ns)
+    status = tap_connect(client)
+    assert (status["address"], status["prefix"], status["gateway"]) == ("192.168.3.129", 24, None)
+    assert (status["address6"], status["prefix6"], status["gateway6"]) == (
+        "fd00:3::8001",
+        64,
+        "fd00:3::1",
+    )
+    assert ping(client, "fd00:3::1") and lab.ping6_from_server("fd00:3::8001")
+    assert status["connect"].interrupt() == 0
+    assert wait_until(lambda: lab.server_links() == ["lan0"], 5), lab.server_links()
+    assert addresses_on(ns, "lan0") == {("192.168.3.1", 24), ("fd00:3::1", 64)}  # untouched

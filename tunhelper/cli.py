@@ -593,7 +593,14 @@ def serve_settings(argv: list[str]) -> Settings:
         plan = BridgePlan(args.bridge, managed=False, address=None, prefixlen=pool.prefixlen)
     else:
         name = args.bridge_name or default_name(pool.name)
-        plan = BridgePlan(name, managed=True, address=str(pool.gateway), prefixlen=pool.prefixlen)
+        plan = BridgePlan(
+            name,
+            managed=True,
+            address=str(pool.gateway),
+            prefixlen=pool.prefixlen,
+            address6=None if pool6 is None else str(pool6.gateway),
+            prefixlen6=None if pool6 is None else pool6.prefixlen,
+        )
     return session.Settings(
         pool=pool,
         state_dir=args.state_dir,

@@ -5,7 +5,7 @@ including a failure half-way, removes exactly what was applied:
 
 - tun, either end: a point-to-point address (local, peer/32), MTU, up;
 - tap, server: the tap becomes a port of the pool's bridge (see :mod:`bridge`);
-- tap, client: its address with the pool's prefix, MTU, up.
+- tap, client: its address with the pool's prefix (each family's), MTU, up.
 """
 
 from __future__ import annotations
@@ -196,9 +196,21 @@ def apply_local(device: DeviceInfo, ann: Announcement) -> Applied:
 
 
 def apply_local6(device: DeviceInfo, ann: Announcement) -> Applied:
-    """The client's IPv6 end of a dual-stack tun link (the server refuses IPv6 on tap)."""
-    if ann.mode != "tun" or ann.address6 is None or ann.gateway6 is None:
-        raise TunhelperError("the server announced IPv6 on a link that is not tun")
+    """The client's IPv6 end of a dual-stack link: point-to-point on tun, address6 with
+    the IPv6 prefix on tap (after :func:`apply_local`, which checked the mode)."""
+    if ann.address6 is None or ann.prefix6 is None:
+        raise TunhelperError("the server announced no IPv6 address")
+    if ann.mode == "tap":
+        return _applying(
+            PrefixAddress(device, ann.address6, ann.prefix6),
+            platform.configure_address,
+            device,
+            ann.address6,
+            ann.prefix6,
+            ann.mtu,
+        )
+    if ann.gateway6 is None:
+        raise TunhelperError("the server announced a tun link without an IPv6 gateway")
     return point_to_point(device, ann.address6, ann.gateway6, ann.mtu)
 
 

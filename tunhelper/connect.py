@@ -177,7 +177,8 @@ def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: 
         address = f"{ann.address}/{ann.prefix}" if ann.mode == "tap" else ann.address
         text = f"{found.device.name} {address} gateway {ann.gateway or '-'} mtu {ann.mtu}"
         if ann.address6 is not None:
-            text += f" {ann.address6} gateway {ann.gateway6}"
+            address6 = f"{ann.address6}/{ann.prefix6}" if ann.mode == "tap" else ann.address6
+            text += f" {address6} gateway {ann.gateway6}"
     print(text, flush=True)
 
 

@@ -109,16 +109,16 @@ def _run(
     device = found.device
     pool, pool6 = settings.pool, settings.pool6
     ipv6 = pool.version == 6 or pool6 is not None
-    if device.mode == "tap" and ipv6:
-        raise TunhelperError(
-            "IPv6 on ethernet (tap) links is not supported yet: connect with a tun link "
-            "(ssh -w any, tunhelper connect without --tap), or use an IPv4-only key for tap"
-        )
-    if device.mode == "tun" and pool.gateway is None:
+    gatewayless = pool.gateway is None or (pool6 is not None and pool6.gateway is None)
+    if device.mode == "tun" and gatewayless:
         raise TunhelperError(
             "this pool has no gateway (--bridge without --gateway), so it serves ethernet "
             "links only: connect with -o Tunnel=ethernet (tunhelper connect --tap)"
         )
+    v6pool = pool6 or (pool if pool.version == 6 else None)
+    gateway6 = None if v6pool is None or v6pool.gateway is None else str(v6pool.gateway)
+    if device.mode == "tap" and v6pool is not None and not settings.bridge.managed:
+        gateway6 = bridge.admin_gateway6(settings.bridge, v6pool.name, gateway6)
     mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge, ipv6)
     command = environ.get("SSH_ORIGINAL_COMMAND")
     describe = wants_description(command)
@@ -157,7 +157,8 @@ def _run(
     _settle_sessions(store, settings, client, alive, lease)
 
     gateway = None if pool.gateway is None else str(pool.gateway)
-    gateway6 = None if pool6 is None else str(pool6.gateway)
+    if pool.version == 6:
+        gateway = gateway6  # on the admin's bridge, perhaps the bridge's own address
     if device.mode == "tun":
         assert gateway is not None
         applied = [configure.point_to_point(device, gateway, lease.address, mtu)]
@@ -165,10 +166,12 @@ def _run(
             undo.callback(_quietly, "deconfigure the device", configure.undo, applied[0])
             applied.append(configure.point_to_point(device, gateway6, lease6.address, mtu))
         prefix = 32 if pool.version == 4 else 128
-    else:
+        prefix6 = 128
+    else:  # the bridge carries the gateways with their pools' prefixes (IPv6: nodad)
         plan, state_dir = settings.bridge, settings.state_dir
         applied = [configure.bridge_port(device, plan, mtu, state_dir)]
-        prefix = bridge.announced_prefix(settings.bridge, pool.name)
+        prefix = bridge.announced_prefix(plan, pool.name)
+        prefix6 = prefix if pool6 is None else bridge.announced_prefix(plan, pool6.name)
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied[-1])
     if device.mode == "tun":
         _filter_sources(device)
@@ -188,8 +191,8 @@ def _run(
         "prefix": prefix,
         # the IPv6 values whenever the session has IPv6, also from an IPv6-only pool
         "address6": None if v6 is None else v6.address,
-        "gateway6": gateway6 or (gateway if pool.version == 6 else None),
-        "prefix6": None if v6 is None else 128,
+        "gateway6": gateway6,
+        "prefix6": None if v6 is None else prefix6,
         "pool": pool.name,
         "client": client,
         "remote_address": remote_address,
@@ -209,7 +212,7 @@ def _run(
     )
     if lease6 is not None:
         announcement = replace(
-            announcement, address6=lease6.address, prefix6=128, gateway6=gateway6
+            announcement, address6=lease6.address, prefix6=prefix6, gateway6=gateway6
         )
     announce(announcement, describe)
     also = "" if lease6 is None else f" address6 {lease6.address} gateway6 {gateway6}"

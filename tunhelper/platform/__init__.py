@@ -21,8 +21,10 @@ module provides all of them:
 ``configure_address(device, address, prefixlen, mtu)`` / ``deconfigure_address(...)``
     an address with a prefix (the client end of a tap link);
 ``bridge_ports(name)``, ``create_bridge(name, address, prefixlen, mtu)``,
-``delete_bridge(name)``, ``add_port(device, bridge, mtu)``, ``remove_port(device, bridge)``
-    the bridge that tap sessions share (``bridge_ports`` is ``None`` if it does not exist);
+``add_address(name, address, prefixlen)``, ``delete_bridge(name)``,
+``add_port(device, bridge, mtu)``, ``remove_port(device, bridge)``
+    the bridge that tap sessions share (``bridge_ports`` is ``None`` if it does not
+    exist; ``add_address`` puts a further gateway, the IPv6 one, on it);
 ``add_route(device, network, via)`` / ``delete_route(...)``, ``our_routes()``
     routes through a session's device, marked as tunhelper's so they can be listed;
 ``apply_dns(device, servers)`` / ``revert_dns(device, tool)``
@@ -50,6 +52,7 @@ from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo, Sess
 
 if sys.platform.startswith("linux"):
     from tunhelper.platform.linux import (
+        add_address,
         add_port,
         add_route,
         apply_dns,
@@ -74,6 +77,7 @@ if sys.platform.startswith("linux"):
     )
 elif sys.platform.startswith("freebsd"):
     from tunhelper.platform.freebsd import (
+        add_address,
         add_port,
         add_route,
         apply_dns,
@@ -87,6 +91,7 @@ elif sys.platform.startswith("freebsd"):
         delete_bridge,
         delete_route,
         device_info,
+        filter_sources,
         held_devices,
         holds_pipe,
         link_counters,
@@ -103,6 +108,7 @@ __all__ = [
     "PROCESS_ENDED",
     "DeviceInfo",
     "SessionDevice",
+    "add_address",
     "add_port",
     "add_route",
     "apply_dns",

@@ -121,6 +121,14 @@ def _ifname(name: str) -> str:
     return name
 
 
+def _refuse_ipv6(*addresses: str | None) -> None:
+    """IPv6 is not verified on FreeBSD yet (docs/platforms.md): one line, before any command."""
+    if any(a is not None and ":" in a for a in addresses):
+        raise TunhelperError(
+            "IPv6 pools are not supported on FreeBSD yet: give this key an IPv4 --pool only"
+        )
+
+
 def _ipv4(text: str) -> str:
     """The address in canonical form, so nothing but an address reaches ifconfig."""
     return str(ipaddress.IPv4Address(text))
@@ -298,10 +306,7 @@ def configure_p2p(device: DeviceInfo, local: str, peer: str, mtu: int) -> None:
     One command, as in the guide: ifconfig applies mtu and up while it parses and adds
     the address last, which also marks a tun running.
     """
-    if ":" in local or ":" in peer:  # not verified on FreeBSD yet (docs/platforms.md)
-        raise TunhelperError(
-            "IPv6 pools are not supported on FreeBSD yet: give this key an IPv4 --pool only"
-        )
+    _refuse_ipv6(local, peer)
     argv = [IFCONFIG, _device_name(device), "inet", _ipv4(local), _ipv4(peer)]
     _check([*argv, "netmask", "255.255.255.255", "mtu", str(int(mtu)), "up"])
 
@@ -320,6 +325,7 @@ def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
 
 def configure_address(device: DeviceInfo, address: str, prefixlen: int, mtu: int) -> None:
     """``ifconfig tapN inet ADDRESS/PREFIX mtu N up`` (the client end of a tap link)."""
+    _refuse_ipv6(address)
     cidr = f"{_ipv4(address)}/{int(prefixlen)}"
     _check([IFCONFIG, _device_name(device), "inet", cidr, "mtu", str(int(mtu)), "up"])
 
@@ -355,6 +361,7 @@ def _remove_inet(device: DeviceInfo, local: str) -> None:
 
 def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> None:
     """``ifconfig bridge create``, renamed to NAME, with the gateway, the MTU and up."""
+    _refuse_ipv6(address)
     created = _check([IFCONFIG, "bridge", "create"]).text.strip()
     if not _IFNAME.fullmatch(created):
         raise CommandFailed(f"ifconfig bridge create printed {created!r}, not an interface name")
@@ -363,6 +370,12 @@ def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> N
     if address is not None:
         argv += ["inet", f"{_ipv4(address)}/{int(prefixlen)}"]
     _check([*argv, "mtu", str(int(mtu)), "up"])
+
+
+def add_address(name: str, address: str, prefixlen: int) -> None:
+    """``ifconfig NAME inet ADDRESS/PREFIX alias``: a further gateway on a pool's bridge."""
+    _refuse_ipv6(address)
+    _check([IFCONFIG, _ifname(name), "inet", f"{_ipv4(address)}/{int(prefixlen)}", "alias"])
 
 
 def bridge_ports(name: str) -> list[str] | None:

@@ -251,12 +251,35 @@ def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
         ipr.link("set", index=device.index, state="down")
 
 
+# IFA_F_NODAD (<linux/if_addr.h>): the address is usable at once, never "tentative".
+_IFA_F_NODAD = 0x02
+
+
+def _add_address(ipr, index: int, address: str, prefixlen: int) -> None:
+    """``ip addr add ADDRESS/PREFIX dev INDEX``; an IPv6 address with ``nodad``.
+
+    Duplicate address detection would keep an IPv6 address "tentative" (unusable) for
+    a second or more after it is added, and not even start on a bridge without a port
+    yet, so an address just announced would not work at once. Waiting for it instead
+    would put that second on every tap session's path to the announcement, to find a
+    duplicate that cannot exist: the lease store hands each address to one session
+    only and never hands out the gateway or an address already on this host. Both
+    pyroute2 0.7.2 (Debian 12) and 0.9.x take ``flags`` as IFA_FLAGS.
+    """
+    family, _ = _family(address)
+    extra = {"flags": _IFA_F_NODAD} if family == socket.AF_INET6 else {}
+    ipr.addr("add", index=index, family=family, address=address, prefixlen=prefixlen, **extra)
+
+
 def configure_address(device: DeviceInfo, address: str, prefixlen: int, mtu: int) -> None:
-    """``ip addr add ADDRESS/PREFIX dev DEV; ip link set DEV mtu N up`` (a tap client)."""
+    """``ip addr add ADDRESS/PREFIX dev DEV; ip link set DEV mtu N up`` (a tap client).
+
+    IPv6 without duplicate address detection (see :func:`_add_address`).
+    """
     IPRoute, _ = _rtnl()
 
     with IPRoute() as ipr:
-        ipr.addr("add", index=device.index, address=address, prefixlen=prefixlen)
+        _add_address(ipr, device.index, address, prefixlen)
         ipr.link("set", index=device.index, state="up", mtu=mtu)
 
 
@@ -266,8 +289,9 @@ def deconfigure_address(device: DeviceInfo, address: str, prefixlen: int) -> Non
         return
     IPRoute, NetlinkError = _rtnl()
 
+    family, _ = _family(address)
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
-        ipr.addr("del", index=device.index, address=address, prefixlen=prefixlen)
+        ipr.addr("del", index=device.index, family=family, address=address, prefixlen=prefixlen)
         ipr.link("set", index=device.index, state="down")
 
 
@@ -289,8 +313,17 @@ def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> N
         ipr.link("add", ifname=name, kind="bridge")
         (index,) = ipr.link_lookup(ifname=name)
         if address is not None:
-            ipr.addr("add", index=index, address=address, prefixlen=prefixlen)
+            _add_address(ipr, index, address, prefixlen)
         ipr.link("set", index=index, state="up", mtu=mtu)
+
+
+def add_address(name: str, address: str, prefixlen: int) -> None:
+    """``ip addr add ADDRESS/PREFIX dev NAME`` (a gateway on a pool's bridge), IPv6 nodad."""
+    IPRoute, _ = _rtnl()
+
+    with IPRoute() as ipr:
+        (index,) = ipr.link_lookup(ifname=name)
+        _add_address(ipr, index, address, prefixlen)
 
 
 def delete_bridge(name: str) -> None:
