@@ -358,8 +358,8 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NET",
-        help="a network the client should reach through the tunnel (announced; "
-        "'tunhelper connect' installs it); repeatable",
+        help="a network, IPv4 or IPv6, the client should reach through the tunnel "
+        "(announced; 'tunhelper connect' installs it); repeatable; not 0.0.0.0/0 or ::/0",
     )
     p.add_argument(
         "--client-net",
@@ -367,8 +367,8 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NET",
-        help="a network behind the client, routed to it while the session lives "
-        "(site to site); repeatable",
+        help="a network behind the client, IPv4 or IPv6, routed to it while the session "
+        "lives (site to site); repeatable",
     )
     p.add_argument(
         "--dns",
@@ -376,7 +376,8 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ADDR",
-        help="a DNS server for the client (announced; 'tunhelper connect' applies it); repeatable",
+        help="a DNS server for the client, IPv4 or IPv6 (announced; 'tunhelper connect' "
+        "applies it); repeatable; a --route, --client-net or --dns needs a --pool of its family",
     )
     p.add_argument(
         "--up",

@@ -10,6 +10,7 @@
     mtu = 9000
     route = 10.0.0.0/8          # keys that repeat on the command line repeat here
     route = 10.20.0.0/16
+    route = fd00:20::/64        # IPv6 values need the pool's IPv6 network
     dns = 192.168.3.53
     max-sessions = 2
     up = /usr/local/sbin/tunnel-up --verbose
