@@ -90,13 +90,29 @@ def test_version_and_help() -> None:
             "--gateway given twice for IPv6",
         ),
         (["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112", "--address", "fd00:4::9"], "fd00"),
-        (["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112", "--dns", "fd00:3::53"], "--dns"),
+        (
+            ["--pool", "192.168.3.0/24", "--dns", "fd00:3::53"],
+            "--dns fd00:3::53 is an IPv6 address",
+        ),
         (["--pool", "office", "--pool", "fd00:3::/112"], "give it alone"),
         (["--pool", "192.168.3.0/24", "--route", "0.0.0.0/0"], "0.0.0.0/1"),
         (["--pool", "192.168.3.0/24", "--route", "10.0.0.1/8"], "did you mean 10.0.0.0/8"),
         (["--pool", "192.168.3.0/24", "--client-net", "192.168.3.128/25"], "overlaps --pool"),
         (["--pool", "192.168.3.0/24", "--client-net", "nowhere"], "--client-net"),
         (["--pool", "192.168.3.0/24", "--dns", "dns.example"], "--dns"),
+        (["--pool", "192.168.3.0/24", "--dns", "fe80::53%eth0"], "--dns"),
+        (["--pool", "192.168.3.0/24", "--route", "fd00:9::/64"], "add an IPv6 --pool"),
+        (["--pool", "192.168.3.0/24", "--route", "::/0"], "use ::/1 and 8000::/1"),
+        (["--pool", "fd00:3::/112", "--route", "fd00:9::1/64"], "did you mean fd00:9::/64"),
+        (["--pool", "fd00:3::/112", "--route", "fd00:9::/129"], "--route"),
+        (["--pool", "fd00:3::/112", "--client-net", "10.9.0.0/24"], "add an IPv4 --pool"),
+        (["--pool", "192.168.3.0/24", "--client-net", "fd00:8::/64"], "add an IPv6 --pool"),
+        (["--pool", "fd00:3::/112", "--client-net", "fd00:3::80/124"], "overlaps --pool fd00:3"),
+        (
+            ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
+            + ["--client-net", "fd00:3::80/124"],
+            "--client-net fd00:3::80/124 overlaps --pool fd00:3::/112",
+        ),
         (["--pool", "192.168.3.0/24", "--up", "hook.sh"], "absolute path"),
         (["--pool", "192.168.3.0/24", "--down", "'/bin/x"], "--down"),
         (["--pool", "192.168.3.0/24", "--hook-timeout", "0"], "--hook-timeout"),
@@ -111,6 +127,63 @@ def test_bad_arguments_are_one_line_with_exit_2(args, expect) -> None:
     assert result.returncode == 2
     assert result.stdout == ""
     assert expect in one_line(result)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "line"),
+    [
+        (
+            "--route",
+            "fd00:9::/64",
+            "tunhelper: --route fd00:9::/64 is an IPv6 network but no --pool is IPv6: "
+            "add an IPv6 --pool (e.g. --pool fd00:3::/112) or drop it",
+        ),
+        (
+            "--client-net",
+            "fd00:8::/64",
+            "tunhelper: --client-net fd00:8::/64 is an IPv6 network but no --pool is IPv6: "
+            "add an IPv6 --pool (e.g. --pool fd00:3::/112) or drop it",
+        ),
+        (
+            "--dns",
+            "fd00:3::53",
+            "tunhelper: --dns fd00:3::53 is an IPv6 address but no --pool is IPv6: "
+            "add an IPv6 --pool (e.g. --pool fd00:3::/112) or drop it",
+        ),
+    ],
+)
+def test_a_family_without_a_pool_is_refused_before_anything_is_leased(
+    tmp_path: Path, option: str, value: str, line: str
+) -> None:
+    state = tmp_path / "state"
+    result = tunhelper("--pool", "192.168.3.0/24", option, value, "--state-dir", str(state))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert one_line(result) == line
+    assert not state.exists()  # no lease database was even opened
+
+
+def test_ipv6_routes_client_networks_and_dns_with_an_ipv6_pool() -> None:
+    settings = cli.serve_settings(
+        ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
+        + ["--route", "FD00:9:0::/64", "--route", "10.77.0.0/16", "--route", "::/1"]
+        + ["--client-net", "fd00:8::/64", "--client-net", "10.88.0.0/24"]
+        + ["--dns", "fd00:3:0::53", "--dns", "192.168.3.53"]
+    )
+    assert settings.routes == ["fd00:9::/64", "10.77.0.0/16", "::/1"]  # compact, as ip shows
+    assert settings.client_nets == ["fd00:8::/64", "10.88.0.0/24"]
+    assert settings.dns == ["fd00:3::53", "192.168.3.53"]
+    only6 = cli.serve_settings(["--pool", "fd00:3::/112", "--route", "fd00:9::/64"])
+    assert only6.routes == ["fd00:9::/64"]
+
+
+def test_networks_of_two_families_never_overlap() -> None:
+    from tunhelper.configure import overlap
+
+    # the same integers: 10.0.0.0/8 is 0x0a000000-0x0affffff, and so is ::a00:0/104
+    assert not overlap("10.0.0.0/8", "::a00:0/104")
+    assert not overlap("::a00:0/104", "10.0.0.0/8")
+    assert overlap("10.0.0.0/8", "10.1.0.0/16") and overlap("fd00:8::/64", "fd00:8::80/121")
+    assert not overlap("fd00:8::/64", "fd00:9::/64")
 
 
 def test_environment_variables_named_like_options_change_nothing() -> None:

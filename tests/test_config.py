@@ -80,6 +80,16 @@ def test_the_command_line_wins(tmp_path: Path) -> None:
         ),
         ("[pool office]\nnetwork = 192.168.3.7/24\n", ":2: network: "),
         ("[pool office]\nnetwork = 192.168.3.0/24\nroute = 0.0.0.0/0\n", ":3: route: "),
+        ("[pool office]\nnetwork = fd00:3::/112\nroute = ::/0\n", ":3: route: '::/0' would"),
+        (
+            "[pool office]\nroute = fd00:9::/64\nnetwork = 192.168.3.0/24\n",
+            ":2: route: fd00:9::/64 is an IPv6 network but [pool office] has no IPv6 network",
+        ),
+        (
+            "[pool office]\nnetwork = fd00:3::/112\ndns = 192.168.3.53\n",
+            ":3: dns: 192.168.3.53 is an IPv4 address but [pool office] has no IPv4 network",
+        ),
+        ("[pool office]\nnetwork = 192.168.3.0/24\ndns = fd00::53%eth0\n", ":3: dns: "),
         ("[pool office]\nnetwork = 192.168.3.0/24\ncolour = blue\n", ":3: colour: not a pool"),
         ("[pool office]\nnetwork = 192.168.3.0/24\naddress = 192.168.3.9\n", ":3: address: not a"),
         ("[pool office]\nmtu = 9000\n", ":1: [pool office] has no network"),
@@ -173,3 +183,32 @@ def test_a_client_reserves_one_address_of_each_family(tmp_path: Path) -> None:
     )
     _, clients = resolve(write(tmp_path, text), "--pool", "office")
     assert clients["laptop"].addresses == ("fd00:3::10", "192.168.3.10")  # compact form
+
+
+def test_ipv6_routes_and_dns_of_a_dual_stack_pool(tmp_path: Path) -> None:
+    text = (
+        "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\n"
+        "route = fd00:9:0::/64\nroute = 10.77.0.0/16\ndns = fd00:3::53\n"
+    )
+    args, _ = resolve(write(tmp_path, text), "--pool", "office")
+    assert args.route == ["fd00:9::/64", "10.77.0.0/16"] and args.dns == ["fd00:3::53"]
+
+
+def test_a_file_value_the_command_line_replaces_is_not_checked(tmp_path: Path) -> None:
+    path = write(tmp_path, "[pool office]\nnetwork = 192.168.3.0/24\nroute = fd00:9::/64\n")
+    args, _ = resolve(path, "--pool", "office", "--route", "10.77.0.0/16")
+    assert args.route == ["10.77.0.0/16"]
+
+
+def test_a_client_network_of_a_family_without_a_pool_names_its_section(tmp_path: Path) -> None:
+    laptop = "[client laptop]\nclient-net = fd00:8::/64\n"
+    path = write(tmp_path, "[pool office]\nnetwork = 192.168.3.0/24\n\n" + laptop)
+    with pytest.raises(UsageError) as e:
+        cli.serve_settings(["--pool", "office", "--config", path])
+    assert str(e.value) == (
+        f"{path}:4: [client laptop]: client-net fd00:8::/64 is an IPv6 network but no --pool "
+        "is IPv6: add an IPv6 --pool (e.g. --pool fd00:3::/112) or drop it"
+    )
+    dual = "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\n" + laptop
+    settings = cli.serve_settings(["--pool", "office", "--config", write(tmp_path, dual)])
+    assert settings.clients["laptop"].client_nets == ("fd00:8::/64",)

@@ -105,6 +105,22 @@ def test_a_dual_stack_tap_announcement_carries_the_ipv6_prefix(capsys) -> None:
     )
 
 
+def test_ipv6_routes_and_dns_round_trip() -> None:
+    ann = Announcement(
+        "192.168.3.2",
+        32,
+        "192.168.3.1",
+        "tun",
+        1500,
+        ["10.77.0.0/16", "fd00:9::/64"],
+        ["fd00:3::53", "192.168.3.53"],
+        "fd00:3::2",
+        128,
+        "fd00:3::1",
+    )
+    assert announce.parse(ann.to_json()) == ann
+
+
 def test_only_the_exact_request_gets_a_description() -> None:
     assert announce.wants_description(announce.REQUEST)
     for other in (None, "", "ls", announce.REQUEST + " ", announce.REQUEST + ";id", "tunhelper"):
@@ -129,6 +145,21 @@ def test_only_the_exact_request_gets_a_description() -> None:
             '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
             ' "gateway": "192.168.3.1", "routes": ["10.0.0.1/8"]}',
             "route",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
+            ' "gateway": "192.168.3.1", "routes": ["fd00:9::1/64"]}',
+            "route",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
+            ' "gateway": "192.168.3.1", "routes": ["::/0"]}',
+            "route",
+        ),
+        (
+            '{"version": 1, "mode": "tun", "prefix": 32, "mtu": 1500, "address": "192.168.3.2",'
+            ' "gateway": "192.168.3.1", "dns": ["fe80::1%eth0"]}',
+            "DNS server",
         ),
         ("[1, 2]", "did not describe"),
         (
@@ -208,8 +239,13 @@ announcement_fields = st.fixed_dictionaries(
         "gateway": st.one_of(st.sampled_from(["192.168.3.1", None]), json_value),
         "mode": st.one_of(st.sampled_from(["tun", "tap"]), json_value),
         "mtu": st.one_of(st.integers(0, 70000), json_value),
-        "routes": st.one_of(st.lists(st.sampled_from(["10.0.0.0/8", "10.0.0.1/8"])), json_value),
-        "dns": st.one_of(st.lists(st.sampled_from(["192.168.3.1", "x"])), json_value),
+        "routes": st.one_of(
+            st.lists(st.sampled_from(["10.0.0.0/8", "10.0.0.1/8", "fd00:9::/64", "fd00:9::1/64"])),
+            json_value,
+        ),
+        "dns": st.one_of(
+            st.lists(st.sampled_from(["192.168.3.1", "x", "fd00::53", "FD00:0::53"])), json_value
+        ),
     },
 )
 
@@ -227,7 +263,9 @@ def test_any_announcement_is_parsed_into_something_usable_or_refused(fields: dic
     assert ann.gateway is not None or ann.mode == "tap"
     import ipaddress
 
-    for address in [ann.address, *ann.dns] + ([ann.gateway] if ann.gateway else []):
+    for address in [ann.address] + ([ann.gateway] if ann.gateway else []):
         assert str(ipaddress.IPv4Address(address)) == address
+    for server in ann.dns:
+        assert str(ipaddress.ip_address(server)) == server
     for route in ann.routes:
-        assert str(ipaddress.IPv4Network(route)) == route
+        assert str(ipaddress.ip_network(route)) == route

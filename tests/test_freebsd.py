@@ -692,3 +692,50 @@ def test_importing_the_platform_stays_cheap() -> None:
     assert run_python(code) == "[]"
     on_linux = "import sys, tunhelper.platform; print('tunhelper.platform.freebsd' in sys.modules)"
     assert run_python(on_linux) == "False"
+
+
+# ---------------------------------------------------------------- routes
+
+ROUTE, NETSTAT = freebsd.ROUTE, freebsd.NETSTAT
+
+
+@pytest.mark.parametrize(
+    ("device", "network", "via", "argv"),
+    [
+        (TUN, "10.88.0.0/24", None, ["-net", "10.88.0.0/24", "-interface", "tun100"]),
+        (TUN, "fd00:8::/64", None, ["-inet6", "-net", "fd00:8::/64", "-interface", "tun100"]),
+        (TAP, "10.88.0.0/24", "192.168.3.2", ["-net", "10.88.0.0/24", "192.168.3.2"]),
+        (TAP, "fd00:9::/64", "fd00:3::2", ["-inet6", "-net", "fd00:9::/64", "fd00:3::2"]),
+    ],
+)
+def test_add_and_delete_route_name_the_family_for_ipv6(fake, device, network, via, argv) -> None:
+    family = argv[:1] if argv[0] == "-inet6" else []
+    add = (ROUTE, "-n", "add", *argv, "-proto1")
+    delete = (ROUTE, "-n", "delete", *family, "-net", network)
+    runner = fake({add: ok(), delete: ok()})
+    freebsd.add_route(device, network, via)
+    freebsd.delete_route(device, network, via)
+    assert runner.calls == [list(add), list(delete)]
+
+
+def test_add_route_refuses_anything_but_a_network_and_an_address(fake) -> None:
+    runner = fake({})
+    for network, via in (("fd00:8::/64", "-interface"), ("-net", None), ("fd00:8::1/64", None)):
+        with pytest.raises(ValueError):
+            freebsd.add_route(TUN, network, via)
+    assert runner.calls == []
+
+
+def test_our_routes_are_those_flagged_1_of_both_families(fake) -> None:
+    runner = fake(
+        {
+            (NETSTAT, "-rn", "-f", "inet"): ok(sample("netstat-rn-inet.txt")),
+            (NETSTAT, "-rn", "-f", "inet6"): ok(sample("netstat-rn-inet6.txt")),
+        }
+    )
+    assert freebsd.our_routes() == [
+        ("10.88.0.0/24", "tun100"),
+        ("fd00:8::/64", "tun100"),
+        ("fd00:9::/64", "tap100"),
+    ]
+    assert len(runner.calls) == 2

@@ -137,3 +137,53 @@ def test_a_config_file_client_reserves_an_address_of_each_family(make_lab) -> No
     second = json.loads(vip.tunhelper_connect("--json").status() or "{}")
     assert (second.get("address"), second.get("address6")) == ("192.168.3.2", "fd00:3::2")
     assert ping(vip, second["device"], "fd00:3::1")
+
+
+def routes6(ns: str, network: str) -> list[dict]:
+    return json.loads(run("ip", "-6", "-j", "route", "show", network, ns=ns).stdout)
+
+
+def test_connect_installs_ipv6_routes_through_the_tun_and_removes_them(make_lab) -> None:
+    from tests.test_policy_e2e import connect_json, routes
+
+    lab = make_lab([*DUAL, "--route", "fd00:77::/64", "--route", "10.77.0.0/16"])
+    client = lab.add_client()
+    status = connect_json(client)
+    assert status["routes"] == ["fd00:77::/64", "10.77.0.0/16"]
+    (route,) = routes6(client.ns, "fd00:77::/64")
+    assert route["dev"] == status["device"] and "gateway" not in route
+    assert routes(client.ns, "10.77.0.0/16")[0]["dev"] == status["device"]
+    assert status["connect"].interrupt() == 0
+    assert routes6(client.ns, "fd00:77::/64") == []
+    assert routes(client.ns, "10.77.0.0/16") == []
+
+
+def test_an_ipv6_route_with_an_ipv4_only_pool_is_refused_before_leasing(make_lab) -> None:
+    from tests.lab import refused
+
+    lab = make_lab(["--pool", "192.168.3.0/24", "--route", "fd00:77::/64"])
+    line = refused(lab.add_client().connect(), 15)
+    assert "--route fd00:77::/64 is an IPv6 network but no --pool is IPv6" in line
+    assert "add an IPv6 --pool" in line
+    assert lab.leases() == []
+
+
+def test_an_ipv6_client_network_is_routed_while_the_session_lives(make_lab) -> None:
+    from tests.test_policy_e2e import connect_json
+
+    lab = make_lab()
+    site = lab.add_client("site", helper_args=[*DUAL, "--client-net", "fd00:88::/64"])
+    run("ip", "-6", "addr", "add", "fd00:88::1/128", "dev", "lo", ns=site.ns)  # behind the client
+    status = connect_json(site)
+    (route,) = routes6(lab.server_ns, "fd00:88::/64")
+    assert route["dev"] == lab.server_tun_devices()[0] and "gateway" not in route
+    assert lab.ping6_from_server("fd00:88::1")
+
+    other = lab.add_client("other", helper_args=[*DUAL, "--client-net", "fd00:88::/80"])
+    denied = other.tunhelper_connect()
+    assert denied.status() is None and denied.wait(15) == 1
+    assert "--client-net fd00:88::/80 overlaps fd00:88::/64" in denied.stderr()
+
+    assert status["connect"].interrupt() == 0
+    assert wait_until(lambda: routes6(lab.server_ns, "fd00:88::/64") == [], 5)
+    assert not lab.ping6_from_server("fd00:88::1")

@@ -6,6 +6,8 @@ import json
 import os
 import signal
 
+import pytest
+
 from tests.lab import Lab, refused, run, wait_until
 
 GATEWAY = "192.168.3.1"
@@ -276,3 +278,38 @@ def test_ipv6_on_an_admins_bridge_needs_its_ipv6_network(make_lab) -> None:
     assert status["connect"].interrupt() == 0
     assert wait_until(lambda: lab.server_links() == ["lan0"], 5), lab.server_links()
     assert addresses_on(ns, "lan0") == {("192.168.3.1", 24), ("fd00:3::1", 64)}  # untouched
+
+
+def test_connect_on_tap_installs_routes_through_the_gateway(make_lab) -> None:
+    """On tap, a device route would need neighbour discovery for every destination."""
+    from tests.test_policy_e2e import routes
+
+    lab = make_lab(["--pool", "192.168.3.0/24", "--route", "10.77.0.0/16"])
+    client = lab.add_client()
+    status = tap_connect(client)
+    (route,) = routes(client.ns, "10.77.0.0/16")
+    assert (route["gateway"], route["dev"]) == (GATEWAY, status["device"])
+    assert status["connect"].interrupt() == 0
+    assert routes(client.ns, "10.77.0.0/16") == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug (before IPv6 routes too): the server adds 'NET via CLIENT dev TAP', but "
+    "the tap is a bridge port without an address, so the kernel refuses it (ESRCH) and the "
+    "failed undo turns that into an internal error",
+)
+def test_a_client_network_on_tap_is_routed_via_the_client(make_lab) -> None:
+    from tests.test_policy_e2e import routes
+
+    lab = make_lab()
+    site = lab.add_client(
+        "site", helper_args=["--pool", "192.168.3.0/24"] + ["--client-net", "10.88.0.0/24"]
+    )
+    run("ip", "addr", "add", "10.88.0.1/32", "dev", "lo", ns=site.ns)
+    status = tap_connect(site)
+    (route,) = routes(lab.server_ns, "10.88.0.0/24")
+    assert route["gateway"] == status["address"]
+    assert lab.ping_from_server("10.88.0.1")
+    assert status["connect"].interrupt() == 0
+    assert wait_until(lambda: routes(lab.server_ns, "10.88.0.0/24") == [], 5)

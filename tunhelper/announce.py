@@ -65,10 +65,6 @@ def announce(announcement: Announcement, describe: bool) -> None:
         raise TunhelperError(f"could not announce the address: {e.strerror}") from None
 
 
-def _ipv4(value: object, what: str) -> str:
-    return _ip(value, what, 4)
-
-
 def _ip(value: object, what: str, version: int) -> str:
     import netaddr  # the client's parsing only: the server never pays for it here
 
@@ -91,12 +87,13 @@ def _prefix(value: object, version: int, what: str = "prefix") -> int:
 
 
 def _network(value: object) -> str:
+    """A route as the server writes it: IPv4, or IPv6 in compact form, no host bits."""
     import netaddr
 
     try:
         if isinstance(value, str) and "/" in value:
             net = netaddr.IPNetwork(value)
-            if net.version == 4 and str(net.cidr) == value:
+            if str(net.cidr) == value and net.prefixlen > 0:
                 return value
     except (netaddr.AddrFormatError, ValueError, TypeError):
         pass
@@ -142,7 +139,7 @@ def parse(line: str) -> Announcement:
         mode=mode,
         mtu=mtu,
         routes=[_network(r) for r in routes],
-        dns=[_ipv4(d, "DNS server") for d in dns],
+        dns=[_ip(d, "DNS server", 6 if isinstance(d, str) and ":" in d else 4) for d in dns],
         address6=_ip(data["address6"], "IPv6 address", 6) if dual else None,
         prefix6=_prefix(data.get("prefix6"), 6, "IPv6 prefix") if dual else None,
         gateway6=_ip(data.get("gateway6"), "IPv6 gateway", 6) if dual else None,

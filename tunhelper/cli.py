@@ -135,14 +135,23 @@ def _client_name(text: str) -> str:
 
 
 def _network(text: str) -> str:
+    """An IPv4 or IPv6 network; IPv6 in compact form, as routes and the kernel show it."""
     import netaddr
 
     try:
         net = netaddr.IPNetwork(text) if "/" in text else None
     except (netaddr.AddrFormatError, ValueError):
         net = None
-    if net is None or net.version != 4:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 network like 10.1.0.0/16")
+    if net is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a network like 10.1.0.0/16 or fd00:1::/64"
+        )
+    if net.version == 6:
+        if net.ip != net.network:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} has host bits set; did you mean {net.cidr}?"
+            )
+        return str(net.cidr)
     if str(net.cidr) != text:
         raise argparse.ArgumentTypeError(f"{text!r} has host bits set; did you mean {net.cidr}?")
     return text
@@ -151,19 +160,23 @@ def _network(text: str) -> str:
 def _route(text: str) -> str:
     text = _network(text)
     if text.endswith("/0"):
+        halves = "::/1 and 8000::/1" if ":" in text else "0.0.0.0/1 and 128.0.0.0/1"
         raise argparse.ArgumentTypeError(
             f"{text!r} would route the ssh connection itself into the tunnel; "
-            "use 0.0.0.0/1 and 128.0.0.0/1 for everything else"
+            f"use {halves} for everything else"
         )
     return text
 
 
 def _address(text: str) -> str:
+    """An IPv4 or IPv6 address (``--dns``); IPv6 in compact form."""
     import netaddr
 
-    if not netaddr.valid_ipv4(text, netaddr.INET_PTON):
-        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address")
-    return text
+    if netaddr.valid_ipv4(text, netaddr.INET_PTON):
+        return text
+    if netaddr.valid_ipv6(text):
+        return str(netaddr.IPAddress(text, 6))
+    raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 or IPv6 address")
 
 
 def _host_address(text: str) -> str:
@@ -345,8 +358,8 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NET",
-        help="a network the client should reach through the tunnel (announced; "
-        "'tunhelper connect' installs it); repeatable",
+        help="a network, IPv4 or IPv6, the client should reach through the tunnel "
+        "(announced; 'tunhelper connect' installs it); repeatable; not 0.0.0.0/0 or ::/0",
     )
     p.add_argument(
         "--client-net",
@@ -354,8 +367,8 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NET",
-        help="a network behind the client, routed to it while the session lives "
-        "(site to site); repeatable",
+        help="a network behind the client, IPv4 or IPv6, routed to it while the session "
+        "lives (site to site); repeatable",
     )
     p.add_argument(
         "--dns",
@@ -363,7 +376,8 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ADDR",
-        help="a DNS server for the client (announced; 'tunhelper connect' applies it); repeatable",
+        help="a DNS server for the client, IPv4 or IPv6 (announced; 'tunhelper connect' "
+        "applies it); repeatable; a --route, --client-net or --dns needs a --pool of its family",
     )
     p.add_argument(
         "--up",
@@ -585,9 +599,17 @@ def serve_settings(argv: list[str]) -> Settings:
     reserved = by_family(args.address, "--address", pools)
     for address in args.address:
         _check_address(pools, address, "")
+    for option, values in (("--route", args.route), ("--client-net", args.client_net)):
+        for value in values:
+            check_family(option, value, pools)
+    for server in args.dns:
+        check_family("--dns", server, pools)
     for net in args.client_net:
-        if pool.overlaps(net):
-            raise UsageError(f"--client-net {net} overlaps --pool {pool.name}")
+        _check_client_net(net, pools, "")
+    for name, section in client_sections.items():
+        if section.applies_to(label, *(p.name for p in pools)):
+            for net in section.client_nets:
+                _check_client_net(net, pools, f"{section.where}: [client {name}]")
 
     if args.bridge:
         plan = BridgePlan(args.bridge, managed=False, address=None, prefixlen=pool.prefixlen)
@@ -699,6 +721,34 @@ def resolve_pools(
     pools = {p.version: Pool.parse(p.name, chosen.get(p.version), gateway_optional) for p in parsed}
     primary = pools.get(4) or pools[6]
     return primary, (pools.get(6) if 4 in pools else None)
+
+
+def check_family(option: str, value: str, pools: list, where: str = "") -> None:
+    """Refuse a network or address of a family the session has no address of.
+
+    An IPv6 route on a link with no IPv6 address would take packets the link cannot
+    source; better one line at configuration time than a silently dead route.
+    """
+    version = 6 if ":" in value else 4
+    if version in {p.version for p in pools}:
+        return
+    kind = "network" if "/" in value else "address"
+    example = "fd00:3::/112" if version == 6 else "192.168.3.0/24"
+    prefix = f"{where}: " if where else ""
+    raise UsageError(
+        f"{prefix}{option} {value} is an IPv{version} {kind} but no --pool is "
+        f"IPv{version}: add an IPv{version} --pool (e.g. --pool {example}) or drop it"
+    )
+
+
+def _check_client_net(net: str, pools: list, where: str) -> None:
+    """A client network must have a pool of its family, and must not overlap one."""
+    key = "client-net" if where else "--client-net"
+    check_family(key, net, pools, where)
+    for pool in pools:
+        if pool.overlaps(net):
+            prefix = f"{where}: " if where else ""
+            raise UsageError(f"{prefix}{key} {net} overlaps --pool {pool.name}")
 
 
 def _check_address(pools: list, address: str, where: str) -> None:

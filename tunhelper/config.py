@@ -10,6 +10,7 @@
     mtu = 9000
     route = 10.0.0.0/8          # keys that repeat on the command line repeat here
     route = 10.20.0.0/16
+    route = fd00:20::/64        # IPv6 values need the pool's IPv6 network
     dns = 192.168.3.53
     max-sessions = 2
     up = /usr/local/sbin/tunnel-up --verbose
@@ -38,6 +39,7 @@ from tunhelper.errors import UsageError
 
 DEFAULT_PATH = "/etc/tunhelper/tunhelper.conf"
 CLIENT_KEYS = ("pool", "address", "client-net")
+FAMILY_KEYS = ("route", "dns")  # pool keys whose family must be one the pool has
 NOT_IN_POOLS = ("pool", "config", "client", "address", "client-net", "version", "help")
 
 
@@ -147,6 +149,7 @@ def apply_pool(
     options = _options(parser)
     values: dict[str, object] = {}
     families: set[int] = set()
+    addressed: list[tuple[str, str, str]] = []  # (where, key, value) of route and dns
     for entry in matches[-1].entries:
         where, key = f"{path}:{entry.line}", entry.key
         name = "pool" if key == "network" else key
@@ -154,6 +157,8 @@ def apply_pool(
         if action is None or key in NOT_IN_POOLS:
             raise UsageError(f"{where}: {key}: not a pool setting")
         value = _check(action, entry.value, where, key)
+        if key in FAMILY_KEYS and action.dest not in given:
+            addressed.append((where, key, str(value)))
         if key == "network":
             from tunhelper.pool import Pool
 
@@ -173,6 +178,14 @@ def apply_pool(
             values[action.dest] = value
     if "pool" not in values:
         raise UsageError(f"{path}:{matches[-1].line}: [pool {wanted}] has no network")
+    for where, key, value in addressed:
+        version = 6 if ":" in value else 4
+        if version not in families:
+            kind = "network" if "/" in value else "address"
+            raise UsageError(
+                f"{where}: {key}: {value} is an IPv{version} {kind} but [pool {wanted}] has "
+                f"no IPv{version} network: add one (network = ...) or drop this {key}"
+            )
     for dest, value in values.items():
         if dest == "pool" or dest not in given:
             setattr(args, dest, value)

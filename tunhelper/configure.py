@@ -141,27 +141,53 @@ def bridge_port(device: DeviceInfo, plan: bridge.BridgePlan, mtu: int, state_dir
 
 
 def client_networks(
-    device: DeviceInfo, networks: list[str], via: str | None, state_dir: str
-) -> Applied:
+    device: DeviceInfo, networks: list[str], via: dict[int, str], state_dir: str
+) -> list[Applied]:
     """Route the networks behind a client to it, unless another live session has them.
 
     The kernel's routing table is the record: tunhelper's routes carry its own protocol
     number and vanish with their session's device. Checking and adding happen under a
-    lock, so two sessions cannot both claim one network.
+    lock, so two sessions cannot both claim one network. ``via`` is the client's
+    address by IP version (tap); empty on tun, where the device alone says where.
     """
-    import netaddr
-
     with lock.held(state_dir, "routes"):
         for network in networks:
-            mine = netaddr.IPNetwork(network)
             for other, other_device in platform.our_routes():
-                theirs = netaddr.IPNetwork(other)
-                if mine.first <= theirs.last and theirs.first <= mine.last:
+                if overlap(network, other):
                     raise TunhelperError(
                         f"--client-net {network} overlaps {other}, routed to another live "
                         f"session ({other_device}); give each client its own networks"
                     )
-        return routes(device, networks, via)
+        return routes_by_family(device, networks, via)
+
+
+def overlap(a: str, b: str) -> bool:
+    """Do two networks share an address? Never across families: netaddr's ``first`` and
+    ``last`` are plain integers, and 10.0.0.0/8 and ::a00:0/104 would seem to."""
+    import netaddr
+
+    one, other = netaddr.IPNetwork(a), netaddr.IPNetwork(b)
+    return one.version == other.version and one.first <= other.last and other.first <= one.last
+
+
+def routes_by_family(device: DeviceInfo, networks: list[str], via: dict[int, str]) -> list[Applied]:
+    """:func:`routes`, one record per IP version, each through that version's ``via``.
+
+    One record per version keeps the record a single ``via``, as a holder started by an
+    older helper expects. Routes already added are removed if a later one fails.
+    """
+    families: dict[int, list[str]] = {}
+    for network in networks:
+        families.setdefault(6 if ":" in network else 4, []).append(network)
+    applied: list[Applied] = []
+    try:
+        for version, nets in families.items():
+            applied.append(routes(device, nets, via.get(version)))
+    except BaseException:
+        for done in reversed(applied):
+            done.undo()
+        raise
+    return applied
 
 
 def routes(device: DeviceInfo, networks: list[str], via: str | None) -> Applied:

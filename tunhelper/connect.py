@@ -97,9 +97,8 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
         applied6 = configure.apply_local6(found.device, ann)
         undo.callback(_quietly, configure.undo, applied6)
     if ann.routes:
-        via = ann.gateway if ann.mode == "tap" else None
-        routes = configure.routes(found.device, ann.routes, via)
-        undo.callback(_quietly, configure.undo, routes)
+        for routes in configure.routes_by_family(found.device, ann.routes, _via(ann)):
+            undo.callback(_quietly, configure.undo, routes)
     if ann.dns:
         _apply_dns(found.device, ann.dns, undo)
     try:  # from the status line on, a signal is a request to end, not a failure
@@ -119,6 +118,22 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
         return EXIT_DEVICE_GONE
     log.error(f"the ssh connection ended ({reason}); the link is down")
     return EXIT_CONNECTION_ENDED
+
+
+def _via(ann: announce.Announcement) -> dict[int, str]:
+    """Where announced routes go, by IP version: on tun the device itself (empty); on
+    tap the server's gateway of the route's family, which the server must have given."""
+    if ann.mode == "tun":
+        return {}
+    via = {6 if ":" in g else 4: g for g in (ann.gateway, ann.gateway6) if g is not None}
+    for route in ann.routes:
+        version = 6 if ":" in route else 4
+        if version not in via:
+            raise TunhelperError(
+                f"the server announced route {route} on a tap link without an "
+                f"IPv{version} gateway to reach it through"
+            )
+    return via
 
 
 def _apply_dns(device: platform.DeviceInfo, servers: list[str], undo: contextlib.ExitStack) -> None:

@@ -176,10 +176,13 @@ def _run(
     if device.mode == "tun":
         _filter_sources(device)
     if settings.client_nets:
-        via = None if device.mode == "tun" else lease.address
-        nets = configure.client_networks(device, settings.client_nets, via, settings.state_dir)
-        applied.append(nets)
-        undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
+        # tun: the device alone; tap: through the client's address of the network's family
+        via = {} if device.mode == "tun" else {_version(x.address): x.address for x in leases}
+        for nets in configure.client_networks(
+            device, settings.client_nets, via, settings.state_dir
+        ):
+            applied.append(nets)
+            undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
 
     v6 = lease6 or (lease if pool.version == 6 else None)
     remote_address, remote_port = hooks.remote(environ.get("SSH_CONNECTION"))
@@ -461,3 +464,7 @@ def _detach_stdio() -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
+
+
+def _version(address: str) -> int:
+    return 6 if ":" in address else 4

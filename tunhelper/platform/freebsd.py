@@ -134,6 +134,11 @@ def _ipv4(text: str) -> str:
     return str(ipaddress.IPv4Address(text))
 
 
+def _ip(text: str) -> str:
+    """As :func:`_ipv4`, of either family (a route's gateway)."""
+    return str(ipaddress.ip_address(text))
+
+
 # ---------------------------------------------------------------- procstat -f
 
 
@@ -431,27 +436,40 @@ def filter_sources(device: DeviceInfo) -> None:
     raise OSError(95, "source filtering is not implemented on FreeBSD")
 
 
+def _route_family(network: str) -> tuple[str, list[str]]:
+    """The network in canonical form and route(8)'s family flag (``-inet6`` for IPv6)."""
+    net = ipaddress.ip_network(network)
+    return str(net), (["-inet6"] if net.version == 6 else [])
+
+
 def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
-    """``route -n add -net NETWORK (VIA | -interface DEV) -proto1``."""
-    net = str(ipaddress.IPv4Network(network))
-    target = [_ipv4(via)] if via is not None else ["-interface", _device_name(device)]
-    _check([ROUTE, "-n", "add", "-net", net, *target, "-proto1"])
+    """``route -n add [-inet6] -net NETWORK (VIA | -interface DEV) -proto1``."""
+    net, family = _route_family(network)
+    target = [_ip(via)] if via is not None else ["-interface", _device_name(device)]
+    _check([ROUTE, "-n", "add", *family, "-net", net, *target, "-proto1"])
 
 
 def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
-    """``route -n delete -net NETWORK``; a route gone with its device is not an error."""
-    net = str(ipaddress.IPv4Network(network))
-    runner([ROUTE, "-n", "delete", "-net", net])
+    """``route -n delete [-inet6] -net NETWORK``; a route gone with its device is not an error."""
+    net, family = _route_family(network)
+    runner([ROUTE, "-n", "delete", *family, "-net", net])
 
 
 def our_routes() -> list[tuple[str, str]]:
-    """``(network, device)`` of the routes flagged 1 (RTF_PROTO1) in ``netstat -rn``."""
+    """``(network, device)`` of the routes flagged 1 (RTF_PROTO1) in ``netstat -rn``, of
+    both families (``-f inet``, ``-f inet6``)."""
     out = []
-    for line in _check([NETSTAT, "-rn", "-f", "inet"]).text.splitlines():
-        fields = line.split()
-        if len(fields) >= 4 and "1" in fields[2] and fields[0][0].isdigit():
-            dst = fields[0] if "/" in fields[0] else f"{fields[0]}/32"
-            out.append((dst, fields[3]))
+    for family, host in (("inet", 32), ("inet6", 128)):
+        for line in _check([NETSTAT, "-rn", "-f", family]).text.splitlines():
+            fields = line.split()
+            if len(fields) < 4 or "1" not in fields[2]:
+                continue
+            dst = re.sub(r"%[^/]*", "", fields[0])  # fe80::%lo0/64: the zone is no address
+            try:
+                net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/{host}", strict=False)
+            except ValueError:
+                continue  # a header, or "default": tunhelper never installs one
+            out.append((str(net), fields[3]))
     return out
 
 

@@ -365,11 +365,15 @@ RTPROT_TUNHELPER = 113
 
 
 def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
-    """``ip route add NETWORK [via VIA] dev DEV proto 113``."""
+    """``ip route add NETWORK [via VIA] dev DEV proto 113`` (``ip -6`` for IPv6).
+
+    The family is given explicitly: pyroute2 assumes IPv4 without it.
+    """
     IPRoute, _ = _rtnl()
 
+    family, _ = _family(network)
     with IPRoute() as ipr:
-        route = {"dst": network, "oif": device.index, "proto": RTPROT_TUNHELPER}
+        route = {"dst": network, "oif": device.index, "proto": RTPROT_TUNHELPER, "family": family}
         if via is not None:
             route["gateway"] = via
         ipr.route("add", **route)
@@ -381,20 +385,23 @@ def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
         return
     IPRoute, NetlinkError = _rtnl()
 
+    family, _ = _family(network)
     with IPRoute() as ipr, _tolerate_gone(NetlinkError):
-        ipr.route("del", dst=network, oif=device.index, proto=RTPROT_TUNHELPER)
+        ipr.route("del", dst=network, oif=device.index, proto=RTPROT_TUNHELPER, family=family)
 
 
 def our_routes() -> list[tuple[str, str]]:
-    """``(network, device)`` of every route tunhelper installed that is still there."""
+    """``(network, device)`` of every route tunhelper installed that is still there, of
+    both families (a client network may be IPv6)."""
     IPRoute, _ = _rtnl()
 
     out = []
     with IPRoute() as ipr:
         names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        for r in ipr.get_routes(family=socket.AF_INET, proto=RTPROT_TUNHELPER):
-            dst = r.get_attr("RTA_DST") or "0.0.0.0"  # noqa: S104 - a route, not a bind
-            out.append((f"{dst}/{r['dst_len']}", names.get(r.get_attr("RTA_OIF"), "?")))
+        for family, default in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):  # noqa: S104
+            for r in ipr.get_routes(family=family, proto=RTPROT_TUNHELPER):
+                dst = r.get_attr("RTA_DST") or default
+                out.append((f"{dst}/{r['dst_len']}", names.get(r.get_attr("RTA_OIF"), "?")))
     return out
 
 
