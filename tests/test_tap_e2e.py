@@ -39,6 +39,11 @@ def bridges(lab: Lab) -> list[str]:
     return sorted(link["ifname"] for link in out if link["ifname"] != lab.bridge)
 
 
+def bridge_mac(lab: Lab, bridge: str) -> str:
+    (link,) = json.loads(run("ip", "-j", "link", "show", "dev", bridge, ns=lab.server_ns).stdout)
+    return link["address"]
+
+
 def test_three_tap_clients_share_a_bridge_beside_a_tun_client(make_lab) -> None:
     lab = make_lab()
     taps = [lab.add_client(f"tap{i}") for i in range(3)]
@@ -247,9 +252,12 @@ def test_a_dual_stack_key_adds_its_ipv6_gateway_to_the_bridge_of_an_ipv4_only_ke
     assert second["address6"] == "fd00:3::2" and second["prefix6"] == 112
     assert ping(new, "fd00:3::1") and lab.ping6_from_server("fd00:3::2")
     assert ping(old, second["address"]) and ping(new, first["address"])
+    mac = bridge_mac(lab, bridge)
     assert first["connect"].interrupt() == 0
     assert wait_until(lambda: len(lab.active_leases()) == 2, 5), lab.leases()
-    assert ping(new, "fd00:3::1")  # the bridge stays with its last session
+    assert bridge_mac(lab, bridge) == mac  # not its ports' lowest, which just changed
+    # the bridge stays with its last session, and keeps its MAC address when a port goes
+    assert ping(new, "fd00:3::1") and ping(new, GATEWAY)
     assert second["connect"].interrupt() == 0
     assert wait_until(lambda: lab.server_links() == [], 5), lab.server_links()
 

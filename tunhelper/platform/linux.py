@@ -306,11 +306,17 @@ def bridge_ports(name: str) -> list[str] | None:
 
 
 def create_bridge(name: str, address: str | None, prefixlen: int, mtu: int) -> None:
-    """``ip link add NAME type bridge; ip addr add ADDRESS/PREFIX dev NAME; ... up``."""
-    IPRoute, _ = _rtnl()
+    """``ip link add NAME address MAC type bridge; ip addr add ADDRESS/PREFIX ...; up``.
 
+    The bridge gets a MAC address of its own: without one, Linux gives it the lowest
+    MAC of its ports, which changes when that port's session ends, and every other
+    client's neighbour entry for the gateway then points at a MAC no one has.
+    """
+    IPRoute, _ = _rtnl()
+    mac = bytearray(os.urandom(6))
+    mac[0] = (mac[0] & 0xFE) | 0x02  # unicast, locally administered
     with IPRoute() as ipr:
-        ipr.link("add", ifname=name, kind="bridge")
+        ipr.link("add", ifname=name, kind="bridge", address=mac.hex(":"))
         (index,) = ipr.link_lookup(ifname=name)
         if address is not None:
             _add_address(ipr, index, address, prefixlen)
