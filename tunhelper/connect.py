@@ -31,6 +31,7 @@ EXIT_DEVICE_GONE = 4  # the local device was deleted under us
 EXIT_INTERRUPTED = 130  # a signal before the link was up
 
 DEVICE_WAIT = 5.0  # ssh opens its device before it asks for the channel: normally instant
+SSH_EXIT_WAIT = 10.0  # after the server closed the session, for ssh's exit status
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,14 @@ def run(options: Options) -> int:
 
 
 def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStack) -> int:
-    line = _first_line(proc, options.wait)
+    line, closed = _first_line(proc, options.wait)
     if line is None:
-        code = proc.poll()
-        if code is not None:
-            raise TunhelperError(f"ssh exited ({code}) before the server announced an address")
+        if closed:  # the server said why on stderr, above; ssh is about to exit
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(SSH_EXIT_WAIT)
+            code = proc.poll()
+            status = "the connection was closed" if code is None else f"ssh exited ({code})"
+            raise TunhelperError(f"{status} before the server announced an address")
         raise TunhelperError(
             f"no announcement from the server within {options.wait:g}s: is tunhelper the "
             "forced command for this key?"
@@ -153,8 +157,12 @@ def _apply_dns(device: platform.DeviceInfo, servers: list[str], undo: contextlib
     undo.callback(_quietly, platform.revert_dns, device, tool)
 
 
-def _first_line(proc: subprocess.Popen, timeout: float) -> str | None:
-    """The server's first line, or ``None`` on EOF or timeout (bounded, no busy loop)."""
+def _first_line(proc: subprocess.Popen, timeout: float) -> tuple[str | None, bool]:
+    """The server's first line (``None`` if none), and whether ssh's stdout closed.
+
+    Bounded, no busy loop. A closed stdout is a refusal, not a timeout: the message
+    must not send the user looking for a slow server.
+    """
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buffer = b""
@@ -164,12 +172,14 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> str | None:
         while b"\n" not in buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not sel.select(remaining):
-                return None
+                return None, False
             chunk = os.read(fd, 4096)
-            if not chunk or len(buffer) > 65536:
-                return None
+            if not chunk:
+                return None, True
+            if len(buffer) > 65536:
+                return None, False
             buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    return buffer.split(b"\n", 1)[0].decode("utf-8", errors="replace"), False
 
 
 def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: bool) -> None:

@@ -126,6 +126,13 @@ def _run(
         log.info(f"ignoring the command the client sent: {command[:80]!r}")
     client = identity.client_identity(settings.client, environ)
     settings, reserved_for_others = _for_client(settings, client)
+    if device.mode == "tap" and settings.client_nets:
+        # A tap is a port of the pool's bridge: its route would live on the bridge and
+        # outlive a killed helper, pointing at an address another client may get next.
+        raise TunhelperError(
+            f"--client-net {settings.client_nets[0]} is routed through tun links only: "
+            "connect without --tap (ssh -w any), or use a key without --client-net for tap"
+        )
 
     store = open_store(settings.state_dir, settings.db_timeout)
     undo.callback(store.close)
@@ -175,12 +182,8 @@ def _run(
     undo.callback(_quietly, "deconfigure the device", configure.undo, applied[-1])
     if device.mode == "tun":
         _filter_sources(device)
-    if settings.client_nets:
-        # tun: the device alone; tap: through the client's address of the network's family
-        via = {} if device.mode == "tun" else {_version(x.address): x.address for x in leases}
-        for nets in configure.client_networks(
-            device, settings.client_nets, via, settings.state_dir
-        ):
+    if settings.client_nets:  # tun only (refused on tap above): the device says where
+        for nets in configure.client_networks(device, settings.client_nets, {}, settings.state_dir):
             applied.append(nets)
             undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
 
@@ -464,7 +467,3 @@ def _detach_stdio() -> None:
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     os.close(null)
-
-
-def _version(address: str) -> int:
-    return 6 if ":" in address else 4
