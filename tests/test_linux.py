@@ -254,3 +254,28 @@ def test_pyroute2_loads_without_its_whole_library_and_stays_whole() -> None:
         [sys.executable, "-c", LEAN_IMPORT], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[] False True True"
+
+
+# Opens a tun as sshd does, configures it as the session does, and at once looks at what
+# the kernel has: the address settled (not tentative) and the route to the peer.
+SETTLED = r"""
+import fcntl, os, struct, sys
+from tunhelper.platform import linux
+local = linux.socket.inet_pton(10, "fd00:3::1").hex()
+peer = linux.socket.inet_pton(10, "fd00:3::4").hex()
+bad = 0
+for _ in range(int(sys.argv[1])):
+    fd = os.open("/dev/net/tun", os.O_RDWR)
+    fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"thset0", 0x1001))
+    linux.configure_p2p(linux.device_info("thset0"), "fd00:3::1", "fd00:3::4", 16380)
+    bad += not (linux._ipv6_settled("thset0", local) and linux._ipv6_host_route("thset0", peer))
+    os.close(fd)
+print(bad)
+"""
+
+
+def test_an_ipv6_link_is_usable_when_its_configuration_returns(netns) -> None:
+    """Without waiting, about one configuration in seven returned before the kernel had
+    the route to the peer: the announcement would send the client's first answers nowhere."""
+    p = netns(sys.executable, "-c", SETTLED, "60")
+    assert p.stdout is not None and p.stdout.readline().strip() == "0"
