@@ -207,18 +207,7 @@ def apply_local(device: DeviceInfo, ann: Announcement) -> Applied:
             f"the server announced a {ann.mode} link but ssh opened {device.name}, "
             f"a {device.mode} device"
         )
-    if ann.mode == "tap":
-        return _applying(
-            PrefixAddress(device, ann.address, ann.prefix),
-            platform.configure_address,
-            device,
-            ann.address,
-            ann.prefix,
-            ann.mtu,
-        )
-    if ann.gateway is None:
-        raise TunhelperError("the server announced a tun link without a gateway")
-    return point_to_point(device, ann.address, ann.gateway, ann.mtu)
+    return _local_end(device, ann, ann.address, ann.prefix, ann.gateway, "a gateway")
 
 
 def apply_local6(device: DeviceInfo, ann: Announcement) -> Applied:
@@ -226,18 +215,25 @@ def apply_local6(device: DeviceInfo, ann: Announcement) -> Applied:
     the IPv6 prefix on tap (after :func:`apply_local`, which checked the mode)."""
     if ann.address6 is None or ann.prefix6 is None:
         raise TunhelperError("the server announced no IPv6 address")
+    return _local_end(device, ann, ann.address6, ann.prefix6, ann.gateway6, "an IPv6 gateway")
+
+
+def _local_end(
+    device: DeviceInfo, ann: Announcement, address: str, prefix: int, gateway: str | None, what: str
+) -> Applied:
+    """tap: the address with the segment's prefix; tun: point-to-point with the gateway."""
     if ann.mode == "tap":
         return _applying(
-            PrefixAddress(device, ann.address6, ann.prefix6),
+            PrefixAddress(device, address, prefix),
             platform.configure_address,
             device,
-            ann.address6,
-            ann.prefix6,
+            address,
+            prefix,
             ann.mtu,
         )
-    if ann.gateway6 is None:
-        raise TunhelperError("the server announced a tun link without an IPv6 gateway")
-    return point_to_point(device, ann.address6, ann.gateway6, ann.mtu)
+    if gateway is None:
+        raise TunhelperError(f"the server announced a tun link without {what}")
+    return point_to_point(device, address, gateway, ann.mtu)
 
 
 def undo(applied: Applied) -> None:
