@@ -79,7 +79,7 @@ def test_version_and_help() -> None:
         (["--pool", "192.168.3.0/24", "--gateway", "10.0.0.1"], "--gateway"),
         (["--pool", "192.168.3.0/24", "--pool", "10.0.0.0/8"], "twice for IPv4"),
         (["--pool", "fd00:3::/112", "--pool", "fd00:4::/112"], "twice for IPv6"),
-        (["--pool", "fd00:3::/64"], "use a /96 or longer IPv6 pool"),
+        (["--pool", "fd00:3::/48"], "use a /64 or longer IPv6 pool"),
         (["--pool", "192.168.3.0/24", "--gateway", "fd00:3::1"], "no --pool is IPv6"),
         (["--pool", "fd00:3::/112", "--gateway", "192.168.3.1"], "no --pool is IPv4"),
         (["--pool", "fd00:3::/112", "--address", "192.168.3.9"], "no --pool is IPv4"),

@@ -97,7 +97,7 @@ def test_the_command_line_wins(tmp_path: Path) -> None:
             "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = 10.0.0.0/8\n",
             ":3: network: a second IPv4 network",
         ),
-        ("[pool office]\nnetwork = fd00:3::/64\n", ":2: network: --pool fd00:3::/64 is too large"),
+        ("[pool office]\nnetwork = fd00:3::/60\n", ":2: network: --pool fd00:3::/60 is larger"),
         ("[pool office]\nnetwork = 192.168.3.0/24\nrefuse-extra = perhaps\n", ":3: refuse-extra"),
         ("[pool office]\nnetwork\n", ":2: expected KEY = VALUE"),
         ("mtu = 9000\n", ":1: mtu: outside any"),

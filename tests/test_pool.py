@@ -40,6 +40,13 @@ def test_ipv6_offsets_stay_far_inside_the_store_integer() -> None:
     assert not pool.overlaps("0.0.0.0/1")  # another family never overlaps
 
 
+def test_a_64_hands_out_its_first_2_to_the_32_addresses() -> None:
+    pool = Pool.parse("2001:db8:0:3::/64")
+    assert (pool.first, pool.last, str(pool.gateway)) == (1, 2**32 - 1, "2001:db8:0:3::1")
+    assert pool.address(pool.last) == "2001:db8:0:3::ffff:ffff"
+    assert pool.offset("2001:db8:0:3::1:0:0") == 2**32  # in the network, beyond the range
+
+
 def test_offset_round_trip() -> None:
     pool = Pool.parse("172.20.0.0/16")
     assert pool.offset(pool.address(300)) == 300
@@ -54,7 +61,7 @@ def test_offset_round_trip() -> None:
         ("192.168.3.1/24", None, "did you mean 192.168.3.0/24"),
         ("banana/24", None, "not a network"),
         ("192.168.3.0/33", None, "not a network"),
-        ("2001:db8::/64", None, "use a /96 or longer IPv6 pool"),
+        ("2001:db8::/63", None, "use a /64 or longer IPv6 pool"),
         ("fd00:3::/127", None, "too small"),
         ("fd00:3::1/112", None, "did you mean fd00:3::/112"),
         ("fd00:3::/112", "fd00:3::", "host address inside"),

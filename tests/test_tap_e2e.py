@@ -211,19 +211,19 @@ def test_dual_stack_tap_clients_ping_both_families_through_the_bridge(make_lab) 
     assert a.tun_devices("tap") == [] and b.tun_devices("tap") == []
 
 
-def test_an_ipv6_only_tap_pool_works_with_plain_ssh_too(make_lab) -> None:
-    lab = make_lab(["--pool", "fd00:3::/112"])
+def test_an_ipv6_only_tap_pool_of_a_whole_64_works_with_plain_ssh_too(make_lab) -> None:
+    lab = make_lab(["--pool", "fd00:3::/64"])  # the usual IPv6 subnet
     client = lab.add_client()
     status = tap_connect(client)
     assert (status["address"], status["prefix"], status["gateway"]) == (
         "fd00:3::2",
-        112,
+        64,
         "fd00:3::1",
     )
     assert "address6" not in status
     (bridge,) = bridges(lab)
-    assert addresses_on(lab.server_ns, bridge) == {("fd00:3::1", 112)}
-    assert addresses_on(client.ns, status["device"]) == {("fd00:3::2", 112)}
+    assert addresses_on(lab.server_ns, bridge) == {("fd00:3::1", 64)}
+    assert addresses_on(client.ns, status["device"]) == {("fd00:3::2", 64)}
     assert ping(client, "fd00:3::1") and lab.ping6_from_server("fd00:3::2")
 
     plain = lab.add_client().connect("-o", "Tunnel=ethernet")

@@ -263,7 +263,7 @@ def serve_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="NET",
         help="network to lease client addresses from, e.g. 192.168.3.0/24 or fd00:3::/112 "
-        "(IPv6: /96 or longer); twice, one of each family, for dual stack; or the NAME of "
+        "(IPv6: /64 or longer); twice, one of each family, for dual stack; or the NAME of "
         "a [pool NAME] in the config file",
     )
     p.add_argument(

@@ -1,8 +1,10 @@
 """Address pool arithmetic: which addresses of a network may be handed to clients.
 
 Addresses are handled as offsets from the network address, so the lease store only
-ever sees small integers and never needs an IP library. IPv6 pools are kept to /96 or
-longer, so an offset always fits the store's 64-bit signed INTEGER.
+ever sees small integers and never needs an IP library. An IPv6 pool may be a /64 (the
+usual IPv6 subnet) or longer; from one larger than /96 only the first 2**32 addresses
+are handed out, so an offset always fits the store's 64-bit signed INTEGER (and any
+database's 64-bit integer) with room to spare.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from tunhelper.errors import UsageError
 # Dotted quads only, with every netaddr release we support: netaddr < 1.0 parses with
 # inet_aton by default, where "10.1" is 10.0.0.1 and "10.0.0.010" is 10.0.0.8 (octal).
 _STRICT = netaddr.INET_PTON
-MIN_PREFIX6 = 96  # offsets below 2**32: far inside SQLite's 64-bit INTEGER
+MIN_PREFIX6 = 64  # a subnet; shorter is not one link's worth of addresses
+MAX_OFFSET6 = 2**32 - 1  # offsets below 2**32: far inside SQLite's 64-bit INTEGER
 MAX_PREFIX = {4: 30, 6: 126}  # room for a gateway and one client
 
 
@@ -54,7 +57,7 @@ class Pool:
             )
         if network.version == 6 and network.prefixlen < MIN_PREFIX6:
             raise UsageError(
-                f"--pool {cidr} is too large for the lease store: use a /{MIN_PREFIX6} "
+                f"--pool {cidr} is larger than one IPv6 subnet: use a /{MIN_PREFIX6} "
                 "or longer IPv6 pool"
             )
         if network.prefixlen > MAX_PREFIX[network.version]:
@@ -96,8 +99,11 @@ class Pool:
 
     @property
     def last(self) -> int:
-        """The highest offset a client may get (IPv4's broadcast address is excluded)."""
-        return self.network.size - (2 if self.version == 4 else 1)
+        """The highest offset a client may get (IPv4's broadcast address is excluded;
+        an IPv6 pool larger than /96 hands out its first 2**32 addresses only)."""
+        if self.version == 4:
+            return self.network.size - 2
+        return min(self.network.size - 1, MAX_OFFSET6)
 
     def overlaps(self, network: str) -> bool:
         other = netaddr.IPNetwork(network)
