@@ -177,7 +177,7 @@ def test_ipv6_routes_client_networks_and_dns_with_an_ipv6_pool() -> None:
 
 
 def test_networks_of_two_families_never_overlap() -> None:
-    from tunhelper.configure import overlap
+    from tunhelper.pool import overlap
 
     # the same integers: 10.0.0.0/8 is 0x0a000000-0x0affffff, and so is ::a00:0/104
     assert not overlap("10.0.0.0/8", "::a00:0/104")

@@ -140,16 +140,16 @@ def bridge_port(device: DeviceInfo, plan: bridge.BridgePlan, mtu: int, state_dir
     return _applying(BridgePort(device, plan, state_dir), bridge.join, device, plan, mtu, state_dir)
 
 
-def client_networks(
-    device: DeviceInfo, networks: list[str], via: dict[int, str], state_dir: str
-) -> list[Applied]:
-    """Route the networks behind a client to it, unless another live session has them.
+def client_networks(device: DeviceInfo, networks: list[str], state_dir: str) -> Applied:
+    """Route the networks behind a client to its tun, unless another live session has them.
 
     The kernel's routing table is the record: tunhelper's routes carry its own protocol
     number and vanish with their session's device. Checking and adding happen under a
-    lock, so two sessions cannot both claim one network. ``via`` is the client's
-    address by IP version (tap); empty on tun, where the device alone says where.
+    lock, so two sessions cannot both claim one network. Tun only: the device alone
+    says where, for either family.
     """
+    from tunhelper.pool import overlap
+
     with lock.held(state_dir, "routes"):
         for network in networks:
             for other, other_device in platform.our_routes():
@@ -158,16 +158,7 @@ def client_networks(
                         f"--client-net {network} overlaps {other}, routed to another live "
                         f"session ({other_device}); give each client its own networks"
                     )
-        return routes_by_family(device, networks, via)
-
-
-def overlap(a: str, b: str) -> bool:
-    """Do two networks share an address? Never across families: netaddr's ``first`` and
-    ``last`` are plain integers, and 10.0.0.0/8 and ::a00:0/104 would seem to."""
-    import netaddr
-
-    one, other = netaddr.IPNetwork(a), netaddr.IPNetwork(b)
-    return one.version == other.version and one.first <= other.last and other.first <= one.last
+        return routes(device, networks, None)
 
 
 def routes_by_family(device: DeviceInfo, networks: list[str], via: dict[int, str]) -> list[Applied]:

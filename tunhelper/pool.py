@@ -106,10 +106,7 @@ class Pool:
         return min(self.network.size - 1, MAX_OFFSET6)
 
     def overlaps(self, network: str) -> bool:
-        other = netaddr.IPNetwork(network)
-        if other.version != self.version:
-            return False
-        return other.first <= self.network.last and self.network.first <= other.last
+        return overlap(self.name, network)
 
     @property
     def prefixlen(self) -> int:
@@ -141,3 +138,10 @@ class Pool:
     def capacity(self) -> int:
         """How many clients the pool can serve at most (gateway excluded)."""
         return self.last - self.first + (1 if self.gateway is None else 0)
+
+
+def overlap(a: str, b: str) -> bool:
+    """Do two networks share an address? Never across families: netaddr's ``first`` and
+    ``last`` are plain integers, and 10.0.0.0/8 and ::a00:0/104 would seem to."""
+    one, other = netaddr.IPNetwork(a), netaddr.IPNetwork(b)
+    return one.version == other.version and one.first <= other.last and other.first <= one.last

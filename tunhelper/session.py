@@ -183,9 +183,9 @@ def _run(
     if device.mode == "tun":
         _filter_sources(device)
     if settings.client_nets:  # tun only (refused on tap above): the device says where
-        for nets in configure.client_networks(device, settings.client_nets, {}, settings.state_dir):
-            applied.append(nets)
-            undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
+        nets = configure.client_networks(device, settings.client_nets, settings.state_dir)
+        applied.append(nets)
+        undo.callback(_quietly, "remove the client's networks", configure.undo, nets)
 
     v6 = lease6 or (lease if pool.version == 6 else None)
     remote_address, remote_port = hooks.remote(environ.get("SSH_CONNECTION"))
@@ -275,7 +275,7 @@ def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -
     follows finds it free).
     """
     pool, limit = settings.pool.name, settings.max_sessions
-    mine = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
+    mine = _live_sessions(store, pool, client, alive)
     extra = len(mine) - limit + 1
     if extra <= 0:
         return
@@ -284,19 +284,12 @@ def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -
             f"this client already has {len(mine)} live session(s), the most --max-sessions "
             f"{limit} allows; end one first"
         )
-    oldest = mine[:extra]  # ordered by since
-    for lease in oldest:
-        log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
-        holder.end(lease)
+    oldest = mine[:extra]
+    _end_sessions(oldest, client, limit)
     tokens = {lease.token for lease in oldest}
     deadline = time.monotonic() + TAKEOVER_WAIT
     while time.monotonic() < deadline:
-        live = [
-            x
-            for x in store.leases(pool, client)
-            if x.token in tokens and x.state == ACTIVE and alive(x)
-        ]
-        if not live:
+        if not [x for x in _live_sessions(store, pool, client, alive) if x.token in tokens]:
             return
         time.sleep(0.05)
     raise TunhelperError(
@@ -316,10 +309,9 @@ def _settle_sessions(
     Either way every session reaches the same verdict, so the limit holds.
     """
     limit = settings.max_sessions
-    live = [x for x in store.leases(settings.pool.name, client) if x.state == ACTIVE and alive(x)]
+    live = _live_sessions(store, settings.pool.name, client, alive)
     if len(live) <= limit:
         return
-    live.sort(key=lambda x: (x.since, x.token))
     tokens = [x.token for x in live]
     if settings.refuse_extra:
         if mine.token not in tokens[:limit]:
@@ -329,9 +321,19 @@ def _settle_sessions(
             )
         return
     if mine.token in tokens[-limit:]:
-        for lease in live[:-limit]:
-            log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
-            holder.end(lease)
+        _end_sessions(live[:-limit], client, limit)
+
+
+def _live_sessions(store, pool: str, client: str, alive: holder.Liveness) -> list[Lease]:
+    """The client's live sessions in ``pool``, in allocation order (oldest first)."""
+    live = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
+    return sorted(live, key=lambda x: (x.since, x.token))
+
+
+def _end_sessions(leases: list[Lease], client: str, limit: int) -> None:
+    for lease in leases:
+        log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
+        holder.end(lease)
 
 
 def _filter_sources(device: DeviceInfo) -> None:
