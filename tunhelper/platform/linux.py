@@ -48,6 +48,9 @@ _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _IFLA_MTU = 4
 _IFF_UP = 0x1
 _RTNETLINK_TIMEOUT = 5.0  # the kernel answers at once; never hang a session on it
+# Address flags (<linux/if_addr.h>): NODAD makes an address usable at once, never
+# "tentative"; TENTATIVE is how /proc/net/if_inet6 shows one not usable yet.
+_IFA_F_NODAD = 0x02
 _IFA_F_TENTATIVE = 0x40
 _IPV6_READY_TIMEOUT = 2.0
 
@@ -292,10 +295,6 @@ def deconfigure_p2p(device: DeviceInfo, local: str, peer: str) -> None:
             prefixlen=prefixlen,
         )
         ipr.link("set", index=device.index, state="down")
-
-
-# IFA_F_NODAD (<linux/if_addr.h>): the address is usable at once, never "tentative".
-_IFA_F_NODAD = 0x02
 
 
 def _add_address(ipr, index: int, address: str, prefixlen: int) -> None:
