@@ -48,15 +48,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tunhelper.lease import (  # noqa: E402
+from tunhelper.pool import Pool  # noqa: E402
+from tunhelper.store import (  # noqa: E402
     ACTIVE,
     RELEASED,
-    Holder,
     Lease,
+    Owner,
     Request,
     open_store,
 )
-from tunhelper.pool import Pool  # noqa: E402
 
 THROUGHPUT_TARGET = 500.0  # allocate+release cycles per second
 RATIO_TARGET = 1.5  # /16 at 90% against an empty /24
@@ -64,7 +64,7 @@ FILL = 0.9
 SMALL = Pool.parse("10.30.0.0/24")
 BIG = Pool.parse("10.40.0.0/16")
 LAYOUTS = ("contiguous", "churned", "scattered")
-HOLDER = Holder("bench-host", "bench-boot", 1000, 1.0, 2000, 2.0, "tun0")
+HOLDER = Owner("bench-host", "bench-boot", 1000, 1.0, 2000, 2.0, "tun0")
 PRELOADED = "old-client-"  # clients of the rows a layout starts with
 
 
@@ -86,7 +86,7 @@ def request(pool: Pool, client: str) -> Request:
         last=pool.last,
         excluded=pool.excluded([]),
         client=client,
-        holder=HOLDER,
+        owner=HOLDER,
         address_of=pool.address,
     )
 

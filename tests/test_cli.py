@@ -275,8 +275,8 @@ def test_the_slim_holder_imports_nothing_heavy() -> None:
 
 def test_help_and_admin_paths_do_not_import_the_network_stack() -> None:
     assert imported_by("import tunhelper.cli") & HEAVY == set()
-    assert "pyroute2" not in imported_by("import tunhelper.admin")
-    assert "pyroute2" not in imported_by("import tunhelper.session")  # only when configuring
+    assert "pyroute2" not in imported_by("import tunhelper.admin.leases")
+    assert "pyroute2" not in imported_by("import tunhelper.server.session")  # only when configuring
 
 
 # -- every parser a client or admin feeds, property-based ------------------------------
@@ -499,6 +499,6 @@ def test_pythonpath_acts_before_tunhelper_can_defend_so_doctor_flags_it(tmp_path
     # pip's script (the venv's) cannot stop it; the Debian package's launcher runs
     # python3 -I and so ignores PYTHONPATH before anything is imported.
     assert (tmp_path / "ran").exists() is (installed_command() is None)
-    from tunhelper import doctor
+    from tunhelper.admin import doctor
 
     assert doctor.accept_env_risks(["PYTHON*"]) != []

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunhelper import cli, config
+from tunhelper import cli, conffile
 from tunhelper.errors import UsageError
 
 GOOD = """\
@@ -44,9 +44,9 @@ def resolve(path: str, *argv: str):
     parser = cli.serve_parser()
     argv_list = [*argv, "--config", path]
     args = parser.parse_args(argv_list)
-    sections = config.read(path)
-    config.apply_pool(args, config.given_options(parser, argv_list), parser, path, sections)
-    return args, config.clients(parser, path, sections)
+    sections = conffile.read(path)
+    conffile.apply_pool(args, conffile.given_options(parser, argv_list), parser, path, sections)
+    return args, conffile.clients(parser, path, sections)
 
 
 def test_a_named_pool_fills_the_options(tmp_path: Path) -> None:
@@ -125,12 +125,12 @@ def test_every_error_is_one_line_naming_file_line_and_key(tmp_path, text, expect
 def test_a_file_others_can_write_is_refused(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD, 0o666)
     with pytest.raises(UsageError, match="nobody else can write"):
-        config.read(path)
+        conffile.read(path)
 
 
 def test_a_missing_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
-        config.read(str(tmp_path / "nope.conf"))
+        conffile.read(str(tmp_path / "nope.conf"))
 
 
 def test_the_forced_command_reports_config_errors_in_one_line(tmp_path: Path) -> None:

@@ -9,10 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunhelper import announce, connect, discover
-from tunhelper.announce import Announcement
+from tunhelper import protocol
+from tunhelper.client import connect
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
+from tunhelper.protocol import Announcement
+from tunhelper.server import discover
 
 
 def options(**kw) -> connect.Options:
@@ -44,7 +46,7 @@ def test_ssh_argv_options_before_w_and_the_exact_request_last() -> None:
         "any",
         "--",
         "gw.example",
-        announce.REQUEST,
+        protocol.REQUEST,
     ]
     assert "-N" not in argv
 
@@ -64,7 +66,7 @@ def test_announcement_round_trip() -> None:
     ann = Announcement("192.168.3.2", 32, "192.168.3.1", "tun", 1500, ["10.0.0.0/8"])
     line = ann.to_json()
     assert "dns" not in json.loads(line)  # only when the admin set it
-    assert announce.parse(line) == ann
+    assert protocol.parse(line) == ann
 
 
 def test_dual_stack_announcement_round_trip_keeps_ipv4_first() -> None:
@@ -80,10 +82,10 @@ def test_dual_stack_announcement_round_trip_keeps_ipv4_first() -> None:
     )
     data = json.loads(ann.to_json())
     assert (data["address"], data["address6"], data["prefix6"]) == ("192.168.3.2", "fd00:3::2", 128)
-    assert announce.parse(ann.to_json()) == ann
+    assert protocol.parse(ann.to_json()) == ann
     only6 = Announcement("fd00:3::2", 128, "fd00:3::1", "tun", 1500)
     assert "address6" not in json.loads(only6.to_json())  # an IPv6-only link: in address
-    assert announce.parse(only6.to_json()) == only6
+    assert protocol.parse(only6.to_json()) == only6
 
 
 def test_a_dual_stack_tap_announcement_carries_the_ipv6_prefix(capsys) -> None:
@@ -97,7 +99,7 @@ def test_a_dual_stack_tap_announcement_carries_the_ipv6_prefix(capsys) -> None:
         prefix6=112,
         gateway6="fd00:3::1",
     )
-    assert announce.parse(ann.to_json()) == ann
+    assert protocol.parse(ann.to_json()) == ann
     found = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), 1, 0.0)
     connect._report(found, ann, as_json=False)
     assert capsys.readouterr().out == (
@@ -118,13 +120,13 @@ def test_ipv6_routes_and_dns_round_trip() -> None:
         128,
         "fd00:3::1",
     )
-    assert announce.parse(ann.to_json()) == ann
+    assert protocol.parse(ann.to_json()) == ann
 
 
 def test_only_the_exact_request_gets_a_description() -> None:
-    assert announce.wants_description(announce.REQUEST)
-    for other in (None, "", "ls", announce.REQUEST + " ", announce.REQUEST + ";id", "tunhelper"):
-        assert not announce.wants_description(other)
+    assert protocol.wants_description(protocol.REQUEST)
+    for other in (None, "", "ls", protocol.REQUEST + " ", protocol.REQUEST + ";id", "tunhelper"):
+        assert not protocol.wants_description(other)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +190,7 @@ def test_only_the_exact_request_gets_a_description() -> None:
 )
 def test_bad_announcements_are_one_clear_line(line: str, expect: str) -> None:
     with pytest.raises(TunhelperError, match=expect) as e:
-        announce.parse(line)
+        protocol.parse(line)
     assert "\n" not in str(e.value)
 
 
@@ -197,7 +199,7 @@ def test_bad_announcements_are_one_clear_line(line: str, expect: str) -> None:
 def test_any_server_line_is_parsed_or_refused_cleanly(value) -> None:
     line = value if isinstance(value, str) else json.dumps({"version": 1, **value})
     try:
-        announce.parse(line)
+        protocol.parse(line)
     except TunhelperError as e:
         assert "\n" not in str(e)
 
@@ -208,14 +210,14 @@ def test_any_server_line_is_parsed_or_refused_cleanly(value) -> None:
 @settings(max_examples=3000, deadline=None)
 @given(st.text(max_size=60))
 def test_only_the_exact_request_text_asks_for_a_description(command: str) -> None:
-    assert announce.wants_description(command) == (command == announce.REQUEST)
+    assert protocol.wants_description(command) == (command == protocol.REQUEST)
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=3).filter(bool))
 def test_the_request_with_anything_added_is_not_the_request(extra: str) -> None:
-    for command in (announce.REQUEST + extra, extra + announce.REQUEST):
-        assert not announce.wants_description(command)
+    for command in (protocol.REQUEST + extra, extra + protocol.REQUEST):
+        assert not protocol.wants_description(command)
 
 
 json_value = st.recursive(
@@ -255,7 +257,7 @@ announcement_fields = st.fixed_dictionaries(
 def test_any_announcement_is_parsed_into_something_usable_or_refused(fields: dict) -> None:
     """The client configures its device from this: whatever is accepted must be sound."""
     try:
-        ann = announce.parse(json.dumps(fields))
+        ann = protocol.parse(json.dumps(fields))
     except TunhelperError as e:
         assert "\n" not in str(e)
         return

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import require_lab_prerequisites
 from tests.lab import Lab, run, tunhelper_command
-from tunhelper import cli, doctor
+from tunhelper import cli
+from tunhelper.admin import doctor
 from tunhelper.errors import UsageError
-from tunhelper.lease import Holder, Request, open_store
 from tunhelper.pool import Pool
+from tunhelper.store import Owner, Request, open_store
 
 OPTIONS = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMeWithTheClientsOwnKey00 laptop"
@@ -288,7 +289,7 @@ def test_state_directory_permissions(tmp_path: Path) -> None:
 def _filled_store(state: str, rows: int = 200) -> str:
     pool = Pool.parse("10.0.0.0/16")
     store = open_store(state)
-    holder = Holder("h", "b", 1, 1.0, 2, 2.0, "tun0")
+    holder = Owner("h", "b", 1, 1.0, 2, 2.0, "tun0")
     for i in range(rows):
         store.allocate(
             Request(pool.name, pool.first, pool.last, set(), f"c{i}", holder, pool.address),

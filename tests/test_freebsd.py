@@ -22,10 +22,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tunhelper import discover
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo, freebsd, linux
 from tunhelper.platform.freebsd import IFCONFIG, PROCSTAT, SYSCTL, Completed
+from tunhelper.server import discover
 
 DATA = Path(__file__).parent / "data" / "freebsd"
 TUN = DeviceInfo("tun100", 7, "tun")

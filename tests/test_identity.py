@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tunhelper.identity import client_identity, parse_auth_info, read_auth_info
+from tunhelper.server.identity import client_identity, parse_auth_info, read_auth_info
 
 
 @pytest.fixture

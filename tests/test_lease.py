@@ -14,25 +14,25 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tunhelper.lease as lease_module
+import tunhelper.store.sqlite as lease_module
 from tunhelper.errors import TunhelperError
-from tunhelper.lease import (
+from tunhelper.pool import Pool
+from tunhelper.store import (
     ACTIVE,
     RELEASED,
-    Holder,
     Lease,
+    Owner,
     PoolExhausted,
     Request,
-    SqliteLeaseStore,
     open_store,
 )
-from tunhelper.pool import Pool
+from tunhelper.store.sqlite import SqliteLeaseStore
 
 POOL = Pool.parse("192.168.3.0/29")  # clients .2-.6: five addresses
 
 
-def holder(n: int = 1) -> Holder:
-    return Holder("host", "boot", 1000 + n, 1.0, 2000 + n, 2.0, f"tun{n}")
+def holder(n: int = 1) -> Owner:
+    return Owner("host", "boot", 1000 + n, 1.0, 2000 + n, 2.0, f"tun{n}")
 
 
 def request(client: str, pool: Pool = POOL, excluded=None, n: int = 1) -> Request:
@@ -42,7 +42,7 @@ def request(client: str, pool: Pool = POOL, excluded=None, n: int = 1) -> Reques
         last=pool.last,
         excluded=pool.excluded([]) if excluded is None else excluded,
         client=client,
-        holder=holder(n),
+        owner=holder(n),
         address_of=pool.address,
     )
 
@@ -152,8 +152,8 @@ def test_release_address_by_hand(store: SqliteLeaseStore) -> None:
 
 def test_holder_recorded(store: SqliteLeaseStore) -> None:
     lease = store.allocate(request("alice", n=7), always)
-    assert lease.holder == holder(7)
-    assert store.leases()[0].holder == holder(7)
+    assert lease.owner == holder(7)
+    assert store.leases()[0].owner == holder(7)
 
 
 def test_corrupt_database_is_one_clear_line(tmp_path: Path) -> None:

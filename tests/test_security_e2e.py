@@ -17,7 +17,7 @@ import pytest
 
 from tests.lab import Lab, run, wait_until
 from tests.lab import refused as lab_refused
-from tunhelper.identity import fingerprint
+from tunhelper.server.identity import fingerprint
 
 GATEWAY = "192.168.3.1"
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tunhelper import discover, log, session
-from tunhelper.bridge import BridgePlan
+from tunhelper import log
 from tunhelper.hold import Interrupted
-from tunhelper.lease import ACTIVE, RELEASED, open_store
 from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
+from tunhelper.server import discover, session
+from tunhelper.server.bridge import BridgePlan
+from tunhelper.store import ACTIVE, RELEASED, liveness, open_store
 
 DEVICE = DeviceInfo("tun0", 42, "tun")
 BRIDGE = BridgePlan("thbrtest", managed=True, address="192.168.3.1", prefixlen=24)
@@ -45,18 +46,19 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     # Nothing here may touch the real network: the bridge is faked too.
     monkeypatch.setattr(
-        "tunhelper.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
+        "tunhelper.server.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
     )
     monkeypatch.setattr(
-        "tunhelper.bridge.leave", lambda d, plan, sd: events.append(f"leave {plan.name}")
+        "tunhelper.server.bridge.leave", lambda d, plan, sd: events.append(f"leave {plan.name}")
     )
     monkeypatch.setattr(
-        "tunhelper.session.announce", lambda a, describe: events.append(f"announce {a.address}")
+        "tunhelper.server.session.announce",
+        lambda a, describe: events.append(f"announce {a.address}"),
     )
     # The real helper re-executes itself as the slim holder here; in-process instead.
-    monkeypatch.setattr("tunhelper.session.become_holder", lambda record, label: None)
+    monkeypatch.setattr("tunhelper.server.session.become_holder", lambda record, label: None)
     monkeypatch.setattr(
-        "tunhelper.session.hold", lambda f: events.append("hold") or ("process", "ended")
+        "tunhelper.server.session.hold", lambda f: events.append("hold") or ("process", "ended")
     )
     settings = session.Settings(
         pool=Pool.parse("192.168.3.0/24"),
@@ -102,8 +104,8 @@ def _fail(error: BaseException):
     ("target", "error", "undone"),
     [
         ("tunhelper.platform.configure_p2p", OSError("netlink said no"), True),
-        ("tunhelper.session.announce", session.TunhelperError("client gone"), True),
-        ("tunhelper.session.hold", Interrupted(15), True),
+        ("tunhelper.server.session.announce", session.TunhelperError("client gone"), True),
+        ("tunhelper.server.session.hold", Interrupted(15), True),
         ("tunhelper.platform.configure_p2p", Interrupted(1), True),
     ],
 )
@@ -130,14 +132,14 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
         client="bob",
     )
     store = open_store(settings.state_dir)
-    from tunhelper.lease import Holder, Request
+    from tunhelper.store import Owner, Request
 
-    me, started = os.getpid(), session.holder.process_start(os.getpid())  # a live holder
-    holder = Holder(session.holder.this_host(), "boot", me, started, me, started, "tun9")
+    me, started = os.getpid(), liveness.process_start(os.getpid())  # a live holder
+    holder = Owner(liveness.this_host(), "boot", me, started, me, started, "tun9")
     pool = settings.pool
     store.allocate(
         Request(pool.name, pool.first, pool.last, pool.excluded([]), "alice", holder, pool.address),
-        session.holder.Liveness(),
+        liveness.Liveness(),
     )
     store.close()
     assert session.serve(settings, {}) == 1
@@ -151,7 +153,9 @@ def test_tap_session_joins_the_pool_bridge_and_leaves_it(world, monkeypatch) -> 
     tap = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), os.getpid(), 0.0)
     monkeypatch.setattr(discover, "find_device", lambda wait, env: tap)
     announced = []
-    monkeypatch.setattr("tunhelper.session.announce", lambda a, describe: announced.append(a))
+    monkeypatch.setattr(
+        "tunhelper.server.session.announce", lambda a, describe: announced.append(a)
+    )
     assert session.serve(settings, {}) == 0
     assert events == ["join thbrtest", "hold", "leave thbrtest", "end connection"]
     (ann,) = announced
@@ -183,7 +187,9 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
 def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> None:
     settings, events, monkeypatch = world
     announced = []
-    monkeypatch.setattr("tunhelper.session.announce", lambda a, describe: announced.append(a))
+    monkeypatch.setattr(
+        "tunhelper.server.session.announce", lambda a, describe: announced.append(a)
+    )
     settings = session.Settings(
         pool=Pool.parse("192.168.3.0/24"),
         pool6=Pool.parse("fd00:3::/112"),
@@ -242,7 +248,9 @@ def test_the_slim_holder_releases_old_and_new_records(world, shape) -> None:
     """finish() reads ``leases`` (dual stack) and the single ``lease`` of older helpers."""
     settings, _, monkeypatch = world
     captured: list[dict] = []
-    monkeypatch.setattr("tunhelper.session.become_holder", lambda r, label: captured.append(r))
+    monkeypatch.setattr(
+        "tunhelper.server.session.become_holder", lambda r, label: captured.append(r)
+    )
     settings = session.Settings(
         pool=Pool.parse("192.168.3.0/24"),
         pool6=Pool.parse("fd00:3::/112") if shape == "leases" else None,
@@ -266,15 +274,15 @@ def test_the_slim_holder_releases_old_and_new_records(world, shape) -> None:
 
 def _live_lease_for(settings, client: str) -> None:
     """A lease held by a live session (this test process) for ``client``."""
-    from tunhelper.lease import Holder, Request
+    from tunhelper.store import Owner, Request
 
-    me, started = os.getpid(), session.holder.process_start(os.getpid())
-    holder = Holder(session.holder.this_host(), "boot", me, started, me, started, "tun9")
+    me, started = os.getpid(), liveness.process_start(os.getpid())
+    holder = Owner(liveness.this_host(), "boot", me, started, me, started, "tun9")
     pool = settings.pool
     store = open_store(settings.state_dir)
     store.allocate(
         Request(pool.name, pool.first, pool.last, pool.excluded([]), client, holder, pool.address),
-        session.holder.Liveness(),
+        liveness.Liveness(),
     )
     store.close()
 
@@ -299,10 +307,10 @@ def test_the_limit_counts_only_this_clients_live_sessions(world) -> None:
 
 def _burst(settings, client: str, n: int) -> list:
     """``n`` live leases of ``client``, as sessions of one key that allocated at once."""
-    from tunhelper.lease import Holder, Request
+    from tunhelper.store import Owner, Request
 
-    me, started = os.getpid(), session.holder.process_start(os.getpid())
-    holder = Holder(session.holder.this_host(), "boot", me, started, me, started, "tun9")
+    me, started = os.getpid(), liveness.process_start(os.getpid())
+    holder = Owner(liveness.this_host(), "boot", me, started, me, started, "tun9")
     pool = settings.pool
     store = open_store(settings.state_dir)
     try:
@@ -317,7 +325,7 @@ def _burst(settings, client: str, n: int) -> list:
                     holder,
                     pool.address,
                 ),
-                session.holder.Liveness(),
+                liveness.Liveness(),
             )
             for _ in range(n)
         ]
@@ -335,12 +343,12 @@ def test_a_burst_of_one_keys_sessions_settles_on_the_limit(world, refuse, me, ve
     """Counted after allocating, so that sessions that all passed the first count agree."""
     settings, _, monkeypatch = world
     ended: list[str] = []
-    monkeypatch.setattr(session.holder, "end", lambda lease: ended.append(lease.address))
+    monkeypatch.setattr(liveness, "end", lambda lease: ended.append(lease.address))
     burst = _burst(settings, "alice", 3)
     limited = dataclasses.replace(settings, max_sessions=1, refuse_extra=refuse)
     store = open_store(settings.state_dir)
     try:
-        session._settle_sessions(store, limited, "alice", session.holder.Liveness(), burst[me])
+        session._settle_sessions(store, limited, "alice", liveness.Liveness(), burst[me])
         outcome = f"end {' '.join(ended)}" if ended else "keep"
     except session.TunhelperError as e:
         assert "the most --max-sessions 1 allows" in str(e) and not ended
@@ -419,8 +427,8 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     """A fleet shares one store: another gateway's pid and start time mean nothing here."""
     import subprocess
 
-    from tunhelper import holder, platform
-    from tunhelper.lease import Lease
+    from tunhelper import platform
+    from tunhelper.store import Lease, liveness
 
     # The process's own signal state, not the one earlier tests left to this one's
     # children (a serve() that ran here ignores SIGTERM from its end on).
@@ -432,13 +440,13 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     sleeper = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert sleeper.stdout is not None and sleeper.stdout.readline().strip() == "ready"
-        start = holder.process_start(sleeper.pid)
-        host = "another-gateway" if elsewhere else holder.this_host()
+        start = liveness.process_start(sleeper.pid)
+        host = "another-gateway" if elsewhere else liveness.this_host()
         lease = Lease(
             "192.168.3.0/24", 2, "192.168.3.2", "alice", ACTIVE, "t", 0.0, None,
             host, platform.boot_id(), sleeper.pid, start, sleeper.pid, start, "tun9",
         )  # fmt: skip
-        holder.end(lease)
+        liveness.end(lease)
         with contextlib.suppress(subprocess.TimeoutExpired):
             sleeper.wait(2)
         assert (sleeper.poll() is None) == elsewhere
@@ -453,7 +461,9 @@ def test_a_dual_stack_tap_session_announces_the_ipv6_pools_prefix(world, monkeyp
     tap = discover.SessionDevice(DeviceInfo("tap0", 7, "tap"), os.getpid(), 0.0)
     monkeypatch.setattr(discover, "find_device", lambda wait, env: tap)
     announced = []
-    monkeypatch.setattr("tunhelper.session.announce", lambda a, describe: announced.append(a))
+    monkeypatch.setattr(
+        "tunhelper.server.session.announce", lambda a, describe: announced.append(a)
+    )
     plan = dataclasses.replace(BRIDGE, address6="fd00:3::1", prefixlen6=112)
     settings = dataclasses.replace(settings, pool6=Pool.parse("fd00:3::/112"), bridge=plan)
     assert session.serve(settings, {}) == 0

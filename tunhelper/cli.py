@@ -18,7 +18,7 @@ from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
     from tunhelper.pool import Pool
-    from tunhelper.session import Settings
+    from tunhelper.server.session import Settings
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 DEFAULT_WAIT = 5.0
@@ -520,7 +520,7 @@ def _ssh_cmd(text: str) -> list[str]:
 
 
 def _connect(argv: list[str]) -> int:
-    from tunhelper import connect
+    from tunhelper.client import connect
 
     args = connect_parser().parse_args(argv)
     options = connect.Options(
@@ -536,10 +536,10 @@ def _connect(argv: list[str]) -> int:
 
 
 def _disconnect(argv: list[str]) -> int:
-    from tunhelper import daemon
+    from tunhelper.client import background
 
     args = disconnect_parser().parse_args(argv)
-    for path in daemon.disconnect(args.device, args.pid_file):
+    for path in background.disconnect(args.device, args.pid_file):
         print(f"ended {path}")
     return 0
 
@@ -564,8 +564,9 @@ def serve_settings(argv: list[str]) -> Settings:
     network. ``tunhelper doctor`` runs the same code on each authorized_keys line, so
     the two never disagree.
     """
-    from tunhelper import config, session
-    from tunhelper.bridge import BridgePlan, default_name
+    from tunhelper import conffile
+    from tunhelper.server import session
+    from tunhelper.server.bridge import BridgePlan, default_name
 
     parser = serve_parser()
     args = parser.parse_args(argv)
@@ -577,12 +578,12 @@ def serve_settings(argv: list[str]) -> Settings:
         )
     label = args.pool[0]  # a CIDR, or the name of a [pool NAME] in the config file
     sections = []
-    path = args.config or config.DEFAULT_PATH
+    path = args.config or conffile.DEFAULT_PATH
     if named or args.config:
-        sections = config.read(path)
+        sections = conffile.read(path)
     if named:
-        config.apply_pool(args, config.given_options(parser, argv), parser, path, sections)
-    client_sections = config.clients(parser, path, sections)
+        conffile.apply_pool(args, conffile.given_options(parser, argv), parser, path, sections)
+    client_sections = conffile.clients(parser, path, sections)
     pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
     pools = [p for p in (pool, pool6) if p is not None]
     versions = {p.version for p in pools}
@@ -652,7 +653,7 @@ def _serve(argv: list[str]) -> int:
     from tunhelper.hold import Interrupted, catch_end_signals
 
     catch_end_signals()
-    from tunhelper import session
+    from tunhelper.server import session
 
     try:
         settings = serve_settings(argv)
@@ -765,21 +766,21 @@ def _check_address(pools: list, address: str, where: str) -> None:
 
 
 def _leases(argv: list[str]) -> int:
-    from tunhelper import admin
+    from tunhelper.admin import leases
 
     args = leases_parser().parse_args(argv)
-    return admin.leases(args.state_dir, args.json)
+    return leases.leases(args.state_dir, args.json)
 
 
 def _release(argv: list[str]) -> int:
-    from tunhelper import admin
+    from tunhelper.admin import leases
 
     args = release_parser().parse_args(argv)
-    return admin.release(args.state_dir, args.address, args.force)
+    return leases.release(args.state_dir, args.address, args.force)
 
 
 def _doctor(argv: list[str]) -> int:
-    from tunhelper import doctor
+    from tunhelper.admin import doctor
 
     args = doctor_parser().parse_args(argv)
     if os.geteuid() != 0:

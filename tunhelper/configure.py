@@ -13,12 +13,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tunhelper import bridge, lock, log, platform
+from tunhelper import log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
+from tunhelper.server import bridge, lock
 
 if TYPE_CHECKING:
-    from tunhelper.announce import Announcement
+    from tunhelper.protocol import Announcement
 
 # The most one packet of each kind an OpenSSH channel carries: sshd and ssh read a
 # tun/tap packet into a 16 KiB buffer (CHAN_RBUF), and a tun packet also carries a

@@ -120,7 +120,7 @@ def _main(argv: list[str]) -> int:
         reason = f"signal {e}"
     finally:
         ignore_end_signals()
-    from tunhelper import session as session_module  # heavier imports only now, at the end
+    from tunhelper.server import session as session_module  # heavier imports only now, at the end
 
     return session_module.finish(record, reason)
 

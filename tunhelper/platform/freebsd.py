@@ -49,7 +49,7 @@ DEVICE_CHECK_INTERVAL = 5.0
 PROCESS_POLL_INTERVAL = 0.5  # only where there is no kqueue (Linux, in the tests)
 PIPE_CHECK_INTERVAL = 0.1  # holds_pipe's caller polls every 10 ms; procstat need not
 
-_START_TOLERANCE = 1.0  # as holder.py: psutil start times are good to about a second
+_START_TOLERANCE = 1.0  # as store/liveness.py: psutil start times are good to about a second
 _DEVICE_NAME = re.compile(r"(?:tun|tap)\d{1,5}")
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,14}")
 _NO_BOOT_ID = "freebsd-without-kern.boot_id"

@@ -7,10 +7,11 @@ import sys
 import time
 from typing import Any
 
-from tunhelper import bridge, log
+from tunhelper import log
 from tunhelper.errors import TunhelperError
-from tunhelper.holder import Liveness
-from tunhelper.lease import ACTIVE, Lease, open_store
+from tunhelper.server import bridge
+from tunhelper.store import ACTIVE, Lease, open_store
+from tunhelper.store.liveness import Liveness
 
 STALE = "stale"  # recorded active, but its helper and session are both gone
 

@@ -20,9 +20,10 @@ import os
 import socket
 from dataclasses import dataclass
 
-from tunhelper import lock, platform
+from tunhelper import platform
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
+from tunhelper.server import lock
 
 MARKERS = "bridges"  # one empty file per bridge tunhelper created
 

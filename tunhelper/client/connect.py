@@ -19,9 +19,11 @@ from dataclasses import dataclass
 
 import psutil
 
-from tunhelper import announce, configure, daemon, discover, log, platform
+from tunhelper import configure, log, platform, protocol
+from tunhelper.client import background
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import SIGNAL, Interrupted, catch_end_signals, hold, ignore_end_signals
+from tunhelper.server import discover
 
 # Exit codes: why connect ended.
 EXIT_REQUESTED = 0  # SIGINT, SIGTERM or 'tunhelper disconnect'
@@ -50,7 +52,7 @@ def ssh_argv(options: Options) -> list[str]:
     argv = [*options.ssh_cmd, "-o", "ExitOnForwardFailure=yes"]
     if options.tap:
         argv += ["-o", "Tunnel=ethernet"]
-    return [*argv, "-w", "any", "--", options.destination, announce.REQUEST]
+    return [*argv, "-w", "any", "--", options.destination, protocol.REQUEST]
 
 
 def run(options: Options) -> int:
@@ -89,7 +91,7 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
             f"no announcement from the server within {options.wait:g}s: is tunhelper the "
             "forced command for this key?"
         )
-    ann = announce.parse(line)
+    ann = protocol.parse(line)
     found = discover.find_device_of(psutil.Process(proc.pid), DEVICE_WAIT)
     if found is None:
         raise TunhelperError(
@@ -108,9 +110,9 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
     try:  # from the status line on, a signal is a request to end, not a failure
         _report(found, ann, options.as_json)
         if options.background:
-            pid_file = options.pid_file or daemon.default_pid_file(found.device.name)
-            daemon.detach(pid_file)
-            undo.callback(daemon.remove_pid_file, pid_file)
+            pid_file = options.pid_file or background.default_pid_file(found.device.name)
+            background.detach(pid_file)
+            undo.callback(background.remove_pid_file, pid_file)
         kind, reason = hold(found)
     except Interrupted as e:
         kind, reason = SIGNAL, f"signal {e}"
@@ -124,7 +126,7 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
     return EXIT_CONNECTION_ENDED
 
 
-def _via(ann: announce.Announcement) -> dict[int, str]:
+def _via(ann: protocol.Announcement) -> dict[int, str]:
     """Where announced routes go, by IP version: on tun the device itself (empty); on
     tap the server's gateway of the route's family, which the server must have given."""
     if ann.mode == "tun":
@@ -182,7 +184,7 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> tuple[str | None, boo
     return buffer.split(b"\n", 1)[0].decode("utf-8", errors="replace"), False
 
 
-def _report(found: discover.SessionDevice, ann: announce.Announcement, as_json: bool) -> None:
+def _report(found: discover.SessionDevice, ann: protocol.Announcement, as_json: bool) -> None:
     if as_json:
         status = {
             "device": found.device.name,

@@ -18,15 +18,16 @@ from dataclasses import asdict, dataclass, field, replace
 
 import psutil
 
-from tunhelper import bridge, configure, discover, holder, hooks, identity, log, platform
-from tunhelper.announce import Announcement, announce, wants_description
-from tunhelper.bridge import BridgePlan
-from tunhelper.config import ClientSection
+from tunhelper import configure, log, platform
+from tunhelper.conffile import ClientSection
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import Interrupted, become_holder, hold, ignore_end_signals
-from tunhelper.lease import ACTIVE, Lease, Request, open_store
 from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
+from tunhelper.protocol import Announcement, announce, wants_description
+from tunhelper.server import bridge, discover, hooks, identity
+from tunhelper.server.bridge import BridgePlan
+from tunhelper.store import ACTIVE, Lease, Request, liveness, open_store
 
 STDERR_DRAIN_TIMEOUT = 2.0
 TAKEOVER_WAIT = 5.0
@@ -136,9 +137,9 @@ def _run(
 
     store = open_store(settings.state_dir, settings.db_timeout)
     undo.callback(store.close)
-    alive = holder.Liveness()
+    alive = liveness.Liveness()
     _make_room(store, settings, client, alive)
-    here = holder.current(found.holder_pid, found.holder_start, device.name)
+    here = liveness.current(found.holder_pid, found.holder_start, device.name)
     local = [*local_addresses(), *reserved_for_others]
     leases = []
     for p, reserved in ((pool, settings.address), (pool6, settings.address6)):
@@ -151,7 +152,7 @@ def _run(
                 last=p.last,
                 excluded=p.excluded(local),
                 client=client,
-                holder=here,
+                owner=here,
                 address_of=p.address,
                 reserved=None if reserved is None else p.offset(reserved),
             ),
@@ -267,7 +268,7 @@ def _for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
     return settings, others
 
 
-def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -> None:
+def _make_room(store, settings: Settings, client: str, alive: liveness.Liveness) -> None:
     """Keep a client within ``--max-sessions``: end its oldest sessions, or refuse.
 
     Like OpenVPN with a repeated common name: a roaming laptop whose old session has
@@ -298,7 +299,7 @@ def _make_room(store, settings: Settings, client: str, alive: holder.Liveness) -
 
 
 def _settle_sessions(
-    store, settings: Settings, client: str, alive: holder.Liveness, mine: Lease
+    store, settings: Settings, client: str, alive: liveness.Liveness, mine: Lease
 ) -> None:
     """Enforce ``--max-sessions`` again after our own allocation, against bursts.
 
@@ -324,7 +325,7 @@ def _settle_sessions(
         _end_sessions(live[:-limit], client, limit)
 
 
-def _live_sessions(store, pool: str, client: str, alive: holder.Liveness) -> list[Lease]:
+def _live_sessions(store, pool: str, client: str, alive: liveness.Liveness) -> list[Lease]:
     """The client's live sessions in ``pool``, in allocation order (oldest first)."""
     live = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
     return sorted(live, key=lambda x: (x.since, x.token))
@@ -333,7 +334,7 @@ def _live_sessions(store, pool: str, client: str, alive: holder.Liveness) -> lis
 def _end_sessions(leases: list[Lease], client: str, limit: int) -> None:
     for lease in leases:
         log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
-        holder.end(lease)
+        liveness.end(lease)
 
 
 def _filter_sources(device: DeviceInfo) -> None:
@@ -351,7 +352,7 @@ def _filter_sources(device: DeviceInfo) -> None:
         )
 
 
-def _check_limit(store, settings: Settings, client: str, alive: holder.Liveness) -> None:
+def _check_limit(store, settings: Settings, client: str, alive: liveness.Liveness) -> None:
     """Refuse a client that already holds ``--max-leases`` addresses of the pool.
 
     Counted after our own allocation, in its own read: two sessions of one client that
@@ -440,7 +441,7 @@ def end_connection(found: discover.SessionDevice | None) -> None:
         if near is None:
             return  # no tunnel: our exit ends the session by itself
         pid, start = near
-    if not holder.running(pid, start):
+    if not liveness.running(pid, start):
         return
     pipe = _stderr_pipe()
     _detach_stdio()

@@ -1,35 +1,39 @@
-"""The lease store: who holds which address of which pool, like a DHCP server's leases.
+"""The lease store in one SQLite file: the embedded default for a single gateway.
 
-Deliberately free of OS and netlink code: liveness of a holder is judged by a
-callback the caller passes in, so this module can be tested alone and reused by a
-store shared by a fleet of gateways. The SQL is plain (no SQLite-only syntax except
-the lock taken in :meth:`SqliteLeaseStore._begin`), so a PostgreSQL store is the same
-statements behind the same small interface, :class:`LeaseStore`.
-
-One row per address ever handed out. A released row is kept: it remembers the
-address's last client, which is what makes addresses sticky. Rows are never deleted,
-so the slots never handed out are known without scanning the leases: every slot above
-a pool's high-water mark (the highest slot that has a row), and the few below it that
-were skipped while excluded (the pool's holes). Both are kept in the same transaction
-as the leases, so one allocation costs a few index lookups however large the pool.
+The SQL is plain (no SQLite-only syntax except the lock taken in
+:meth:`SqliteLeaseStore._begin`). Rows are never deleted, so the slots never handed out
+are known without scanning the leases: every slot above a pool's high-water mark (the
+highest slot that has a row), and the few below it that were skipped while excluded
+(the pool's holes). Both are kept in the same transaction as the leases, so one
+allocation costs a few index lookups however large the pool.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import stat
 import time
 import uuid
-from collections.abc import Collection
-from dataclasses import asdict, dataclass, fields
-from typing import Callable, Protocol
+from dataclasses import asdict
+from typing import Callable
 
 from tunhelper.errors import TunhelperError
+from tunhelper.store import (
+    ACTIVE,
+    LEASE_FIELDS,
+    RELEASED,
+    AddressTaken,
+    Alive,
+    Lease,
+    PoolExhausted,
+    Request,
+)
 
-ACTIVE = "active"
-RELEASED = "released"
 DB_NAME = "leases.sqlite3"
+_COLUMNS = ", ".join(LEASE_FIELDS)
+# Built from our own dataclass, never from input: the only SQL assembled at run time.
+_SELECT = f"SELECT {_COLUMNS} FROM leases"  # noqa: S608
+_INSERT = f"INSERT INTO leases ({_COLUMNS}) VALUES ({', '.join('?' for _ in LEASE_FIELDS)})"  # noqa: S608
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS leases (
@@ -66,105 +70,6 @@ CREATE TABLE IF NOT EXISTS pool_holes (
 # minus one while it has none). pool_holes: the slots at or below it that have no
 # row. A database written before these tables existed has no pools row for its
 # pools; the first allocation in such a pool builds both from the leases table.
-
-
-class PoolExhausted(TunhelperError):
-    pass
-
-
-class AddressTaken(TunhelperError):
-    pass
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Who holds a lease: enough to tell, later and from another process, if it is alive.
-
-    Start times guard against pid reuse; the boot id makes every lease from before a
-    reboot stale; the host keeps a shared store from judging another gateway's pids.
-    """
-
-    host: str
-    boot_id: str
-    helper_pid: int
-    helper_start: float
-    session_pid: int
-    session_start: float
-    device: str
-
-
-@dataclass(frozen=True)
-class Lease:
-    pool: str
-    slot: int
-    address: str
-    client: str
-    state: str
-    token: str
-    since: float
-    released_at: float | None
-    host: str
-    boot_id: str
-    helper_pid: int
-    helper_start: float
-    session_pid: int
-    session_start: float
-    device: str
-
-    @property
-    def holder(self) -> Holder:
-        return Holder(
-            self.host,
-            self.boot_id,
-            self.helper_pid,
-            self.helper_start,
-            self.session_pid,
-            self.session_start,
-            self.device,
-        )
-
-
-_NAMES = [f.name for f in fields(Lease)]
-_COLUMNS = ", ".join(_NAMES)
-# Built from our own dataclass, never from input: the only SQL assembled at run time.
-_SELECT = f"SELECT {_COLUMNS} FROM leases"  # noqa: S608
-_INSERT = f"INSERT INTO leases ({_COLUMNS}) VALUES ({', '.join('?' for _ in _NAMES)})"  # noqa: S608
-
-
-@dataclass(frozen=True)
-class Request:
-    """What an allocation needs to know about the pool, without knowing IP at all.
-
-    Slots are offsets in the pool; ``address_of`` renders one for display.
-    """
-
-    pool: str
-    first: int
-    last: int
-    excluded: Collection[int]
-    client: str
-    holder: Holder
-    address_of: Callable[[int], str]
-    reserved: int | None = None  # the admin's --address for this client: that slot or none
-
-
-Alive = Callable[[Lease], bool]
-
-
-class LeaseStore(Protocol):
-    """The whole interface a store offers; everything else is private to a store."""
-
-    def allocate(self, request: Request, alive: Alive) -> Lease: ...
-
-    def release(self, lease: Lease) -> bool: ...
-
-    def release_address(self, address: str) -> int: ...
-
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]: ...
-
-    def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
-
-    def close(self) -> None: ...
 
 
 class SqliteLeaseStore:
@@ -429,7 +334,7 @@ class SqliteLeaseStore:
             token=uuid.uuid4().hex,
             since=time.time(),
             released_at=None,
-            **asdict(request.holder),
+            **asdict(request.owner),
         )
         self._db.execute("DELETE FROM leases WHERE pool = ? AND slot = ?", (request.pool, slot))
         self._db.execute(_INSERT, tuple(asdict(lease).values()))
@@ -502,13 +407,6 @@ def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
     )
 
 
-def _read_only(path: str) -> bool:
-    try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
-        return False
-
-
 def _no_space(path: str) -> str:
     """SQLite may call a full file system a "disk I/O error": say which it is."""
     try:
@@ -516,32 +414,3 @@ def _no_space(path: str) -> str:
     except OSError:
         return ""
     return ": no space left on its file system" if full else ""
-
-
-def open_store(state_dir: str, timeout: float = 10.0) -> SqliteLeaseStore:
-    """Open (creating 0700 if missing) the state directory and its lease database.
-
-    A state directory that others could write would let them forge leases, so one that
-    is not owned by us or is writable by group or others is refused.
-    """
-    try:
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        st = os.stat(state_dir)
-    except OSError as e:
-        raise TunhelperError(
-            f"cannot create state directory {state_dir} ({e.strerror}); check --state-dir"
-        ) from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise TunhelperError(f"state directory {state_dir} is not a directory; check --state-dir")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        raise TunhelperError(
-            f"state directory {state_dir} is writable by others; run: chown root {state_dir} "
-            f"&& chmod 700 {state_dir}"
-        )
-    if not os.access(state_dir, os.W_OK):
-        # Else SQLite says only "unable to open database file", which reads like damage.
-        why = "read-only file system" if _read_only(state_dir) else "permission denied"
-        raise TunhelperError(
-            f"cannot write to state directory {state_dir} ({why}); check its mount and --state-dir"
-        )
-    return SqliteLeaseStore(os.path.join(state_dir, DB_NAME), timeout)

@@ -13,7 +13,7 @@ import socket
 import psutil
 
 from tunhelper import platform
-from tunhelper.lease import Holder, Lease
+from tunhelper.store import Lease, Owner
 
 # psutil derives start times from the boot time, which the kernel reports to the
 # second and may shift by one after a clock step; a reused pid within the same
@@ -29,10 +29,10 @@ def process_start(pid: int) -> float:
     return psutil.Process(pid).create_time()
 
 
-def current(session_pid: int, session_start: float, device: str) -> Holder:
+def current(session_pid: int, session_start: float, device: str) -> Owner:
     """The holder record for this helper serving the given session."""
     pid = os.getpid()
-    return Holder(
+    return Owner(
         host=this_host(),
         boot_id=platform.boot_id(),
         helper_pid=pid,

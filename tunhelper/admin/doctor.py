@@ -536,7 +536,7 @@ def check_state_dir(path: str) -> list[Finding]:
 
 def check_database(state_dir: str) -> list[Finding]:
     """Open the lease database read-only and ask SQLite whether it is intact."""
-    from tunhelper.lease import DB_NAME
+    from tunhelper.store.sqlite import DB_NAME
 
     path = os.path.join(state_dir, DB_NAME)
     if not os.path.lexists(path):
