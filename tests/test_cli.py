@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.lab import installed_command, tunhelper_command
-from tunhelper import __version__, cli
+from tunhelper import __version__, cli, options
+from tunhelper import settings as settings_module
 from tunhelper.errors import UsageError
 from tunhelper.pool import Pool
 
@@ -163,7 +164,7 @@ def test_a_family_without_a_pool_is_refused_before_anything_is_leased(
 
 
 def test_ipv6_routes_client_networks_and_dns_with_an_ipv6_pool() -> None:
-    settings = cli.serve_settings(
+    settings = settings_module.serve_settings(
         ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
         + ["--route", "FD00:9:0::/64", "--route", "10.77.0.0/16", "--route", "::/1"]
         + ["--client-net", "fd00:8::/64", "--client-net", "10.88.0.0/24"]
@@ -172,7 +173,7 @@ def test_ipv6_routes_client_networks_and_dns_with_an_ipv6_pool() -> None:
     assert settings.routes == ["fd00:9::/64", "10.77.0.0/16", "::/1"]  # compact, as ip shows
     assert settings.client_nets == ["fd00:8::/64", "10.88.0.0/24"]
     assert settings.dns == ["fd00:3::53", "192.168.3.53"]
-    only6 = cli.serve_settings(["--pool", "fd00:3::/112", "--route", "fd00:9::/64"])
+    only6 = settings_module.serve_settings(["--pool", "fd00:3::/112", "--route", "fd00:9::/64"])
     assert only6.routes == ["fd00:9::/64"]
 
 
@@ -221,8 +222,8 @@ def test_admin_commands_on_an_empty_state_dir(tmp_path: Path) -> None:
 
 
 def parse_serve(argv: list[str]) -> None:
-    args = cli.serve_parser().parse_args(argv)
-    cli.resolve_pools(args.pool, args.gateway)
+    args = options.serve_parser().parse_args(argv)
+    settings_module.resolve_pools(args.pool, args.gateway)
 
 
 @settings(max_examples=400, deadline=None)
@@ -248,10 +249,10 @@ def test_any_pool_and_gateway_text_is_accepted_or_one_line(pool: str, gateway) -
 
 
 def test_dual_stack_pools_and_their_gateways_are_matched_by_family() -> None:
-    pool, pool6 = cli.resolve_pools(["fd00:3::/112", "192.168.3.0/24"], ["fd00:3::ff"])
+    pool, pool6 = settings_module.resolve_pools(["fd00:3::/112", "192.168.3.0/24"], ["fd00:3::ff"])
     assert (pool.name, str(pool.gateway)) == ("192.168.3.0/24", "192.168.3.1")  # IPv4 first
     assert pool6 is not None and (pool6.name, str(pool6.gateway)) == ("fd00:3::/112", "fd00:3::ff")
-    only6, none = cli.resolve_pools(["fd00:3::/112"], [])
+    only6, none = settings_module.resolve_pools(["fd00:3::/112"], [])
     assert (only6.version, none) == (6, None)
 
 
@@ -270,7 +271,7 @@ HEAVY = {"pyroute2", "psutil", "netaddr", "sqlite3", "dataclasses", "asyncio"}
 
 def test_the_slim_holder_imports_nothing_heavy() -> None:
     """A held session is one process for hours: it must not carry the setup's libraries."""
-    assert imported_by("import tunhelper.hold") & HEAVY == set()
+    assert imported_by("import tunhelper.server.keeper") & HEAVY == set()
 
 
 def test_help_and_admin_paths_do_not_import_the_network_stack() -> None:
@@ -282,12 +283,12 @@ def test_help_and_admin_paths_do_not_import_the_network_stack() -> None:
 # -- every parser a client or admin feeds, property-based ------------------------------
 
 PARSERS = {
-    "serve": cli.serve_parser,
-    "leases": cli.leases_parser,
-    "release": cli.release_parser,
-    "connect": cli.connect_parser,
-    "disconnect": cli.disconnect_parser,
-    "doctor": cli.doctor_parser,
+    "serve": options.serve_parser,
+    "leases": options.leases_parser,
+    "release": options.release_parser,
+    "connect": options.connect_parser,
+    "disconnect": options.disconnect_parser,
+    "doctor": options.doctor_parser,
 }
 OPTION_WORDS = [
     "--pool",
@@ -340,7 +341,9 @@ argv_strategy = st.lists(
 
 def _parse(name: str, argv: list[str]) -> None:
     if name == "serve":
-        cli.serve_settings(argv)  # argparse and every further check of the forced command
+        settings_module.serve_settings(
+            argv
+        )  # argparse and every further check of the forced command
     else:
         PARSERS[name]().parse_args(argv)
 

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunhelper import cli, conffile
+from tunhelper import conffile, options
+from tunhelper import settings as settings_module
 from tunhelper.errors import UsageError
 
 GOOD = """\
@@ -41,12 +42,12 @@ def write(tmp_path: Path, text: str, mode: int = 0o644) -> str:
 
 
 def resolve(path: str, *argv: str):
-    parser = cli.serve_parser()
+    parser = options.serve_parser()
     argv_list = [*argv, "--config", path]
     args = parser.parse_args(argv_list)
     sections = conffile.read(path)
-    conffile.apply_pool(args, conffile.given_options(parser, argv_list), parser, path, sections)
-    return args, conffile.clients(parser, path, sections)
+    conffile.apply_pool(args, argv_list, path, sections)
+    return args, conffile.clients(path, sections)
 
 
 def test_a_named_pool_fills_the_options(tmp_path: Path) -> None:
@@ -164,7 +165,7 @@ def test_a_dual_stack_pool_has_one_network_of_each_family(tmp_path: Path) -> Non
     text = "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\ngateway = fd00:3::1\n"
     args, _ = resolve(write(tmp_path, text), "--pool", "office")
     assert args.pool == ["192.168.3.0/24", "fd00:3::/112"] and args.gateway == ["fd00:3::1"]
-    pool, pool6 = cli.resolve_pools(args.pool, args.gateway)
+    pool, pool6 = settings_module.resolve_pools(args.pool, args.gateway)
     assert pool.version == 4 and pool6 is not None and str(pool6.gateway) == "fd00:3::1"
 
 
@@ -204,11 +205,13 @@ def test_a_client_network_of_a_family_without_a_pool_names_its_section(tmp_path:
     laptop = "[client laptop]\nclient-net = fd00:8::/64\n"
     path = write(tmp_path, "[pool office]\nnetwork = 192.168.3.0/24\n\n" + laptop)
     with pytest.raises(UsageError) as e:
-        cli.serve_settings(["--pool", "office", "--config", path])
+        settings_module.serve_settings(["--pool", "office", "--config", path])
     assert str(e.value) == (
         f"{path}:4: [client laptop]: client-net fd00:8::/64 is an IPv6 network but no --pool "
         "is IPv6: add an IPv6 --pool (e.g. --pool fd00:3::/112) or drop it"
     )
     dual = "[pool office]\nnetwork = 192.168.3.0/24\nnetwork = fd00:3::/112\n" + laptop
-    settings = cli.serve_settings(["--pool", "office", "--config", write(tmp_path, dual)])
+    settings = settings_module.serve_settings(
+        ["--pool", "office", "--config", write(tmp_path, dual)]
+    )
     assert settings.clients["laptop"].client_nets == ("fd00:8::/64",)

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import require_lab_prerequisites
 from tests.lab import Lab, run, tunhelper_command
-from tunhelper import cli
+from tunhelper import settings as settings_module
 from tunhelper.admin import doctor
 from tunhelper.errors import UsageError
 from tunhelper.pool import Pool
@@ -140,7 +140,7 @@ def test_bad_arguments_get_the_helpers_own_message(args: str) -> None:
     findings, parsed = doctor.check_key_line("keys:7", key_line(f"{HELPER} {args}"))
     assert parsed is None
     with pytest.raises(UsageError) as helper_says:
-        cli.serve_settings(shlex.split(args))
+        settings_module.serve_settings(shlex.split(args))
     assert f"keys:7: {helper_says.value}" in texts(findings, "error")
 
 

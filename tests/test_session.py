@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from tunhelper import log
-from tunhelper.hold import Interrupted
+from tunhelper import settings as settings_module
 from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
-from tunhelper.server import discover, session
+from tunhelper.server import discover, policy, session, teardown
 from tunhelper.server.bridge import BridgePlan
+from tunhelper.settings import Settings
+from tunhelper.signals import Interrupted
 from tunhelper.store import ACTIVE, RELEASED, liveness, open_store
 
 DEVICE = DeviceInfo("tun0", 42, "tun")
@@ -56,11 +58,11 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         lambda a, describe: events.append(f"announce {a.address}"),
     )
     # The real helper re-executes itself as the slim holder here; in-process instead.
-    monkeypatch.setattr("tunhelper.server.session.become_holder", lambda record, label: None)
+    monkeypatch.setattr("tunhelper.server.session.become_keeper", lambda record, label: None)
     monkeypatch.setattr(
         "tunhelper.server.session.hold", lambda f: events.append("hold") or ("process", "ended")
     )
-    settings = session.Settings(
+    settings = Settings(
         pool=Pool.parse("192.168.3.0/24"),
         state_dir=str(tmp_path / "state"),
         wait=0.1,
@@ -123,7 +125,7 @@ def test_failure_at_any_step_releases_and_deconfigures(world, capfd, target, err
 
 def test_exhausted_pool_takes_nothing(world, capfd) -> None:
     settings, events, _ = world
-    settings = session.Settings(
+    settings = Settings(
         pool=Pool.parse("192.168.3.0/30"),
         state_dir=settings.state_dir,
         wait=0.1,
@@ -170,7 +172,7 @@ def test_tap_session_joins_the_pool_bridge_and_leaves_it(world, monkeypatch) -> 
 
 def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
     settings, events, _ = world
-    settings = session.Settings(
+    settings = Settings(
         pool=Pool.parse("192.168.3.0/24", None, gateway_optional=True),
         state_dir=settings.state_dir,
         wait=0.1,
@@ -190,7 +192,7 @@ def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> Non
     monkeypatch.setattr(
         "tunhelper.server.session.announce", lambda a, describe: announced.append(a)
     )
-    settings = session.Settings(
+    settings = Settings(
         pool=Pool.parse("192.168.3.0/24"),
         pool6=Pool.parse("fd00:3::/112"),
         state_dir=settings.state_dir,
@@ -228,7 +230,7 @@ def test_a_failed_ipv6_configuration_undoes_ipv4_and_releases_both(world, capfd)
         events.append(f"configure {(local, peer)}")
 
     monkeypatch.setattr("tunhelper.platform.configure_p2p", configure)
-    settings = session.Settings(
+    settings = Settings(
         pool=Pool.parse("192.168.3.0/24"),
         pool6=Pool.parse("fd00:3::/112"),
         state_dir=settings.state_dir,
@@ -243,17 +245,17 @@ def test_a_failed_ipv6_configuration_undoes_ipv4_and_releases_both(world, capfd)
     assert "no IPv6 here" in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("shape", ["lease", "leases"])
-def test_the_slim_holder_releases_old_and_new_records(world, shape) -> None:
-    """finish() reads ``leases`` (dual stack) and the single ``lease`` of older helpers."""
-    settings, _, monkeypatch = world
+@pytest.mark.parametrize("dual", [False, True])
+def test_the_keeper_gives_back_from_the_record_the_session_wrote(world, dual) -> None:
+    """The record handed to the keeper is the session's one list of what it took."""
+    settings, events, monkeypatch = world
     captured: list[dict] = []
     monkeypatch.setattr(
-        "tunhelper.server.session.become_holder", lambda r, label: captured.append(r)
+        "tunhelper.server.session.become_keeper", lambda r, label: captured.append(r)
     )
-    settings = session.Settings(
+    settings = Settings(
         pool=Pool.parse("192.168.3.0/24"),
-        pool6=Pool.parse("fd00:3::/112") if shape == "leases" else None,
+        pool6=Pool.parse("fd00:3::/112") if dual else None,
         state_dir=settings.state_dir,
         wait=0.1,
         mtu=None,
@@ -261,15 +263,17 @@ def test_the_slim_holder_releases_old_and_new_records(world, shape) -> None:
         client="alice",
     )
     found = discover.SessionDevice(DEVICE, os.getpid(), 0.0)
-    with contextlib.ExitStack() as undo:
-        session._run(settings, {}, found, undo)
-        undo.pop_all()  # the holder, not this process, gives things back
+    taken = teardown.Taken(settings.state_dir, settings.db_timeout)
+    session._run(settings, {}, found, taken)
+    taken.store.close()  # the keeper, not this process, gives things back
     (record,) = captured
-    if shape == "lease":  # as a helper from before dual stack wrote it
-        record["lease"] = record.pop("leases")[0]
-    assert [x.state for x in leases(settings)] == [ACTIVE] * (2 if shape == "leases" else 1)
-    assert session.finish(record, "ended") == 0
-    assert [x.state for x in leases(settings)] == [RELEASED] * (2 if shape == "leases" else 1)
+    kinds = [x["kind"] for x in record["taken"]]
+    assert kinds == ["lease"] * (1 + dual) + ["configured"] * (1 + dual)
+    assert [x.state for x in leases(settings)] == [ACTIVE] * (2 if dual else 1)
+    events.clear()
+    assert teardown.finish(record, "ended") == 0
+    assert [x.state for x in leases(settings)] == [RELEASED] * (2 if dual else 1)
+    assert sum(e.startswith("deconfigure") for e in events) == 1 + dual
 
 
 def _live_lease_for(settings, client: str) -> None:
@@ -348,7 +352,7 @@ def test_a_burst_of_one_keys_sessions_settles_on_the_limit(world, refuse, me, ve
     limited = dataclasses.replace(settings, max_sessions=1, refuse_extra=refuse)
     store = open_store(settings.state_dir)
     try:
-        session._settle_sessions(store, limited, "alice", liveness.Liveness(), burst[me])
+        policy.settle_sessions(store, limited, "alice", liveness.Liveness(), burst[me])
         outcome = f"end {' '.join(ended)}" if ended else "keep"
     except session.TunhelperError as e:
         assert "the most --max-sessions 1 allows" in str(e) and not ended
@@ -492,13 +496,14 @@ def test_a_dual_stack_pool_without_an_ipv6_gateway_refuses_tun(world, capfd) -> 
 
 
 def test_the_managed_bridge_plan_carries_one_gateway_per_family() -> None:
-    from tunhelper import cli
 
-    dual = cli.serve_settings(["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]).bridge
+    dual = settings_module.serve_settings(
+        ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
+    ).bridge
     assert dual.managed and dual.gateways() == [("192.168.3.1", 24), ("fd00:3::1", 112)]
-    only6 = cli.serve_settings(["--pool", "fd00:3::/112"]).bridge
+    only6 = settings_module.serve_settings(["--pool", "fd00:3::/112"]).bridge
     assert only6.gateways() == [("fd00:3::1", 112)]
-    admins = cli.serve_settings(["--pool", "fd00:3::/112", "--bridge", "lan0"]).bridge
+    admins = settings_module.serve_settings(["--pool", "fd00:3::/112", "--bridge", "lan0"]).bridge
     assert not admins.managed and admins.gateways() == []
     # a record an older helper wrote (no IPv6 fields) still reads
     from tunhelper import configure

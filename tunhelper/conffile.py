@@ -35,12 +35,12 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from tunhelper import family
 from tunhelper.errors import UsageError
+from tunhelper.options import SERVE_OPTION, Option, given_options
 
-DEFAULT_PATH = "/etc/tunhelper/tunhelper.conf"
 CLIENT_KEYS = ("pool", "address", "client-net")
 FAMILY_KEYS = ("route", "dns")  # pool keys whose family must be one the pool has
-NOT_IN_POOLS = ("pool", "config", "client", "address", "client-net", "version", "help")
 
 
 @dataclass
@@ -109,55 +109,39 @@ def read(path: str) -> list[Section]:
     return sections
 
 
-def _options(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    # argparse keeps its actions private; reading them keeps one definition of every
-    # option, its type and its checks, for the command line and the file alike.
-    return {
-        opt[2:]: action
-        for action in parser._actions  # noqa: SLF001
-        for opt in action.option_strings
-        if opt.startswith("--")
-    }
-
-
-def _check(action: argparse.Action, value: str, where: str, key: str) -> object:
+def _check(option: Option, value: str, where: str, key: str) -> object:
     """The option's own validation, reported against the file's line and key."""
-    if action.nargs == 0:  # a flag: yes/no
+    if option.flag:  # yes/no
         if value.lower() in ("yes", "true", "1"):
             return True
         if value.lower() in ("no", "false", "0"):
             return False
         raise UsageError(f"{where}: {key}: give yes or no, not {value!r}")
     try:
-        return action.type(value) if action.type else value  # type: ignore[misc]
+        return option.type(value) if option.type else value
     except argparse.ArgumentTypeError as e:
         raise UsageError(f"{where}: {key}: {e}") from None
 
 
 def apply_pool(
-    args: argparse.Namespace,
-    given: set[str],
-    parser: argparse.ArgumentParser,
-    path: str,
-    sections: list[Section],
+    args: argparse.Namespace, argv: list[str], path: str, sections: list[Section]
 ) -> None:
     """Fill what argv left unset from the ``[pool NAME]`` that ``--pool`` names."""
     (wanted,) = args.pool
     matches = [s for s in sections if s.kind == "pool" and s.name == wanted]
     if not matches:
         raise UsageError(f"--pool {wanted}: no [pool {wanted}] in {path}")
-    options = _options(parser)
+    given = given_options(argv)
     values: dict[str, object] = {}
     families: set[int] = set()
     addressed: list[tuple[str, str, str]] = []  # (where, key, value) of route and dns
     for entry in matches[-1].entries:
         where, key = f"{path}:{entry.line}", entry.key
-        name = "pool" if key == "network" else key
-        action = options.get(name)
-        if action is None or key in NOT_IN_POOLS:
+        option = SERVE_OPTION.get("pool" if key == "network" else key)
+        if option is None or not (option.in_pools or key == "network"):
             raise UsageError(f"{where}: {key}: not a pool setting")
-        value = _check(action, entry.value, where, key)
-        if key in FAMILY_KEYS and action.dest not in given:
+        value = _check(option, entry.value, where, key)
+        if key in FAMILY_KEYS and option.dest not in given:
             addressed.append((where, key, str(value)))
         if key == "network":
             from tunhelper.pool import Pool
@@ -172,14 +156,14 @@ def apply_pool(
                     "one network of each family"
                 )
             families.add(version)
-        if isinstance(action, argparse._AppendAction):
-            values.setdefault(action.dest, []).append(value)  # type: ignore[union-attr]
+        if option.repeatable:
+            values.setdefault(option.dest, []).append(value)  # type: ignore[union-attr]
         else:
-            values[action.dest] = value
+            values[option.dest] = value
     if "pool" not in values:
         raise UsageError(f"{path}:{matches[-1].line}: [pool {wanted}] has no network")
     for where, key, value in addressed:
-        version = 6 if ":" in value else 4
+        version = family.of(value)
         if version not in families:
             kind = "network" if "/" in value else "address"
             raise UsageError(
@@ -191,11 +175,8 @@ def apply_pool(
             setattr(args, dest, value)
 
 
-def clients(
-    parser: argparse.ArgumentParser, path: str, sections: list[Section]
-) -> dict[str, ClientSection]:
+def clients(path: str, sections: list[Section]) -> dict[str, ClientSection]:
     """Every ``[client IDENTITY]``, checked."""
-    options = _options(parser)
     out: dict[str, ClientSection] = {}
     for section in (s for s in sections if s.kind == "client"):
         pool, addresses, nets = None, {}, []
@@ -206,8 +187,8 @@ def clients(
             if entry.key == "pool":
                 pool = entry.value
             elif entry.key == "address":
-                address = _check(options["address"], entry.value, where, entry.key)
-                version = 6 if ":" in address else 4
+                address = _check(SERVE_OPTION["address"], entry.value, where, entry.key)
+                version = family.of(address)
                 if version in addresses:
                     raise UsageError(
                         f"{where}: address: a second IPv{version} address "
@@ -216,7 +197,7 @@ def clients(
                     )
                 addresses[version] = address
             else:
-                nets.append(_check(options["client-net"], entry.value, where, entry.key))
+                nets.append(_check(SERVE_OPTION["client-net"], entry.value, where, entry.key))
         out[section.name] = ClientSection(
             pool,
             tuple(addresses.values()),
@@ -224,19 +205,3 @@ def clients(
             f"{path}:{section.line}",  # type: ignore[arg-type]
         )
     return out
-
-
-def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> set[str]:
-    """The dests the command line set itself (argv wins over the file)."""
-    quiet = argparse.ArgumentParser(add_help=False)
-    for action in parser._actions:  # noqa: SLF001 - see _options
-        if action.option_strings and action.dest != "help":
-            kwargs = {"dest": action.dest, "default": argparse.SUPPRESS}
-            if action.nargs == 0:
-                kwargs["action"] = "store_const"
-                kwargs["const"] = True
-            elif isinstance(action, argparse._AppendAction):
-                kwargs["action"] = "append"
-            quiet.add_argument(*action.option_strings, **kwargs)
-    known, _ = quiet.parse_known_args(argv)
-    return set(vars(known))

@@ -13,21 +13,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tunhelper import log, platform
+from tunhelper import family, log, platform
+from tunhelper.defaults import IPV6_MIN_MTU, MAX_MTU
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
 from tunhelper.server import bridge, lock
 
 if TYPE_CHECKING:
     from tunhelper.protocol import Announcement
-
-# The most one packet of each kind an OpenSSH channel carries: sshd and ssh read a
-# tun/tap packet into a 16 KiB buffer (CHAN_RBUF), and a tun packet also carries a
-# 4-byte address family in the channel, a tap frame its 14-byte Ethernet header.
-# One byte more and every full-size packet is silently dropped. Per-packet cost
-# dominates the tunnel's throughput, so the default is the largest that works.
-MAX_MTU = {"tun": 16380, "tap": 16370}
-IPV6_MIN_MTU = 1280  # RFC 8200: a link that carries IPv6 must carry 1280-byte packets
 
 
 def choose_mtu(
@@ -170,7 +163,7 @@ def routes_by_family(device: DeviceInfo, networks: list[str], via: dict[int, str
     """
     families: dict[int, list[str]] = {}
     for network in networks:
-        families.setdefault(6 if ":" in network else 4, []).append(network)
+        families.setdefault(family.of(network), []).append(network)
     applied: list[Applied] = []
     try:
         for version, nets in families.items():

@@ -51,3 +51,11 @@ def error(message: str) -> None:
     """For both: the client sees why it was refused, the admin sees it in syslog."""
     _syslog(syslog.LOG_ERR, message)
     _stderr(message)
+
+
+def quietly(what: str, step, *args) -> None:  # noqa: ANN001 - any cleanup step
+    """Run one cleanup step; a failure is reported but never stops the others."""
+    try:
+        step(*args)
+    except Exception as e:  # noqa: BLE001 - cleanup must go on whatever failed
+        error(f"could not {what}: {e}")

@@ -346,7 +346,8 @@ class KeyLine:
 
 def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
     """Findings for one line; the parsed line when it runs tunhelper with sound arguments."""
-    from tunhelper import cli
+    from tunhelper.options import PARSERS
+    from tunhelper.settings import serve_settings
 
     try:
         split = split_key_line(line)
@@ -373,13 +374,12 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
         for option, why in WANTED_RESTRICTIONS.items():
             if option not in names:
                 out.append(warning(f"{where}: no {option}: {why}; add {option}"))
-    if args and args[0] in cli.COMMANDS:
+    if args and args[0] in PARSERS:
         out.append(error(f"{where}: the forced command runs 'tunhelper {args[0]}', not the helper"))
         return out, None
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            parsed = cli.serve_parser().parse_args(args)
-            pool = cli.serve_settings(args).pool  # the helper's own checks, config file too
+            settings = serve_settings(args)  # the helper's own checks, config file too
     except UsageError as e:
         out.append(error(f"{where}: {e}"))
         return out, None
@@ -395,9 +395,10 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
         )
     elif not os.access(program, os.X_OK):
         out.append(error(f"{where}: {program} is not an executable file"))
+    pool = settings.pool
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
-    return out, KeyLine(where, program, pool, parsed.state_dir, gateway)
+    return out, KeyLine(where, program, pool, settings.state_dir, gateway)
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
@@ -606,7 +607,7 @@ def findings(
     if state_dir is not None:
         dirs = [state_dir]
     else:
-        from tunhelper.cli import DEFAULT_STATE_DIR
+        from tunhelper.defaults import DEFAULT_STATE_DIR
 
         dirs = sorted({line.state_dir for line in lines}) or [DEFAULT_STATE_DIR]
     for d in dirs:

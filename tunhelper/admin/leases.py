@@ -1,4 +1,9 @@
-"""The admin's view of the lease store: ``tunhelper leases`` and ``tunhelper release``."""
+"""The admin's view of the lease store: ``leases`` observes, ``release`` and ``repair`` act.
+
+``tunhelper leases`` changes nothing, so it is safe to run from a monitoring script;
+what killed helpers left behind is removed by ``tunhelper repair`` (and by the next
+tap session of the pool), on purpose and said.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,6 @@ import sys
 import time
 from typing import Any
 
-from tunhelper import log
 from tunhelper.errors import TunhelperError
 from tunhelper.server import bridge
 from tunhelper.store import ACTIVE, Lease, open_store
@@ -52,8 +56,13 @@ def describe(
 
 def leases(state_dir: str, as_json: bool) -> int:
     store = open_store(state_dir)
-    for name in bridge.repair(state_dir):
-        log.info(f"removed bridge {name}: a killed helper had left it without sessions")
+    left = bridge.left_behind(state_dir)
+    if left:
+        print(
+            f"note: bridge {', '.join(left)} was left without sessions by a killed helper: "
+            "run 'tunhelper repair' to remove it",
+            file=sys.stderr,
+        )
     try:
         import psutil
 
@@ -105,4 +114,11 @@ def release(state_dir: str, address: str, force: bool) -> int:
     finally:
         store.close()
     print(f"released {address}")
+    return 0
+
+
+def repair(state_dir: str) -> int:
+    """Remove the bridges tunhelper created that killed helpers left without sessions."""
+    for name in bridge.repair(state_dir):
+        print(f"removed bridge {name}: a killed helper had left it without sessions")
     return 0

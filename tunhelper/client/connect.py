@@ -22,8 +22,9 @@ import psutil
 from tunhelper import configure, log, platform, protocol
 from tunhelper.client import background
 from tunhelper.errors import TunhelperError
-from tunhelper.hold import SIGNAL, Interrupted, catch_end_signals, hold, ignore_end_signals
+from tunhelper.hold import SIGNAL, hold
 from tunhelper.server import discover
+from tunhelper.signals import Interrupted, catch_end_signals, ignore_end_signals
 
 # Exit codes: why connect ended.
 EXIT_REQUESTED = 0  # SIGINT, SIGTERM or 'tunhelper disconnect'

@@ -9,7 +9,7 @@ the admin made instead, which tunhelper never creates, addresses or removes.
 Helpers of concurrent sessions serialise bridge changes with a lock file, so that a
 bridge is never removed between another session's "it exists" and "join it". A
 helper killed with SIGKILL cannot clean up: every later bridge change, and
-``tunhelper leases``, removes created bridges that no session uses any more.
+``tunhelper repair``, removes created bridges that no session uses any more.
 """
 
 from __future__ import annotations
@@ -206,6 +206,16 @@ def leave(device: DeviceInfo, plan: BridgePlan, state_dir: str) -> None:
     with lock.held(state_dir, "bridges"):
         platform.remove_port(device, plan.name)
         _remove_unused(state_dir)
+
+
+def left_behind(state_dir: str) -> list[str]:
+    """Bridges tunhelper created that have no ports: left by killed helpers. Reads only."""
+    directory = os.path.join(state_dir, MARKERS)
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    return [name for name in names if platform.bridge_ports(name) == []]
 
 
 def repair(state_dir: str) -> list[str]:

@@ -1,0 +1,147 @@
+"""Per-client policy between the steps: which link this key may have, and how many.
+
+Checked before anything is taken where possible (the link's kind against the pool,
+the config file's ``[client ...]``), and around the lease where the count must include
+it (``--max-sessions``, ``--max-leases``): counted again after allocating, so a burst of
+one key's connections settles on the limit instead of slipping past it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from tunhelper import defaults, family, log
+from tunhelper.errors import TunhelperError
+from tunhelper.platform import DeviceInfo
+from tunhelper.settings import Settings
+from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore, liveness
+
+
+def check_link(settings: Settings, device: DeviceInfo) -> None:
+    """Refuse a kind of link this key's pools cannot serve, before anything is taken."""
+    gatewayless = any(p.gateway is None for p in settings.pools)
+    if device.mode == "tun" and gatewayless:
+        raise TunhelperError(
+            "this pool has no gateway (--bridge without --gateway), so it serves ethernet "
+            "links only: connect with -o Tunnel=ethernet (tunhelper connect --tap)"
+        )
+    if device.mode == "tap" and settings.client_nets:
+        # A tap is a port of the pool's bridge: its route would live on the bridge and
+        # outlive a killed helper, pointing at an address another client may get next.
+        raise TunhelperError(
+            f"--client-net {settings.client_nets[0]} is routed through tun links only: "
+            "connect without --tap (ssh -w any), or use a key without --client-net for tap"
+        )
+
+
+def for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
+    """Apply the config file's ``[client ...]`` of this client (argv still wins), and
+    list the addresses it reserves for other clients of this pool."""
+    names = (settings.pool_label, *(p.name for p in settings.pools))
+    section = settings.clients.get(client)
+    if section is not None and section.applies_to(*names):
+        v4 = next((a for a in section.addresses if family.of(a) == 4), None)
+        v6 = next((a for a in section.addresses if family.of(a) == 6), None)
+        if settings.pool6 is None:  # one pool: its family's reservation
+            v4, v6 = (v6, None) if settings.pool.version == 6 else (v4, None)
+        settings = dataclasses.replace(
+            settings,
+            address=settings.address or v4,
+            address6=settings.address6 or v6,
+            client_nets=settings.client_nets or list(section.client_nets),
+        )
+    others = [
+        address
+        for name, s in settings.clients.items()
+        if name != client and s.applies_to(*names)
+        for address in s.addresses
+    ]
+    return settings, others
+
+
+def make_room(store: LeaseStore, settings: Settings, client: str, alive: Alive) -> None:
+    """Keep a client within ``--max-sessions``: end its oldest sessions, or refuse.
+
+    Like OpenVPN with a repeated common name: a roaming laptop whose old session has
+    not timed out yet gets its address back at once (the sticky allocation that
+    follows finds it free).
+    """
+    pool, limit = settings.pool.name, settings.max_sessions
+    mine = _live_sessions(store, pool, client, alive)
+    extra = len(mine) - limit + 1
+    if extra <= 0:
+        return
+    if settings.refuse_extra:
+        raise TunhelperError(
+            f"this client already has {len(mine)} live session(s), the most --max-sessions "
+            f"{limit} allows; end one first"
+        )
+    oldest = mine[:extra]
+    _end_sessions(oldest, client, limit)
+    tokens = {lease.token for lease in oldest}
+    deadline = time.monotonic() + defaults.TAKEOVER_WAIT
+    while time.monotonic() < deadline:
+        if not [x for x in _live_sessions(store, pool, client, alive) if x.token in tokens]:
+            return
+        time.sleep(0.05)
+    raise TunhelperError(
+        f"the previous session of this client did not end within "
+        f"{defaults.TAKEOVER_WAIT:g}s; try again"
+    )
+
+
+def settle_sessions(
+    store: LeaseStore, settings: Settings, client: str, alive: Alive, mine: Lease
+) -> None:
+    """Enforce ``--max-sessions`` again after our own allocation, against bursts.
+
+    :func:`make_room` counts before allocating, so a burst of one key's connections can
+    all pass it. Counted again now, in allocation order: the newest ``--max-sessions``
+    are kept and any older one is ended (a later session ends us if we are too old), or
+    with ``--refuse-extra`` the oldest are kept and we refuse if we are not among them.
+    Either way every session reaches the same verdict, so the limit holds.
+    """
+    limit = settings.max_sessions
+    live = _live_sessions(store, settings.pool.name, client, alive)
+    if len(live) <= limit:
+        return
+    tokens = [x.token for x in live]
+    if settings.refuse_extra:
+        if mine.token not in tokens[:limit]:
+            raise TunhelperError(
+                f"this client already has {limit} live session(s), the most --max-sessions "
+                f"{limit} allows; end one first"
+            )
+        return
+    if mine.token in tokens[-limit:]:
+        _end_sessions(live[:-limit], client, limit)
+
+
+def check_limit(store: LeaseStore, settings: Settings, client: str, alive: Alive) -> None:
+    """Refuse a client that already holds ``--max-leases`` addresses of the pool.
+
+    Counted after our own allocation, in its own read: two sessions of one client that
+    allocate at the same moment may both be refused, never both be let past the limit.
+    """
+    limit = settings.max_leases
+    if limit is None:
+        return
+    held = store.live_count(settings.pool.name, client, alive)
+    if held > limit:
+        raise TunhelperError(
+            f"client {client} already has {held - 1} live session(s) in pool "
+            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first"
+        )
+
+
+def _live_sessions(store: LeaseStore, pool: str, client: str, alive: Alive) -> list[Lease]:
+    """The client's live sessions in ``pool``, in allocation order (oldest first)."""
+    live = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
+    return sorted(live, key=lambda x: (x.since, x.token))
+
+
+def _end_sessions(leases: list[Lease], client: str, limit: int) -> None:
+    for lease in leases:
+        log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
+        liveness.end(lease)
