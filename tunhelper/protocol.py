@@ -17,6 +17,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from tunhelper import family
 from tunhelper.errors import TunhelperError
 
 REQUEST = "tunhelper-describe/1"
@@ -125,7 +126,7 @@ def parse(line: str) -> Announcement:
     if not isinstance(routes, list) or not isinstance(dns, list):
         raise TunhelperError("the server announced routes or DNS that are not lists")
     gateway, address = data.get("gateway"), data.get("address")
-    version = 6 if isinstance(address, str) and ":" in address else 4
+    version = family.of(address) if isinstance(address, str) else 4
     dual = data.get("address6") is not None
     if dual and version == 6:
         raise TunhelperError("the server announced two IPv6 addresses and no IPv4 one")
@@ -139,7 +140,7 @@ def parse(line: str) -> Announcement:
         mode=mode,
         mtu=mtu,
         routes=[_network(r) for r in routes],
-        dns=[_ip(d, "DNS server", 6 if isinstance(d, str) and ":" in d else 4) for d in dns],
+        dns=[_ip(d, "DNS server", family.of(d) if isinstance(d, str) else 4) for d in dns],
         address6=_ip(data["address6"], "IPv6 address", 6) if dual else None,
         prefix6=_prefix(data.get("prefix6"), 6, "IPv6 prefix") if dual else None,
         gateway6=_ip(data.get("gateway6"), "IPv6 gateway", 6) if dual else None,

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from tunhelper import family
 from tunhelper.errors import TunhelperError
 from tunhelper.server import bridge
 from tunhelper.store import ACTIVE, Lease, open_store
@@ -95,7 +96,7 @@ def release(state_dir: str, address: str, force: bool) -> int:
     import ipaddress
 
     with contextlib.suppress(ValueError):  # IPv6 as the store keeps it: fd00:3::0:42 is ::42
-        address = str(ipaddress.IPv6Address(address)) if ":" in address else address
+        address = str(ipaddress.IPv6Address(address)) if family.of(address) == 6 else address
     store = open_store(state_dir)
     try:
         alive = Liveness()
