@@ -51,19 +51,22 @@ def ignore_end_signals() -> None:
 SIGNAL = "signal"
 
 
-def hold(session: SessionDevice) -> tuple[str, str]:
-    """Return why the session ended: ``(kind, description)``.
+def hold(session: SessionDevice) -> tuple[str, str, tuple[int, int] | None]:
+    """Return why the session ended: ``(kind, description, counters)``.
 
     ``kind`` is :data:`platform.PROCESS_ENDED`, :data:`platform.DEVICE_GONE` or
-    :data:`SIGNAL`, so callers can map it to an exit code.
+    :data:`SIGNAL`, so callers can map it to an exit code. ``counters`` are the device's
+    last ``(rx_bytes, tx_bytes)`` if it was deleted as the session ended (``None``
+    otherwise: :func:`platform.link_counters` can still read a device that is there).
     """
+    device = session.device
     try:
-        kind = platform.wait_for_end(session.holder_pid, session.holder_start, session.device)
+        kind, counters = platform.wait_for_end(session.holder_pid, session.holder_start, device)
     except Interrupted as e:
-        return SIGNAL, f"signal {e}"
+        return SIGNAL, f"signal {e}", None
     if kind == platform.DEVICE_GONE:
-        return kind, f"device {session.device.name} disappeared"
-    return kind, f"process {session.holder_pid} holding {session.device.name} ended"
+        return kind, f"device {device.name} disappeared", counters
+    return kind, f"process {session.holder_pid} holding {device.name} ended", counters
 
 
 # -- the slim holding process ------------------------------------------------------
@@ -113,13 +116,16 @@ def _main(argv: list[str]) -> int:
         record = json.loads(f.read())
     s = record["session"]
     session = SessionDevice(platform.DeviceInfo(**s["device"]), s["holder_pid"], s["holder_start"])
+    counters = None
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, END_SIGNALS)  # one may be pending already
-        _, reason = hold(session)
+        _, reason, counters = hold(session)
     except Interrupted as e:
         reason = f"signal {e}"
     finally:
         ignore_end_signals()
+    if counters is not None and record.get("down"):  # the down hook's bytes, once deleted
+        record["down"]["counters"] = counters
     from tunhelper.server import session as session_module  # heavier imports only now, at the end
 
     return session_module.finish(record, reason)

@@ -113,7 +113,7 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
             pid_file = options.pid_file or background.default_pid_file(found.device.name)
             background.detach(pid_file)
             undo.callback(background.remove_pid_file, pid_file)
-        kind, reason = hold(found)
+        kind, reason, _ = hold(found)
     except Interrupted as e:
         kind, reason = SIGNAL, f"signal {e}"
     log.info(f"connect: {found.device.name} {ann.address} ended: {reason}")

@@ -236,10 +236,11 @@ def _run(
         "session": {**found._asdict(), "device": found.device._asdict()},
     }
     become_holder(record, [lease.address, device.name, settings.state_dir])
-    _, reason = hold(found)  # only if the slim holder could not be started
+    _, reason, counters = hold(found)  # only if the slim holder could not be started
     log.info(f"session end: address {lease.address} device {device.name}: {reason}")
     if down is not None:  # with the reason of the real end, not of an unwinding
         down["reason"] = reason
+        down["counters"] = counters
 
 
 def _for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
@@ -404,7 +405,8 @@ def finish(record: dict, reason: str) -> int:
 
 def _run_down_hook(down: dict, device: DeviceInfo, reason: str) -> None:
     """The down hook, with the bytes the device moved; its failure is only reported."""
-    counters = platform.link_counters(device)
+    # now, or as the watch saw the device deleted (hold puts them in ``down``)
+    counters = platform.link_counters(device) or down.get("counters")
     values = {
         **down["values"],
         "event": "down",
