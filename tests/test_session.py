@@ -58,7 +58,8 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     # The real helper re-executes itself as the slim holder here; in-process instead.
     monkeypatch.setattr("tunhelper.server.session.become_holder", lambda record, label: None)
     monkeypatch.setattr(
-        "tunhelper.server.session.hold", lambda f: events.append("hold") or ("process", "ended")
+        "tunhelper.server.session.hold",
+        lambda f: events.append("hold") or ("process", "ended", None),
     )
     settings = session.Settings(
         pool=Pool.parse("192.168.3.0/24"),

@@ -11,8 +11,6 @@ from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
 from tunhelper.platform.linux import rtnetlink
 from tunhelper.platform.linux.proc import same_process
 
-Counters = tuple[int, int] | None
-
 
 def _device_present(device: DeviceInfo) -> bool:
     try:
@@ -21,7 +19,7 @@ def _device_present(device: DeviceInfo) -> bool:
         return False
 
 
-def _drain(nl: socket.socket, device: DeviceInfo) -> Counters:
+def _drain(nl: socket.socket, device: DeviceInfo) -> tuple[int, int] | None:
     """The device's last counters, if its deletion is already queued (no waiting)."""
     while True:
         try:
@@ -35,7 +33,9 @@ def _drain(nl: socket.socket, device: DeviceInfo) -> Counters:
             return counters
 
 
-def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> tuple[str, Counters]:
+def wait_for_end(
+    pid: int, start_time: float, device: DeviceInfo
+) -> tuple[str, tuple[int, int] | None]:
     """Sleep in poll(2) on a pidfd and a netlink link socket: no busy loop.
 
     Returns why it ended and the device's last ``(rx_bytes, tx_bytes)`` if its deletion
