@@ -254,25 +254,35 @@ def test_authorized_keys_file_expanded_as_sshd_does() -> None:
 # -- the host ------------------------------------------------------------------------
 
 
-def test_tun_device_and_persistent_devices(tmp_path: Path) -> None:
-    assert levels(doctor.check_tun(str(tmp_path / "none"))) == ["error"]
+def test_tun_device_and_persistent_devices(tmp_path: Path, monkeypatch) -> None:
+    from tunhelper.platform.linux import checks, proc
+
+    monkeypatch.setattr(checks, "TUN_NODE", str(tmp_path / "none"))
+    assert levels(doctor.check_tun()) == ["error"]
     (tmp_path / "file").write_text("")
-    assert levels(doctor.check_tun(str(tmp_path / "file"))) == ["error"]
+    monkeypatch.setattr(checks, "TUN_NODE", str(tmp_path / "file"))
+    assert levels(doctor.check_tun()) == ["error"]
     sysfs = tmp_path / "net"
     for name, flags in (("tun0", "0x1001"), ("tun5", "0x1801"), ("vpn0", "0x1801"), ("eth0", "")):
         (sysfs / name).mkdir(parents=True)
         if flags:
             (sysfs / name / "tun_flags").write_text(flags + "\n")
-    (found,) = doctor.check_persistent_devices(str(sysfs))
+    monkeypatch.setattr(proc, "SYSFS_NET", str(sysfs))
+    (found,) = doctor.check_persistent_devices()
     assert found.level == "error" and "tun5" in found.text and "-w any:5" in found.text
+    assert "ip link set tun5 name vpn0" in found.text
 
 
-def test_loose_reverse_path_filtering_is_a_warning(tmp_path: Path) -> None:
+def test_loose_reverse_path_filtering_is_a_warning(tmp_path: Path, monkeypatch) -> None:
+    from tunhelper.platform.linux import checks
+
     conf = tmp_path / "rp_filter"
+    monkeypatch.setattr(checks, "ALL_RP_FILTER", str(conf))
     for value, level in (("0", "ok"), ("1", "ok"), ("2", "warning")):
         conf.write_text(value + "\n")
-        assert levels(doctor.check_rp_filter(str(conf))) == [level]
-    assert levels(doctor.check_rp_filter(str(tmp_path / "none"))) == ["warning"]
+        assert levels(doctor.check_source_filter()) == [level]
+    monkeypatch.setattr(checks, "ALL_RP_FILTER", str(tmp_path / "none"))
+    assert levels(doctor.check_source_filter()) == ["warning"]
 
 
 def test_state_directory_permissions(tmp_path: Path) -> None:

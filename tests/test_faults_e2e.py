@@ -34,7 +34,7 @@ DB = "leases.sqlite3"
 
 
 def helper_processes(lab: Lab) -> list[psutil.Process]:
-    """Helpers and slim holders of this lab: their command lines name its state directory."""
+    """Helpers and keepers of this lab: their command lines name its state directory."""
     found = []
     for p in psutil.process_iter(["cmdline"]):
         if lab.state_dir in " ".join(p.info["cmdline"] or []):

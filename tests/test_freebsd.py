@@ -8,7 +8,7 @@ ancestors, a ``sleep``); only kqueue cannot run here, so hold uses its polling p
 
 from __future__ import annotations
 
-import inspect
+import errno
 import os
 import re
 import signal
@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from tunhelper.errors import TunhelperError
-from tunhelper.platform import DeviceInfo, freebsd, linux
+from tunhelper.platform import DeviceInfo, PlatformError, freebsd
 from tunhelper.platform.freebsd import IFCONFIG, PROCSTAT, SYSCTL, Completed
 from tunhelper.server import discover
 
@@ -83,6 +83,7 @@ class FakeRunner:
 def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeRunner]:
     """Install a fake runner and a fake interface index (the interfaces do not exist here)."""
     monkeypatch.setattr(freebsd, "_pipe_answers", {})
+    monkeypatch.setattr(freebsd, "_holders", {})
 
     def install(answers=None, procstat=None, indexes=None) -> FakeRunner:
         runner = FakeRunner(answers, procstat)
@@ -219,8 +220,8 @@ def test_discovery_finds_the_nearest_ancestors_device_and_never_looks_sideways(
     use_freebsd_platform(monkeypatch)
     found = discover.find_device(0.5, {"SSH_TUNNEL": "tun100"})
     assert found.device == TUN
-    assert found.holder_pid == parent
-    assert found.holder_start == psutil.Process(parent).create_time()
+    assert found.session_pid == parent
+    assert found.session_start == psutil.Process(parent).create_time()
     assert runner.calls == [[PROCSTAT, "-h", "-f", str(parent)], [IFCONFIG, "tun100"]]
 
 
@@ -235,7 +236,7 @@ def test_discovery_walks_past_ancestors_that_hold_nothing(
     )
     use_freebsd_platform(monkeypatch)
     found = discover.find_device(0.5, {})
-    assert (found.device, found.holder_pid) == (TAP, grandparent)
+    assert (found.device, found.session_pid) == (TAP, grandparent)
     assert [c[3] for c in runner.commands(PROCSTAT)] == [str(chain[0]), str(grandparent)]
 
 
@@ -273,7 +274,7 @@ def test_configure_tun_is_one_ifconfig_with_peer_netmask_mtu_and_up(fake) -> Non
 
 def test_ipv6_is_refused_in_one_line_before_any_ifconfig(fake) -> None:
     runner = fake({})
-    with pytest.raises(TunhelperError, match="IPv6 pools are not supported on FreeBSD yet"):
+    with pytest.raises(PlatformError, match="IPv6 pools are not supported on FreeBSD yet"):
         freebsd.configure_p2p(TUN, "fd00:3::1", "fd00:3::2", 16380)
     assert runner.calls == []
 
@@ -319,49 +320,66 @@ UNDO_TUN = [
 ]
 
 
+SSHD = 812  # the session process, as discovery (or the watch) found it holding tun100
+HELD_BY_SSHD = [PROCSTAT, "-h", "-f", str(SSHD)]
+
+
+def seen_held(runner: FakeRunner, name: str = "tun100") -> None:
+    """Discovery asks procstat about the session process and finds the device held."""
+    assert name in freebsd.held_devices(SSHD)
+    runner.calls.clear()
+
+
 def test_teardown_while_the_session_holds_the_device_undoes_what_was_done(fake) -> None:
-    parent = ancestors()[0]
     runner = fake(
         {tuple(argv): ok() for argv in UNDO_TUN},
-        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={SSHD: sample("procstat-f-sshd-tun.txt")},
     )
+    seen_held(runner)
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
-    assert runner.calls == [[PROCSTAT, "-h", "-f", str(parent)], *UNDO_TUN]
+    assert runner.calls == [HELD_BY_SSHD, *UNDO_TUN]
 
 
 def test_teardown_after_sshd_closed_the_device_touches_nothing(fake) -> None:
     # The kernel brought it down and purged its addresses on close, and the interface
     # persists for the next open: another session (pid 4242 here) may own it already.
-    runner = fake(procstat={4242: sample("procstat-f-sshd-tun.txt", pid=4242)})
-    freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
-    assert runner.commands(IFCONFIG) == []
-    assert [c[3] for c in runner.calls] == [str(pid) for pid in ancestors()]
-
-
-def test_teardown_leaves_a_device_the_nearest_holder_does_not_hold(fake) -> None:
-    # Our session holds tun100; tun99 is not ours, even if a further ancestor held it.
-    parent, grandparent = ancestors()[:2]
+    rows = iter([sample("procstat-f-sshd-tun.txt")])
     runner = fake(
         procstat={
-            parent: sample("procstat-f-sshd-tun.txt", pid=parent),
-            grandparent: sample("procstat-f-sshd-two-tunnels.txt", pid=grandparent),
+            SSHD: lambda: next(rows, ""),
+            4242: sample("procstat-f-sshd-tun.txt", pid=4242),
         }
     )
+    seen_held(runner)
+    freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
+    assert runner.calls == [HELD_BY_SSHD]  # asks the session's process only, nobody else
+
+
+def test_teardown_never_touches_a_device_no_session_process_was_seen_holding(fake) -> None:
+    # Our session holds tun100; tun99 is not ours, whoever else may hold it. No
+    # ancestors are walked: the module asks only the process it saw holding a device.
+    runner = fake(
+        procstat={
+            SSHD: sample("procstat-f-sshd-tun.txt"),
+            os.getppid(): sample("procstat-f-sshd-two-tunnels.txt", pid=os.getppid()),
+        }
+    )
+    seen_held(runner)
     freebsd.deconfigure_p2p(DeviceInfo("tun99", 6, "tun"), "192.168.3.1", "192.168.3.2")
-    assert runner.calls == [[PROCSTAT, "-h", "-f", str(parent)]]
+    freebsd.remove_port(DeviceInfo("tap99", 9, "tap"), "bridge0")
+    assert runner.calls == []
 
 
 def test_teardown_tolerates_sshd_closing_the_device_midway(fake) -> None:
-    parent = ancestors()[0]
-    rows = iter([sample("procstat-f-sshd-tun.txt", pid=parent), ""])
+    rows = iter([sample("procstat-f-sshd-tun.txt")] * 2)
     gone = fails("ifconfig: ioctl (SIOCDIFADDR): Can't assign requested address")
-    runner = fake({tuple(UNDO_TUN[0]): gone}, procstat={parent: lambda: next(rows, "")})
+    runner = fake({tuple(UNDO_TUN[0]): gone}, procstat={SSHD: lambda: next(rows, "")})
+    seen_held(runner)
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
     assert runner.commands(IFCONFIG) == [UNDO_TUN[0]]  # no "down" on what is not ours
 
 
 def test_teardown_of_an_address_that_never_got_on_still_brings_the_device_down(fake) -> None:
-    parent = ancestors()[0]
     missing = fails("ifconfig: ioctl (SIOCDIFADDR): Can't assign requested address")
     runner = fake(
         {
@@ -369,31 +387,33 @@ def test_teardown_of_an_address_that_never_got_on_still_brings_the_device_down(f
             (IFCONFIG, "tun100"): ok(sample("ifconfig-tun100-opened.txt")),
             tuple(UNDO_TUN[1]): ok(),
         },
-        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={SSHD: sample("procstat-f-sshd-tun.txt")},
     )
+    seen_held(runner)
     freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
     assert runner.commands(IFCONFIG) == [UNDO_TUN[0], [IFCONFIG, "tun100"], UNDO_TUN[1]]
 
 
 def test_teardown_that_cannot_remove_the_address_is_reported(fake) -> None:
-    parent = ancestors()[0]
-    fake(
+    runner = fake(
         {
             tuple(UNDO_TUN[0]): fails("ifconfig: ioctl (SIOCDIFADDR): Operation not permitted"),
             (IFCONFIG, "tun100"): ok(sample("ifconfig-tun100-configured.txt")),
         },
-        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={SSHD: sample("procstat-f-sshd-tun.txt")},
     )
-    with pytest.raises(freebsd.CommandFailed, match="-alias: .*Operation not permitted"):
+    seen_held(runner)
+    with pytest.raises(freebsd.CommandFailed, match="-alias: .*Operation not permitted") as e:
         freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
+    assert isinstance(e.value, PlatformError)  # the one error the platform raises
 
 
 def test_teardown_failure_while_still_held_is_reported(fake) -> None:
-    parent = ancestors()[0]
-    fake(
+    runner = fake(
         {tuple(UNDO_TUN[0]): ok(), tuple(UNDO_TUN[1]): fails("ifconfig: something broke")},
-        procstat={parent: sample("procstat-f-sshd-tun.txt", pid=parent)},
+        procstat={SSHD: sample("procstat-f-sshd-tun.txt")},
     )
+    seen_held(runner)
     with pytest.raises(freebsd.CommandFailed, match="tun100 down: ifconfig: something broke"):
         freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
 
@@ -444,7 +464,7 @@ def test_add_address_puts_a_further_ipv4_gateway_on_the_bridge(fake) -> None:
 )
 def test_ipv6_on_tap_is_refused_before_any_command(fake, step) -> None:
     runner = fake({})
-    with pytest.raises(TunhelperError, match="IPv6 pools are not supported on FreeBSD yet"):
+    with pytest.raises(PlatformError, match="IPv6 pools are not supported on FreeBSD yet"):
         step()
     assert runner.calls == []
 
@@ -482,14 +502,13 @@ def test_add_port_is_idempotent_and_refuses_a_tun(fake) -> None:
 
 
 def test_remove_port_only_while_the_session_holds_it(fake) -> None:
-    parent = ancestors()[0]
     deletem = [IFCONFIG, "bridge0", "deletem", "tap100"]
     runner = fake(
-        {tuple(deletem): ok()},
-        procstat={parent: sample("procstat-f-sshd-session-tap.txt", pid=parent)},
+        {tuple(deletem): ok()}, procstat={SSHD: sample("procstat-f-sshd-session-tap.txt")}
     )
+    seen_held(runner, "tap100")
     freebsd.remove_port(TAP, "bridge0")
-    assert runner.calls == [[PROCSTAT, "-h", "-f", str(parent)], deletem]
+    assert runner.calls == [HELD_BY_SSHD, deletem]
 
     closed = fake({tuple(deletem): ok()})  # sshd closed the tap: membership is inert
     freebsd.remove_port(TAP, "bridge0")
@@ -521,7 +540,7 @@ def test_boot_id_without_kern_boot_id_is_constant(fake) -> None:
 
 def test_boot_id_that_cannot_be_read_is_a_clear_error(fake) -> None:
     fake({(SYSCTL, "-b", "kern.boot_id"): fails("sysctl: kern.boot_id: Device not configured")})
-    with pytest.raises(TunhelperError, match="could not read the boot id .*Device not configured"):
+    with pytest.raises(PlatformError, match="could not read the boot id .*Device not configured"):
         freebsd.boot_id()
 
 
@@ -575,7 +594,9 @@ def hold(proc: subprocess.Popen, start: float | None = None, limit: float = 10.0
     old = signal.signal(signal.SIGALRM, overdue)
     signal.setitimer(signal.ITIMER_REAL, limit)
     try:
-        return freebsd.wait_for_end(proc.pid, start, TUN)
+        kind, counters = freebsd.wait_for_end(proc.pid, start, TUN)
+        assert counters is None  # a FreeBSD device persists: link_counters reads it
+        return kind
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
@@ -623,6 +644,19 @@ def test_hold_reports_the_exit_when_process_and_device_go_together(
     assert hold(session_process) == "process"
 
 
+def test_teardown_after_the_watch_saw_the_device_closed_touches_nothing(
+    fake, quick, session_process
+) -> None:
+    """The watch asks about the session process it is given; teardown then asks it too."""
+    pid = session_process.pid
+    rows = iter([sample("procstat-f-sshd-tun.txt", pid=pid)] * 2)
+    runner = fake(procstat={pid: lambda: next(rows, "")})
+    assert hold(session_process) == "device"
+    freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
+    assert runner.commands(IFCONFIG) == []
+    assert {c[3] for c in runner.calls} == {str(pid)}
+
+
 def test_hold_ends_when_the_device_is_destroyed(fake, quick, session_process, monkeypatch) -> None:
     pid = session_process.pid
     fake(procstat={pid: sample("procstat-f-sshd-tun.txt", pid=pid)})
@@ -653,16 +687,6 @@ def test_hold_is_interrupted_by_a_signal_handler_that_raises(fake, quick, sessio
 # ---------------------------------------------------------------- the interface
 
 
-def test_freebsd_provides_every_name_linux_does_with_the_same_signature() -> None:
-    import tunhelper.platform as platform
-
-    names = [n for n in platform.__all__ if n[0].islower()]  # the functions, not the data
-    assert names
-    for name in names:
-        ours, theirs = getattr(freebsd, name), getattr(linux, name)
-        assert inspect.signature(ours) == inspect.signature(theirs), name
-
-
 def run_python(code: str) -> str:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
@@ -673,12 +697,14 @@ def run_python(code: str) -> str:
 def test_freebsd_is_chosen_once_by_sys_platform() -> None:
     code = (
         "import sys; sys.platform = {!r}; import tunhelper.platform as p;"
-        "print(p.held_devices.__module__, p.wait_for_end.__module__)"
+        "print(p.held_devices.__wrapped__.__module__, p.wait_for_end.__wrapped__.__module__)"
     )
     assert run_python(code.format("freebsd14")) == (
         "tunhelper.platform.freebsd tunhelper.platform.freebsd"
     )
-    assert run_python(code.format("linux")) == "tunhelper.platform.linux tunhelper.platform.linux"
+    assert run_python(code.format("linux")) == (
+        "tunhelper.platform.linux.proc tunhelper.platform.linux.watch"
+    )
     with pytest.raises(subprocess.CalledProcessError) as e:
         run_python(code.format("darwin"))
     assert "does not support darwin (Linux and FreeBSD only)" in e.value.stderr
@@ -699,23 +725,68 @@ def test_importing_the_platform_stays_cheap() -> None:
 ROUTE, NETSTAT = freebsd.ROUTE, freebsd.NETSTAT
 
 
+NETSTAT_EMPTY = "Routing tables\n\nInternet:\nDestination Gateway Flags Netif Expire\n"
+
+
+def netstat_with(*rows: str) -> Completed:
+    return ok(NETSTAT_EMPTY + "".join(f"{row}\n" for row in rows))
+
+
 @pytest.mark.parametrize(
-    ("device", "network", "via", "argv"),
+    ("device", "network", "via", "argv", "row"),
     [
-        (TUN, "10.88.0.0/24", None, ["-net", "10.88.0.0/24", "-interface", "tun100"]),
-        (TUN, "fd00:8::/64", None, ["-inet6", "-net", "fd00:8::/64", "-interface", "tun100"]),
-        (TAP, "10.88.0.0/24", "192.168.3.2", ["-net", "10.88.0.0/24", "192.168.3.2"]),
-        (TAP, "fd00:9::/64", "fd00:3::2", ["-inet6", "-net", "fd00:9::/64", "fd00:3::2"]),
+        (TUN, "10.88.0.0/24", None, ["-net", "10.88.0.0/24", "-interface", "tun100"],
+         "10.88.0.0/24 link#7 U1 tun100"),
+        (TUN, "fd00:8::/64", None, ["-inet6", "-net", "fd00:8::/64", "-interface", "tun100"],
+         "fd00:8::/64 link#7 U1 tun100"),
+        (TAP, "10.88.0.0/24", "192.168.3.2", ["-net", "10.88.0.0/24", "192.168.3.2"],
+         "10.88.0.0/24 192.168.3.2 UG1 tap100"),
+        (TAP, "fd00:9::/64", "fd00:3::2", ["-inet6", "-net", "fd00:9::/64", "fd00:3::2"],
+         "fd00:9::/64 fd00:3::2 UG1 tap100"),
     ],
-)
-def test_add_and_delete_route_name_the_family_for_ipv6(fake, device, network, via, argv) -> None:
-    family = argv[:1] if argv[0] == "-inet6" else []
+)  # fmt: skip
+def test_add_and_delete_route_name_the_family_for_ipv6(
+    fake, device, network, via, argv, row
+) -> None:
+    family = "inet6" if argv[0] == "-inet6" else "inet"
     add = (ROUTE, "-n", "add", *argv, "-proto1")
-    delete = (ROUTE, "-n", "delete", *family, "-net", network)
-    runner = fake({add: ok(), delete: ok()})
+    delete = (ROUTE, "-n", "delete", *argv)
+    netstat = (NETSTAT, "-rn", "-f", family)
+    runner = fake({add: ok(), delete: ok(), netstat: netstat_with(row)})
     freebsd.add_route(device, network, via)
     freebsd.delete_route(device, network, via)
-    assert runner.calls == [list(add), list(delete)]
+    assert runner.calls == [list(add), list(netstat), list(delete)]
+
+
+@pytest.mark.parametrize(
+    ("via", "row"),
+    [
+        (None, "10.88.0.0/24 link#3 US vtnet0"),  # the admin's own (no flag 1)
+        (None, "10.88.0.0/24 link#3 U1 tun7"),  # ours, but another session's device
+        ("192.168.3.2", "10.88.0.0/24 192.168.3.9 UG1 tap100"),  # another gateway
+        (None, "10.88.1.0/24 link#7 U1 tun100"),  # another network
+    ],
+)
+def test_delete_route_leaves_any_route_but_its_own(fake, via, row) -> None:
+    device = TUN if via is None else TAP
+    runner = fake({(NETSTAT, "-rn", "-f", "inet"): netstat_with(row)})
+    freebsd.delete_route(device, "10.88.0.0/24", via)
+    assert runner.commands(ROUTE) == []
+
+
+def test_delete_route_that_fails_while_the_route_stays_is_reported(fake) -> None:
+    row = "10.88.0.0/24 link#7 U1 tun100"
+    delete = (ROUTE, "-n", "delete", "-net", "10.88.0.0/24", "-interface", "tun100")
+    fake({(NETSTAT, "-rn", "-f", "inet"): netstat_with(row), delete: fails("route: busy")})
+    with pytest.raises(PlatformError, match="route: busy"):
+        freebsd.delete_route(TUN, "10.88.0.0/24", None)
+
+
+def test_source_filtering_is_refused_with_a_portable_errno() -> None:
+    with pytest.raises(PlatformError) as e:
+        freebsd.filter_sources(TUN)
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert str(e.value) == "source filtering is not implemented on FreeBSD"
 
 
 def test_add_route_refuses_anything_but_a_network_and_an_address(fake) -> None:

@@ -55,7 +55,7 @@ SETUP = textwrap.dedent(
     taken.add(DownHook([hook], {"device": tun.name}, 5.0, tun))
     taken.store.close()
     record = {**taken.record(), "session": {"device": tun._asdict(),
-              "holder_pid": sleeper.pid, "holder_start": start}}
+              "session_pid": sleeper.pid, "session_start": start}}
     print(json.dumps({"sleeper": sleeper.pid}), flush=True)
     become_keeper(record, ["test"])
     sys.exit("the keeper did not start")

@@ -16,6 +16,7 @@ import pytest
 
 from tests.conftest import require_lab_prerequisites
 from tunhelper.platform import linux
+from tunhelper.platform.linux import rtnetlink
 
 IFF_TUN_NO_PI, IFF_TAP_NO_PI = 0x1001, 0x1002
 
@@ -36,7 +37,7 @@ sys.stdin.read()
 FIND = (
     "from tunhelper.server.discover import find_device; import sys;"
     "d = find_device(float(sys.argv[1]), {'SSH_TUNNEL': 'tun9'});"
-    "print(d.device.name, d.device.mode, d.holder_pid)"
+    "print(d.device.name, d.device.mode, d.session_pid)"
 )
 
 
@@ -126,11 +127,16 @@ def test_wait_for_end_sees_the_session_process_exit(netns) -> None:
 
 
 def run_wait_for_end(netns, device: str, watched: psutil.Process, stop) -> str:
-    """Run wait_for_end inside the namespace (netlink is per namespace), then end ``stop``."""
+    """Run wait_for_end inside the namespace (netlink is per namespace), then end ``stop``.
+
+    Returns the kind of end; for a deleted device, also checks that the deletion's
+    final counters came back with it.
+    """
     code = (
         "import sys; from tunhelper.platform import linux;"
         "d = linux.device_info(sys.argv[1]); print('watching', flush=True);"
-        "print(linux.wait_for_end(int(sys.argv[2]), float(sys.argv[3]), d), flush=True)"
+        "kind, counters = linux.wait_for_end(int(sys.argv[2]), float(sys.argv[3]), d);"
+        "print(kind if kind == 'process' or counters is not None else 'no counters', flush=True)"
     )
     w = netns(sys.executable, "-c", code, device, str(watched.pid), repr(watched.create_time()))
     assert w.stdout is not None and w.stdout.readline().strip() == "watching"
@@ -148,26 +154,29 @@ def run_wait_for_end(netns, device: str, watched: psutil.Process, stop) -> str:
 
 
 def test_link_deleted_parser() -> None:
-    def message(mtype: int, index: int) -> bytes:
-        body = linux._IFINFOMSG.pack(0, 0, index, 0, 0)
-        return linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(body), mtype, 0, 0, 0) + body
+    nl = rtnetlink
 
-    new_link, del_link = 16, linux._RTM_DELLINK
-    assert linux._link_deleted(message(new_link, 5) + message(del_link, 7), 7) == (True, None)
-    assert not linux._link_deleted(message(del_link, 5), 7)[0]
-    assert not linux._link_deleted(message(new_link, 7), 7)[0]
-    assert not linux._link_deleted(b"\x00" * 3, 7)[0]
-    stats = struct.pack("=HH", 4 + 8 * 4, linux._IFLA_STATS64) + struct.pack("=4Q", 1, 2, 300, 400)
-    body = linux._IFINFOMSG.pack(0, 0, 7, 0, 0) + stats
-    with_stats = linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(body), del_link, 0, 0, 0) + body
-    assert linux._link_deleted(with_stats, 7) == (True, (300, 400))
+    def message(mtype: int, index: int) -> bytes:
+        body = nl.IFINFOMSG.pack(0, 0, index, 0, 0)
+        return nl.NLMSG_HDR.pack(nl.NLMSG_HDR.size + len(body), mtype, 0, 0, 0) + body
+
+    new_link, del_link = 16, nl.RTM_DELLINK
+    assert nl.link_deleted(message(new_link, 5) + message(del_link, 7), 7) == (True, None)
+    assert not nl.link_deleted(message(del_link, 5), 7)[0]
+    assert not nl.link_deleted(message(new_link, 7), 7)[0]
+    assert not nl.link_deleted(b"\x00" * 3, 7)[0]
+    stats = struct.pack("=HH", 4 + 8 * 4, nl.IFLA_STATS64) + struct.pack("=4Q", 1, 2, 300, 400)
+    body = nl.IFINFOMSG.pack(0, 0, 7, 0, 0) + stats
+    with_stats = nl.NLMSG_HDR.pack(nl.NLMSG_HDR.size + len(body), del_link, 0, 0, 0) + body
+    assert nl.link_deleted(with_stats, 7) == (True, (300, 400))
 
 
 # Configures device A with tunhelper's own rtnetlink requests and device B with pyroute2
 # (the library they stand in for), then reports both devices as ``ip -j`` sees them.
 CONFIGURE = r"""
 import errno, json, subprocess, sys
-from tunhelper.platform import linux
+from tunhelper.platform import DeviceInfo, linux
+from tunhelper.platform.linux import links, rtnetlink
 a, b, local, peer, mtu = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 linux.configure_p2p(linux.device_info(a), local, peer, mtu)
 loaded = sorted(m for m in sys.modules if m.startswith("pyroute2"))
@@ -177,12 +186,12 @@ try:
 except OSError as e:
     again = e.errno
 try:
-    linux.configure_p2p(linux.DeviceInfo("gone", 999999, "tun", False), local, peer, mtu)
+    linux.configure_p2p(DeviceInfo("gone", 999999, "tun", False), local, peer, mtu)
     missing = 0
 except OSError as e:
     missing = e.errno
-IPRoute, _ = linux._rtnl()
-family, prefixlen = linux._family(local)
+IPRoute, _ = links._rtnl()
+family, prefixlen = rtnetlink.family(local)
 with IPRoute() as ipr:
     index = linux.device_info(b).index
     ipr.link("set", index=index, state="up", mtu=mtu)
@@ -224,23 +233,23 @@ def test_point_to_point_requests_do_what_pyroute2_does(netns, local: str, peer: 
 
 
 def test_acknowledgement_parser() -> None:
+    nl = rtnetlink
+
     def message(kind: int, seq: int, payload: bytes) -> bytes:
-        return (
-            linux._NLMSG_HDR.pack(linux._NLMSG_HDR.size + len(payload), kind, 0, seq, 0) + payload
-        )
+        return nl.NLMSG_HDR.pack(nl.NLMSG_HDR.size + len(payload), kind, 0, seq, 0) + payload
 
     error = struct.pack("=i", -17)
     ok = struct.pack("=i", 0)
-    assert linux._acknowledgement(message(linux._NLMSG_ERROR, 5, error), 5) == 17
-    assert linux._acknowledgement(message(16, 5, ok) + message(linux._NLMSG_ERROR, 5, ok), 5) == 0
-    assert linux._acknowledgement(message(linux._NLMSG_ERROR, 4, error), 5) is None  # not ours
-    assert linux._acknowledgement(b"\x00" * 30, 5) is None  # a zero length ends the walk
+    assert nl.acknowledgement(message(nl.NLMSG_ERROR, 5, error), 5) == 17
+    assert nl.acknowledgement(message(16, 5, ok) + message(nl.NLMSG_ERROR, 5, ok), 5) == 0
+    assert nl.acknowledgement(message(nl.NLMSG_ERROR, 4, error), 5) is None  # not ours
+    assert nl.acknowledgement(b"\x00" * 30, 5) is None  # a zero length ends the walk
 
 
 LEAN_IMPORT = r"""
 import sys
-from tunhelper.platform import linux
-IPRoute, NetlinkError = linux._rtnl()
+from tunhelper.platform.linux import links
+IPRoute, NetlinkError = links._rtnl()
 lean = sorted(m for m in sys.modules if m.startswith(("pyroute2.ndb", "pyroute2.ipdb")))
 stray = "pyroute2" in sys.modules
 import pyroute2
@@ -259,16 +268,18 @@ def test_pyroute2_loads_without_its_whole_library_and_stays_whole() -> None:
 # Opens a tun as sshd does, configures it as the session does, and at once looks at what
 # the kernel has: the address settled (not tentative) and the route to the peer.
 SETTLED = r"""
-import fcntl, os, struct, sys
+import fcntl, os, socket, struct, sys
 from tunhelper.platform import linux
-local = linux.socket.inet_pton(10, "fd00:3::1").hex()
-peer = linux.socket.inet_pton(10, "fd00:3::4").hex()
+from tunhelper.platform.linux import rtnetlink
+local = socket.inet_pton(10, "fd00:3::1").hex()
+peer = socket.inet_pton(10, "fd00:3::4").hex()
 bad = 0
 for _ in range(int(sys.argv[1])):
     fd = os.open("/dev/net/tun", os.O_RDWR)
     fcntl.ioctl(fd, 0x400454CA, struct.pack("16sH", b"thset0", 0x1001))
     linux.configure_p2p(linux.device_info("thset0"), "fd00:3::1", "fd00:3::4", 16380)
-    bad += not (linux._ipv6_settled("thset0", local) and linux._ipv6_host_route("thset0", peer))
+    bad += not (rtnetlink.ipv6_settled("thset0", local)
+                and rtnetlink.ipv6_host_route("thset0", peer))
     os.close(fd)
 print(bad)
 """
@@ -279,3 +290,23 @@ def test_an_ipv6_link_is_usable_when_its_configuration_returns(netns) -> None:
     the route to the peer: the announcement would send the client's first answers nowhere."""
     p = netns(sys.executable, "-c", SETTLED, "60")
     assert p.stdout is not None and p.stdout.readline().strip() == "0"
+
+
+def test_same_process_is_pid_and_start_time_without_psutil() -> None:
+    """The slim holder's identity check: the live process, not a reused pid, no zombie."""
+    me = psutil.Process()
+    assert linux.process_start(me.pid) == pytest.approx(me.create_time(), abs=0.01)
+    assert linux.same_process(me.pid, me.create_time())
+    assert not linux.same_process(me.pid, me.create_time() - 5)  # a reused pid
+    zombie = subprocess.Popen(["true"])
+    try:
+        start = psutil.Process(zombie.pid).create_time()
+        deadline = time.monotonic() + 10
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert not linux.same_process(zombie.pid, start)
+    finally:
+        zombie.wait()
+    assert not linux.same_process(zombie.pid, start)  # reaped: gone
+    assert linux.process_start(zombie.pid) is None

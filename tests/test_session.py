@@ -57,10 +57,11 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         "tunhelper.server.session.announce",
         lambda a, describe: events.append(f"announce {a.address}"),
     )
-    # The real helper re-executes itself as the slim holder here; in-process instead.
+    # The real helper re-executes itself as the keeper here; in-process instead.
     monkeypatch.setattr("tunhelper.server.session.become_keeper", lambda record, label: None)
     monkeypatch.setattr(
-        "tunhelper.server.session.hold", lambda f: events.append("hold") or ("process", "ended")
+        "tunhelper.server.session.hold",
+        lambda f: events.append("hold") or ("process", "ended", None),
     )
     settings = Settings(
         pool=Pool.parse("192.168.3.0/24"),

@@ -158,7 +158,7 @@ def client_networks(device: DeviceInfo, networks: list[str], state_dir: str) -> 
 def routes_by_family(device: DeviceInfo, networks: list[str], via: dict[int, str]) -> list[Applied]:
     """:func:`routes`, one record per IP version, each through that version's ``via``.
 
-    One record per version keeps the record a single ``via``, as a holder started by an
+    One record per version keeps the record a single ``via``, as a keeper started by an
     older helper expects. Routes already added are removed if a later one fails.
     """
     families: dict[int, list[str]] = {}
@@ -234,7 +234,7 @@ _KINDS: dict[str, type] = {
 
 
 def to_record(applied: Applied) -> dict[str, Any]:
-    """A JSON-able form, so another process (the slim holder) can undo it."""
+    """A JSON-able form, so another process (the keeper) can undo it."""
     kind = next(k for k, cls in _KINDS.items() if isinstance(applied, cls))
     record = asdict(applied)  # type: ignore[call-overload]
     return {"kind": kind, **record, "device": applied.device._asdict()}

@@ -16,16 +16,19 @@ from tunhelper.signals import Interrupted
 SIGNAL = "signal"
 
 
-def hold(session: SessionDevice) -> tuple[str, str]:
-    """Return why the link ended: ``(kind, description)``.
+def hold(session: SessionDevice) -> tuple[str, str, tuple[int, int] | None]:
+    """Return why the link ended: ``(kind, description, counters)``.
 
     ``kind`` is :data:`platform.PROCESS_ENDED`, :data:`platform.DEVICE_GONE` or
-    :data:`SIGNAL`, so callers can map it to an exit code.
+    :data:`SIGNAL`, so callers can map it to an exit code. ``counters`` are the device's
+    last ``(rx_bytes, tx_bytes)`` if it was deleted as the link ended (``None``
+    otherwise: :func:`platform.link_counters` can still read a device that is there).
     """
+    device = session.device
     try:
-        kind = platform.wait_for_end(session.holder_pid, session.holder_start, session.device)
+        kind, counters = platform.wait_for_end(session.session_pid, session.session_start, device)
     except Interrupted as e:
-        return SIGNAL, f"signal {e}"
+        return SIGNAL, f"signal {e}", None
     if kind == platform.DEVICE_GONE:
-        return kind, f"device {session.device.name} disappeared"
-    return kind, f"process {session.holder_pid} holding {session.device.name} ended"
+        return kind, f"device {device.name} disappeared", counters
+    return kind, f"process {session.session_pid} holding {device.name} ended", counters

@@ -4,7 +4,8 @@ What it reads: sshd's effective configuration for root (``sshd -T -C user=root``
 ``Match User`` blocks apply; blocks on address or host cannot be judged without a
 client), the lines of root's authorized_keys that run tunhelper (their arguments go
 through the very parsers the helper uses, so doctor and the helper never disagree),
-``/dev/net/tun``, persistent tunN/tapN devices a client could ask sshd for, the state
+the tun device, persistent tunN/tapN devices a client could ask sshd for, the
+platform's source filtering (asked of the platform, which knows the host), the state
 directories and their lease databases (opened read-only). Every finding is one line,
 ``ok:``, ``warning:`` or ``error:``; any error makes the exit status 1.
 """
@@ -26,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from tunhelper import platform
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
@@ -34,8 +36,6 @@ if TYPE_CHECKING:
 OK, WARNING, ERROR = "ok", "warning", "error"
 SSHD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SSHD_TIMEOUT = 30.0
-TUN_RDEV = os.makedev(10, 200)
-_IFF_PERSIST = 0x0800
 
 # Names a client must never be able to set in a root session: each one runs code of
 # the client's choosing before tunhelper can defend itself (the dynamic linker, the
@@ -66,7 +66,6 @@ _KEY_TYPE = re.compile(
     r"|sk-ecdsa-sha2-nistp256|sk-ssh-ed25519)(-cert-v01)?(@openssh\.com)?"
 )
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-_TUN_NAME = re.compile(r"(tun|tap)[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -461,57 +460,28 @@ def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine
 # -- the host --------------------------------------------------------------------------
 
 
-def check_tun(dev: str = "/dev/net/tun") -> list[Finding]:
-    try:
-        st = os.stat(dev)
-    except OSError as e:
-        return [error(f"{dev}: {e.strerror}: load the tun module (modprobe tun)")]
-    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != TUN_RDEV:
-        return [error(f"{dev} is not the tun device (character device 10:200)")]
-    return [ok(f"{dev} is there")]
+def check_tun() -> list[Finding]:
+    """Can sshd create tun/tap devices on this host (the platform says how it knows)?"""
+    usable, line = platform.tun_node()
+    return [ok(line) if usable else error(line)]
 
 
-def check_persistent_devices(sysfs: str = "/sys/class/net") -> list[Finding]:
+def check_persistent_devices() -> list[Finding]:
     """A persistent tunN/tapN is one a client can make sshd attach to with ``-w any:N``."""
-    out = []
-    with contextlib.suppress(OSError):
-        for name in sorted(os.listdir(sysfs)):
-            if not _TUN_NAME.fullmatch(name):
-                continue
-            try:
-                with open(os.path.join(sysfs, name, "tun_flags"), encoding="ascii") as f:
-                    flags = int(f.read(), 16)
-            except (OSError, ValueError):
-                continue
-            if flags & _IFF_PERSIST:
-                out.append(
-                    error(
-                        f"device {name} is persistent and named like sshd's devices: a client "
-                        f"can make sshd attach to it (ssh -w any:{name[3:]}) and carry its "
-                        f"traffic until tunhelper refuses; rename it (ip link set {name} "
-                        "name vpn0)"
-                    )
-                )
-    return out
+    return [
+        error(
+            f"device {name} is persistent and named like sshd's devices: a client can make "
+            f"sshd attach to it (ssh -w any:{name[3:]}) and carry its traffic until tunhelper "
+            f"refuses; rename it ({rename})"
+        )
+        for name, rename in platform.persistent_devices()
+    ]
 
 
-def check_rp_filter(path: str = "/proc/sys/net/ipv4/conf/all/rp_filter") -> list[Finding]:
-    """tunhelper sets strict reverse-path filtering on each session's tun; the kernel
-    applies the larger of that and ``all``, and loose (2) lets a client send as another."""
-    try:
-        with open(path, encoding="ascii") as f:
-            value = f.read().strip()
-    except OSError as e:
-        return [warning(f"{path}: {e.strerror}: cannot tell whether clients can send as others")]
-    if value == "2":
-        return [
-            warning(
-                "net.ipv4.conf.all.rp_filter is 2 (loose): it overrides the strict filtering "
-                "tunhelper sets on each session's tun, so a client can send packets in another "
-                "client's name; set it to 1 (or 0)"
-            )
-        ]
-    return [ok(f"net.ipv4.conf.all.rp_filter is {value}: session devices filter strictly")]
+def check_source_filter() -> list[Finding]:
+    """Does the per-session source filter hold here? If not, a client can send as another."""
+    holds, line = platform.source_filter()
+    return [ok(line) if holds else warning(line)]
 
 
 def check_state_dir(path: str) -> list[Finding]:
@@ -603,7 +573,7 @@ def findings(
     yield from key_findings
     yield from check_tun()
     yield from check_persistent_devices()
-    yield from check_rp_filter()
+    yield from check_source_filter()
     if state_dir is not None:
         dirs = [state_dir]
     else:

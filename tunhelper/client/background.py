@@ -13,6 +13,7 @@ import time
 
 import psutil
 
+from tunhelper import platform
 from tunhelper.errors import TunhelperError
 
 RUN_DIR = "/run/tunhelper"
@@ -59,9 +60,9 @@ def _read(pid_file: str) -> psutil.Process | None:
     try:
         with open(pid_file, encoding="ascii") as f:
             pid_text, start_text = f.read().split()
-        proc = psutil.Process(int(pid_text))
-        if abs(proc.create_time() - float(start_text)) <= 1.0:
-            return proc
+        pid = int(pid_text)
+        if platform.same_process(pid, float(start_text)):
+            return psutil.Process(pid)
     except (OSError, ValueError, psutil.Error):
         pass
     return None

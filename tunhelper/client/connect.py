@@ -114,7 +114,7 @@ def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStac
             pid_file = options.pid_file or background.default_pid_file(found.device.name)
             background.detach(pid_file)
             undo.callback(background.remove_pid_file, pid_file)
-        kind, reason = hold(found)
+        kind, reason, _ = hold(found)
     except Interrupted as e:
         kind, reason = SIGNAL, f"signal {e}"
     log.info(f"connect: {found.device.name} {ann.address} ended: {reason}")
@@ -196,7 +196,7 @@ def _report(found: discover.SessionDevice, ann: protocol.Announcement, as_json: 
             "mtu": ann.mtu,
             "routes": ann.routes,
             "dns": ann.dns,
-            "ssh_pid": found.holder_pid,
+            "ssh_pid": found.session_pid,
         }
         if ann.address6 is not None:
             status.update(address6=ann.address6, prefix6=ann.prefix6, gateway6=ann.gateway6)

@@ -1,133 +1,123 @@
 """The operating-system side of tunhelper, behind one interface chosen once at import.
 
-As in psutil, the portable core calls only the names re-exported here; each platform
-module provides all of them:
+As in psutil, the portable core calls only the names exported here. :data:`CONCERNS`
+lists them, once, by concern; each backend (``linux/``, ``freebsd.py``) provides every
+one with the same signature (``tests/test_platform_contract.py`` holds them to it), and
+docs/platforms.md says what was verified on each.
 
-``held_devices(pid)``
-    names of the tun/tap devices a process holds open (empty if it holds none or
-    cannot be read);
-``device_info(name)``
-    a :class:`DeviceInfo` for a device, or ``None`` if it does not exist;
-``holds_pipe(pid, inode)``
-    whether a process still has a pipe open: sshd closes its end of our stderr once
-    it has passed on everything we wrote;
-``boot_id()``
-    a string that changes at every boot, so leases from before a reboot are stale;
-``configure_p2p(device, local, peer, mtu)`` / ``deconfigure_p2p(device, local, peer)``
-    put on / take off a point-to-point address (the latter tolerates a vanished device);
-``filter_sources(device)``
-    drop packets arriving on a session's device from addresses not routed through it,
-    so a client cannot send in another client's name (raises OSError if it cannot);
-``configure_address(device, address, prefixlen, mtu)`` / ``deconfigure_address(...)``
-    an address with a prefix (the client end of a tap link);
-``bridge_ports(name)``, ``create_bridge(name, address, prefixlen, mtu)``,
-``add_address(name, address, prefixlen)``, ``delete_bridge(name)``,
-``add_port(device, bridge, mtu)``, ``remove_port(device, bridge)``
-    the bridge that tap sessions share (``bridge_ports`` is ``None`` if it does not
-    exist; ``add_address`` puts a further gateway, the IPv6 one, on it);
-``add_route(device, network, via)`` / ``delete_route(...)``, ``our_routes()``
-    routes through a session's device, marked as tunhelper's so they can be listed;
-``apply_dns(device, servers)`` / ``revert_dns(device, tool)``
-    hand a link's DNS servers to the system's resolver manager (``None``: there is none);
-``link_counters(device)``
-    bytes received from and sent to the client through the device, now or as it was
-    deleted (``None`` if unknown);
-``wait_for_end(pid, start_time, device)``
-    block until the session process exits or the device disappears; returns which
-    (:data:`PROCESS_ENDED` or :data:`DEVICE_GONE`); a signal handler that raises
-    interrupts it. On FreeBSD, where a closed device persists, "gone" also means no
-    longer held by the session.
+Every exported function is wrapped once at this boundary, as psutil's
+``wrap_exceptions``: whatever goes wrong in the operating system arrives as
+:class:`PlatformError` (an ``OSError`` with ``errno`` and a one-line ``strerror``), so
+callers catch that and nothing else. Only ``OSError``, ``ValueError`` and the backend's
+declared native errors are translated: an exception a signal handler raises passes
+through untouched.
 
-Linux (``linux.py``) and FreeBSD (``freebsd.py``) provide them; docs/platforms.md says
-what was verified on each. Only the module for this platform is imported, and importing
-it must stay cheap: heavy libraries (pyroute2, psutil) are imported only inside the
-functions that need them, and the path to the announcement imports no pyroute2.
+Only the backend for this platform is imported, and importing it must stay cheap (the
+keeper imports it for the life of a session): heavy libraries (pyroute2, psutil)
+are imported only inside the functions that need them, and the path to the
+announcement imports no pyroute2.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
-from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo, SessionDevice
+from tunhelper.platform.base import (
+    DEVICE_GONE,
+    PROCESS_ENDED,
+    DeviceInfo,
+    PlatformError,
+    SessionDevice,
+)
+
+CONCERNS = {
+    # held_devices(pid) -> list[str]: the tun/tap devices a process holds open (empty if
+    #   none, or it cannot be read); device_info(name) -> DeviceInfo | None;
+    # holds_pipe(pid, inode) -> bool: sshd closes its end of our stderr once it has
+    #   passed on everything we wrote; boot_id() -> str: changes at every boot, so
+    #   leases from before a reboot are stale.
+    "discovery": ("held_devices", "device_info", "holds_pipe", "boot_id"),
+    # process_start(pid) -> float | None: start time as psutil gives it;
+    # same_process(pid, start) -> bool: alive, no zombie, started within 1 s of start
+    #   (so not a reused pid). Both without psutil on Linux, for the keeper.
+    "processes": ("process_start", "same_process"),
+    # configure_p2p(device, local, peer, mtu) / deconfigure_p2p(device, local, peer):
+    #   a point-to-point address; configure_address(device, address, prefixlen, mtu) /
+    #   deconfigure_address(device, address, prefixlen): an address with a prefix (the
+    #   client end of a tap link). Undoing tolerates a vanished device.
+    "addresses": ("configure_p2p", "deconfigure_p2p", "configure_address", "deconfigure_address"),
+    # filter_sources(device): drop packets arriving on a session's device from addresses
+    #   not routed through it, so a client cannot send in another client's name.
+    "filter": ("filter_sources",),
+    # bridge_ports(name) -> list[str] | None (None: no such bridge),
+    # create_bridge(name, address, prefixlen, mtu), add_address(name, address,
+    # prefixlen) (a further gateway, the IPv6 one), delete_bridge(name),
+    # add_port(device, bridge, mtu), remove_port(device, bridge): the bridge that tap
+    # sessions share.
+    "bridges": (
+        "bridge_ports",
+        "create_bridge",
+        "add_address",
+        "delete_bridge",
+        "add_port",
+        "remove_port",
+    ),
+    # add_route(device, network, via) / delete_route(device, network, via),
+    # our_routes() -> list[(network, device)]: routes through a session's device,
+    # marked as tunhelper's so they can be listed.
+    "routes": ("add_route", "delete_route", "our_routes"),
+    # apply_dns(device, servers) -> str | None (None: no resolver manager here) /
+    # revert_dns(device, tool).
+    "dns": ("apply_dns", "revert_dns"),
+    # wait_for_end(pid, start_time, device) -> (kind, counters): block until the
+    #   session process exits or the device disappears; kind is PROCESS_ENDED or
+    #   DEVICE_GONE, counters the device's last (rx_bytes, tx_bytes) if its deletion
+    #   was seen, else None. A signal handler that raises interrupts it. On FreeBSD,
+    #   where a closed device persists, "gone" also means no longer held by ``pid``.
+    # link_counters(device) -> (rx_bytes, tx_bytes) | None: live counters only.
+    "watch": ("wait_for_end", "link_counters"),
+    # tun_node() -> (ok, line): can sshd create tun/tap devices;
+    # persistent_devices() -> list[(name, command that renames it)]: devices a client
+    #   could make sshd attach to (-w any:N); source_filter() -> (ok, line): does
+    #   filter_sources hold on this host. What ``tunhelper doctor`` reports.
+    "checks": ("tun_node", "persistent_devices", "source_filter"),
+}
 
 if sys.platform.startswith("linux"):
-    from tunhelper.platform.linux import (
-        add_address,
-        add_port,
-        add_route,
-        apply_dns,
-        boot_id,
-        bridge_ports,
-        configure_address,
-        configure_p2p,
-        create_bridge,
-        deconfigure_address,
-        deconfigure_p2p,
-        delete_bridge,
-        delete_route,
-        device_info,
-        filter_sources,
-        held_devices,
-        holds_pipe,
-        link_counters,
-        our_routes,
-        remove_port,
-        revert_dns,
-        wait_for_end,
-    )
+    from tunhelper.platform import linux as _backend
 elif sys.platform.startswith("freebsd"):
-    from tunhelper.platform.freebsd import (
-        add_address,
-        add_port,
-        add_route,
-        apply_dns,
-        boot_id,
-        bridge_ports,
-        configure_address,
-        configure_p2p,
-        create_bridge,
-        deconfigure_address,
-        deconfigure_p2p,
-        delete_bridge,
-        delete_route,
-        device_info,
-        filter_sources,
-        held_devices,
-        holds_pipe,
-        link_counters,
-        our_routes,
-        remove_port,
-        revert_dns,
-        wait_for_end,
-    )
+    from tunhelper.platform import freebsd as _backend
 else:
     raise ImportError(f"tunhelper does not support {sys.platform} (Linux and FreeBSD only)")
 
-__all__ = [
+
+def wrap_errors(function, native: tuple[type[BaseException], ...] = ()):
+    """``function`` with OSError, ValueError and ``native`` errors as PlatformError."""
+    translated = (OSError, ValueError, *native)
+
+    @functools.wraps(function)
+    def boundary(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except PlatformError:
+            raise
+        except translated as e:
+            raise PlatformError.of(e) from e
+
+    return boundary
+
+
+NAMES = tuple(name for names in CONCERNS.values() for name in names)
+globals().update(
+    {name: wrap_errors(getattr(_backend, name), _backend.NATIVE_ERRORS) for name in NAMES}
+)
+
+__all__ = [  # built from CONCERNS
     "DEVICE_GONE",
     "PROCESS_ENDED",
     "DeviceInfo",
+    "PlatformError",
     "SessionDevice",
-    "add_address",
-    "add_port",
-    "add_route",
-    "apply_dns",
-    "boot_id",
-    "bridge_ports",
-    "configure_address",
-    "configure_p2p",
-    "create_bridge",
-    "deconfigure_address",
-    "deconfigure_p2p",
-    "delete_bridge",
-    "delete_route",
-    "device_info",
-    "filter_sources",
-    "held_devices",
-    "holds_pipe",
-    "link_counters",
-    "our_routes",
-    "remove_port",
-    "revert_dns",
-    "wait_for_end",
+    *NAMES,
 ]

@@ -6,6 +6,7 @@ and ``dataclasses`` alone would add more than a megabyte to every held session.
 
 from __future__ import annotations
 
+import errno
 from collections import namedtuple
 
 # Why ``wait_for_end`` returned.
@@ -22,8 +23,45 @@ so someone made it before sshd attached to it (a client can ask for its unit wit
 ``-w any:N``): it is never a session's own.
 """
 
-SessionDevice = namedtuple("SessionDevice", ["device", "holder_pid", "holder_start"])
+SessionDevice = namedtuple("SessionDevice", ["device", "session_pid", "session_start"])
 SessionDevice.__doc__ = """A session's device and the process holding it.
 
-The holder's exit ends the session; its start time guards against a reused pid.
+The session process's exit ends the session; its start time guards against a reused pid.
 """
+
+# A process is "the same" if its start time is within this of the one recorded: start
+# times come from the boot time, which the kernel reports to the second and may shift
+# by one after a clock step. A reused pid in the same second is not a realistic risk.
+START_TOLERANCE = 1.0
+
+
+class PlatformError(OSError):
+    """Whatever went wrong in the operating system, as the one error the platform raises.
+
+    ``errno`` is the kernel's number where there is one (``None`` for a command that
+    failed); ``strerror`` and ``str()`` are one line that says what failed. Callers catch
+    this (or ``OSError``), never a backend's own exceptions.
+    """
+
+    def __init__(self, code: int | None, message: str) -> None:
+        super().__init__(code, " ".join(str(message).split()))
+
+    def __str__(self) -> str:
+        return self.strerror
+
+    @classmethod
+    def of(cls, error: BaseException) -> PlatformError:
+        """The same failure as a :class:`PlatformError` (what the boundary raises)."""
+        if isinstance(error, PlatformError):
+            return error
+        if isinstance(error, OSError):
+            code = error.errno
+            message = error.strerror or str(error)
+            if error.filename is not None:
+                message = f"{error.filename}: {message}"
+        else:
+            code = getattr(error, "code", None)  # pyroute2's NetlinkError carries it here
+            if not isinstance(code, int):
+                code = errno.EINVAL if isinstance(error, ValueError) else None
+            message = str(error) or type(error).__name__
+        return cls(code, message)

@@ -10,7 +10,9 @@ What FreeBSD does when sshd closes the device (``tundtor`` in if_tuntap.c): the
 interface is brought down and its addresses purged, but it is *not* destroyed. It
 persists (tun(4)), and the next ``open("/dev/tunN")``, possibly another session's at
 once, reuses it. So teardown touches a device only while this helper's own session
-still holds it, and never destroys it; docs/platforms.md says why.
+still holds it, and never destroys it; docs/platforms.md says why. Which process that
+is, the module learns from :func:`held_devices`: discovery finds the session's device
+through it, and the watch asks it about the session process it is given.
 
 Importable anywhere (the tests run it on Linux): kqueue is looked up when used, and
 psutil is imported only inside the functions that need it.
@@ -18,24 +20,30 @@ psutil is imported only inside the functions that need it.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 import select
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections import namedtuple
+from collections.abc import Callable, Sequence
 
-from tunhelper.errors import TunhelperError
-from tunhelper.platform.base import DEVICE_GONE, PROCESS_ENDED, DeviceInfo
+from tunhelper.platform.base import (
+    DEVICE_GONE,
+    PROCESS_ENDED,
+    START_TOLERANCE,
+    DeviceInfo,
+    PlatformError,
+)
 
 IFCONFIG = "/sbin/ifconfig"
 PROCSTAT = "/usr/bin/procstat"
 SYSCTL = "/sbin/sysctl"
 ROUTE = "/sbin/route"
 NETSTAT = "/usr/bin/netstat"
+KLDSTAT = "/sbin/kldstat"
 
 # The commands get this environment and no other: nothing a client may have put into
 # ours (sshd's AcceptEnv) reaches them. LIBXO_OPTIONS, for one, would turn procstat's
@@ -49,27 +57,23 @@ DEVICE_CHECK_INTERVAL = 5.0
 PROCESS_POLL_INTERVAL = 0.5  # only where there is no kqueue (Linux, in the tests)
 PIPE_CHECK_INTERVAL = 0.1  # holds_pipe's caller polls every 10 ms; procstat need not
 
-_START_TOLERANCE = 1.0  # as store/liveness.py: psutil start times are good to about a second
 _DEVICE_NAME = re.compile(r"(?:tun|tap)\d{1,5}")
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.]{0,14}")
 _NO_BOOT_ID = "freebsd-without-kern.boot_id"
 
 
-@dataclass(frozen=True)
-class Completed:
-    """What a command did: exit status, raw stdout, stderr as text."""
+# Named tuples, not dataclasses: the keeper imports this module on FreeBSD.
+class Completed(namedtuple("Completed", ["returncode", "stdout", "stderr"])):
+    """What a command did: exit status, raw stdout (bytes), stderr as text."""
 
-    returncode: int
-    stdout: bytes
-    stderr: str
+    __slots__ = ()
 
     @property
     def text(self) -> str:
         return self.stdout.decode("utf-8", "replace")
 
 
-class Runner(Protocol):
-    def __call__(self, argv: Sequence[str]) -> Completed: ...
+Runner = Callable[[Sequence[str]], Completed]
 
 
 def run_command(argv: Sequence[str]) -> Completed:
@@ -92,8 +96,15 @@ runner: Runner = run_command
 """Every command goes through this; the tests put a fake in its place."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(PlatformError):
     """A command exited non-zero; the message is one line: the command and its error."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(None, message)
+
+
+# This backend's own errors are PlatformErrors already: the boundary has none to translate.
+NATIVE_ERRORS: tuple[type[Exception], ...] = ()
 
 
 def _failure(argv: Sequence[str], result: Completed) -> CommandFailed:
@@ -124,8 +135,9 @@ def _ifname(name: str) -> str:
 def _refuse_ipv6(*addresses: str | None) -> None:
     """IPv6 is not verified on FreeBSD yet (docs/platforms.md): one line, before any command."""
     if any(a is not None and ":" in a for a in addresses):
-        raise TunhelperError(
-            "IPv6 pools are not supported on FreeBSD yet: give this key an IPv4 --pool only"
+        raise PlatformError(
+            errno.EAFNOSUPPORT,
+            "IPv6 pools are not supported on FreeBSD yet: give this key an IPv4 --pool only",
         )
 
 
@@ -142,15 +154,13 @@ def _ip(text: str) -> str:
 # ---------------------------------------------------------------- procstat -f
 
 
-@dataclass(frozen=True)
-class OpenFile:
-    """The fields of one ``procstat -f`` row that tunhelper looks at."""
+OpenFile = namedtuple("OpenFile", ["pid", "fd", "type", "vtype", "name"])
+OpenFile.__doc__ = """The fields of one ``procstat -f`` row that tunhelper looks at.
 
-    pid: int
-    fd: str  # a number, or text/cwd/root/jail/trace/ctty
-    type: str  # v vnode, p pipe, s socket, ...
-    vtype: str  # for a vnode: c character device, r regular file, x revoked, ...
-    name: str  # the path, socket addresses, or "-"
+``fd`` is a number or text/cwd/root/jail/trace/ctty; ``type`` v vnode, p pipe, s socket...;
+``vtype`` for a vnode: c character device, r regular file, x revoked...; ``name`` the
+path, socket addresses, or "-".
+"""
 
 
 # procstat_files.c: PID, COMM (may hold spaces), FD, T, V, FLAGS, REF, OFFSET, PRO, NAME.
@@ -179,6 +189,10 @@ def _open_files(pid: int) -> list[OpenFile]:
     return [f for f in parse_procstat_files(result.text) if f.pid == pid]
 
 
+# Each device's session process: the last one seen holding it (see _held_by_session).
+_holders: dict[str, int] = {}
+
+
 def held_devices(pid: int) -> list[str]:
     """Names of the tun/tap devices ``pid`` holds open (character devices), sorted."""
     names = set()
@@ -186,7 +200,22 @@ def held_devices(pid: int) -> list[str]:
         m = _TUNTAP_PATH.fullmatch(f.name)
         if m and f.type == "v" and f.vtype == "c":
             names.add(m[1])
+    for name in names:
+        _holders[name] = pid
     return sorted(names)
+
+
+def _held_by_session(name: str) -> bool:
+    """Does the session process that held ``name`` hold it still?
+
+    Only then is the device this session's: once sshd closed it, the persisting
+    interface may be reopened by another session at any moment. The process is the one
+    :func:`held_devices` last saw holding it: discovery (the server's sshd, the client's
+    ssh child) and the watch (``wait_for_end``, given the session's pid) both ask it,
+    so no rule of who the session is lives here. A device never seen held is not ours.
+    """
+    pid = _holders.get(name)
+    return pid is not None and name in held_devices(pid)
 
 
 _pipe_answers: dict[int, tuple[float, bool]] = {}
@@ -209,36 +238,12 @@ def holds_pipe(pid: int, inode: int) -> bool:
     return held
 
 
-def _held_by_this_session(name: str) -> bool:
-    """Does our nearest ancestor that holds tun/tap fds hold ``name``? (discover's rule)
-
-    Only then is the device this session's. Once sshd closed it, the persisting
-    interface may be reopened by another session at any moment.
-    """
-    import psutil
-
-    try:
-        ancestors = psutil.Process().parents()
-    except psutil.Error:
-        return False
-    for proc in ancestors:
-        names = held_devices(proc.pid)
-        if names:
-            return name in names
-    return False
-
-
 # ---------------------------------------------------------------- ifconfig
 
 
-@dataclass(frozen=True)
-class InterfaceStatus:
-    """What tunhelper reads from ``ifconfig NAME``."""
-
-    name: str
-    groups: tuple[str, ...]
-    inet: tuple[str, ...]  # local IPv4 addresses
-    members: tuple[str, ...]  # a bridge's member interfaces
+InterfaceStatus = namedtuple("InterfaceStatus", ["name", "groups", "inet", "members"])
+InterfaceStatus.__doc__ = """What tunhelper reads from ``ifconfig NAME``: its groups, local
+IPv4 addresses (``inet``) and a bridge's member interfaces, each a tuple of strings."""
 
 
 _STATUS_HEAD = re.compile(r"(?P<name>[^\s:]+): flags=[0-9a-f]+<[^>]*>.*")
@@ -343,12 +348,12 @@ def deconfigure_address(device: DeviceInfo, address: str, prefixlen: int) -> Non
 def _remove_inet(device: DeviceInfo, local: str) -> None:
     """``ifconfig DEV inet LOCAL -alias; ifconfig DEV down`` while this session holds DEV."""
     name = _device_name(device)
-    if not _held_by_this_session(name):
+    if not _held_by_session(name):
         return
     alias = [IFCONFIG, name, "inet", local, "-alias"]
     result = runner(alias)
     if result.returncode != 0:
-        if not _held_by_this_session(name):
+        if not _held_by_session(name):
             return  # sshd closed it meanwhile: the kernel did the rest
         status = interface_status(name)
         if status is None:
@@ -357,7 +362,7 @@ def _remove_inet(device: DeviceInfo, local: str) -> None:
             raise _failure(alias, result)
     down = [IFCONFIG, name, "down"]
     result = runner(down)
-    if result.returncode != 0 and _held_by_this_session(name):
+    if result.returncode != 0 and _held_by_session(name):
         raise _failure(down, result)
 
 
@@ -412,11 +417,11 @@ def remove_port(device: DeviceInfo, bridge: str) -> None:
     until the next session that opens the tap, which owns it then.
     """
     tap, bridge = _device_name(device), _ifname(bridge)
-    if not _held_by_this_session(tap):
+    if not _held_by_session(tap):
         return
     argv = [IFCONFIG, bridge, "deletem", tap]
     result = runner(argv)
-    if result.returncode != 0 and _held_by_this_session(tap):
+    if result.returncode != 0 and _held_by_session(tap):
         raise _failure(argv, result)
 
 
@@ -433,7 +438,7 @@ def delete_bridge(name: str) -> None:
 def filter_sources(device: DeviceInfo) -> None:
     """Not done on FreeBSD yet (it would be a pf/ipfw rule, not a per-device switch):
     the session goes on and the admin is warned, as where /proc/sys is read-only."""
-    raise OSError(95, "source filtering is not implemented on FreeBSD")
+    raise PlatformError(errno.EOPNOTSUPP, "source filtering is not implemented on FreeBSD")
 
 
 def _route_family(network: str) -> tuple[str, list[str]]:
@@ -450,31 +455,57 @@ def add_route(device: DeviceInfo, network: str, via: str | None) -> None:
 
 
 def delete_route(device: DeviceInfo, network: str, via: str | None) -> None:
-    """``route -n delete [-inet6] -net NETWORK``; a route gone with its device is not an error."""
+    """Undo :func:`add_route`: ``route -n delete [-inet6] -net NETWORK (VIA | -interface
+    DEV)``, only if our route (flag 1) to NETWORK through DEV (and VIA) is there.
+
+    Never by the network alone: an admin's route to the same network is not ours. A
+    route gone with its device is not an error.
+    """
     net, family = _route_family(network)
-    runner([ROUTE, "-n", "delete", *family, "-net", net])
+    name = _device_name(device)
+    gateway = _ip(via) if via is not None else None
+
+    def present() -> bool:
+        return any(
+            (dst, netif) == (net, name) and (gateway is None or gw == gateway)
+            for dst, gw, netif in _flagged_routes("inet6" if family else "inet")
+        )
+
+    if not present():
+        return
+    target = [gateway] if gateway is not None else ["-interface", name]
+    argv = [ROUTE, "-n", "delete", *family, "-net", net, *target]
+    result = runner(argv)
+    if result.returncode != 0 and present():
+        raise _failure(argv, result)
+
+
+def _flagged_routes(family: str) -> list[tuple[str, str, str]]:
+    """``(network, gateway, device)`` of the routes flagged 1 (RTF_PROTO1) in
+    ``netstat -rn -f FAMILY``."""
+    host = 128 if family == "inet6" else 32
+    out = []
+    for line in _check([NETSTAT, "-rn", "-f", family]).text.splitlines():
+        fields = line.split()
+        if len(fields) < 4 or "1" not in fields[2]:
+            continue
+        dst = re.sub(r"%[^/]*", "", fields[0])  # fe80::%lo0/64: the zone is no address
+        try:
+            net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/{host}", strict=False)
+        except ValueError:
+            continue  # a header, or "default": tunhelper never installs one
+        out.append((str(net), re.sub(r"%.*", "", fields[1]), fields[3]))
+    return out
 
 
 def our_routes() -> list[tuple[str, str]]:
     """``(network, device)`` of the routes flagged 1 (RTF_PROTO1) in ``netstat -rn``, of
     both families (``-f inet``, ``-f inet6``)."""
-    out = []
-    for family, host in (("inet", 32), ("inet6", 128)):
-        for line in _check([NETSTAT, "-rn", "-f", family]).text.splitlines():
-            fields = line.split()
-            if len(fields) < 4 or "1" not in fields[2]:
-                continue
-            dst = re.sub(r"%[^/]*", "", fields[0])  # fe80::%lo0/64: the zone is no address
-            try:
-                net = ipaddress.ip_network(dst if "/" in dst else f"{dst}/{host}", strict=False)
-            except ValueError:
-                continue  # a header, or "default": tunhelper never installs one
-            out.append((str(net), fields[3]))
-    return out
+    return [(net, dev) for family in ("inet", "inet6") for net, _, dev in _flagged_routes(family)]
 
 
 def link_counters(device: DeviceInfo) -> tuple[int, int] | None:
-    """Bytes ``(received, sent)``: a FreeBSD tun/tap persists, so its counters stay."""
+    """Bytes ``(received, sent)`` now: a FreeBSD tun/tap persists, so its counters stay."""
     import psutil
 
     counters = psutil.net_io_counters(pernic=True).get(device.name)
@@ -488,6 +519,30 @@ def apply_dns(device: DeviceInfo, servers: list[str]) -> str | None:
 
 def revert_dns(device: DeviceInfo, tool: str) -> None:
     """Nothing to revert (see :func:`apply_dns`)."""
+
+
+# ---------------------------------------------------------------- doctor's checks
+
+
+def tun_node() -> tuple[bool, str]:
+    """Is the tun/tap driver there (loaded, or built into the kernel)?"""
+    if runner([KLDSTAT, "-q", "-m", "if_tuntap"]).returncode == 0:
+        return True, "the tun/tap driver (if_tuntap) is there"
+    return False, "the tun/tap driver is not loaded: kldload if_tuntap"
+
+
+def persistent_devices() -> list[tuple[str, str]]:
+    """Nothing to report: every tun/tap on FreeBSD persists once made, and no flag tells
+    an admin's from one a session left (docs/platforms.md)."""
+    return []
+
+
+def source_filter() -> tuple[bool, str]:
+    """Not enforced on FreeBSD yet (see :func:`filter_sources`)."""
+    return False, (
+        "source filtering is not implemented on FreeBSD: a client can send packets in "
+        "another client's name"
+    )
 
 
 # ---------------------------------------------------------------- boot id
@@ -507,22 +562,34 @@ def boot_id() -> str:
     if "unknown oid" in result.stderr:
         return _NO_BOOT_ID
     why = _failure([SYSCTL, "-b", "kern.boot_id"], result)
-    raise TunhelperError(f"could not read the boot id ({why}); check that sysctl(8) works")
+    raise PlatformError(None, f"could not read the boot id ({why}); check that sysctl(8) works")
 
 
 # ---------------------------------------------------------------- hold
 
 
-def _running(pid: int, start_time: float) -> bool:
+def process_start(pid: int) -> float | None:
+    """A process's start time (psutil's ``create_time()``), or ``None`` if it is gone."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def same_process(pid: int, start: float) -> bool:
+    """Is the process that had ``pid`` at ``start`` still running (alive, not a zombie,
+    not a reused pid)?"""
     import psutil
 
     try:
         p = psutil.Process(pid)
-        return (
-            abs(p.create_time() - start_time) <= _START_TOLERANCE
-            and p.status() != psutil.STATUS_ZOMBIE
+        return abs(p.create_time() - start) <= START_TOLERANCE and p.status() not in (
+            psutil.STATUS_ZOMBIE,
+            psutil.STATUS_DEAD,
         )
-    except psutil.NoSuchProcess:
+    except psutil.Error:
         return False
 
 
@@ -548,7 +615,7 @@ class _ProcessExit:
                 self._kq = kq
         # Subscribed first, checked second: an exit (or a reused pid) from before we
         # listened is seen here, a later one arrives as an event.
-        if not self.ended and not _running(pid, start_time):
+        if not self.ended and not same_process(pid, start_time):
             self.ended = True
 
     def wait(self, timeout: float) -> bool:
@@ -559,7 +626,7 @@ class _ProcessExit:
             self.ended = bool(self._kq.control(None, 1, timeout))
             return self.ended
         deadline = time.monotonic() + timeout
-        while _running(self.pid, self.start_time):
+        while same_process(self.pid, self.start_time):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -572,25 +639,29 @@ class _ProcessExit:
             self._kq.close()
 
 
-def wait_for_end(pid: int, start_time: float, device: DeviceInfo) -> str:
+def wait_for_end(
+    pid: int, start_time: float, device: DeviceInfo
+) -> tuple[str, tuple[int, int] | None]:
     """Sleep in kevent(2) until the session process exits; every DEVICE_CHECK_INTERVAL
-    seconds, also check that the device still exists and the process still holds it.
+    seconds, also check that the device still exists and the process ``pid`` still
+    holds it.
 
     On FreeBSD a closed device stays as an interface, so "gone" means destroyed, or no
-    longer held. Signals interrupt kevent(2); their handler raises, and the kqueue is
-    closed on the way out.
+    longer held by ``pid``. The counters are always ``None``: the interface and its
+    counters persist, for :func:`link_counters`. Signals interrupt kevent(2); their
+    handler raises, and the kqueue is closed on the way out.
     """
     ended = _ProcessExit(pid, start_time)
     try:
         timeout = 0.0
         while not ended.wait(timeout):
             if _if_index(device.name) != device.index:
-                return DEVICE_GONE
+                return DEVICE_GONE, None
             if device.name not in held_devices(pid):
                 if ended.wait(0.0):
                     break
-                return DEVICE_GONE  # closed by the session: the interface itself persists
+                return DEVICE_GONE, None  # closed by the session: the interface persists
             timeout = DEVICE_CHECK_INTERVAL
-        return PROCESS_ENDED
+        return PROCESS_ENDED, None
     finally:
         ended.close()

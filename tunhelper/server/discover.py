@@ -25,7 +25,7 @@ class NoDevice(TunhelperError):
     pass
 
 
-def _nearest_holder(ancestors: list[psutil.Process]) -> tuple[psutil.Process, list[str]] | None:
+def _nearest_session_process(ancestors: list[psutil.Process]) -> tuple[psutil.Process, list[str]] | None:
     for proc in ancestors:
         names = platform.held_devices(proc.pid)
         if names:
@@ -33,22 +33,22 @@ def _nearest_holder(ancestors: list[psutil.Process]) -> tuple[psutil.Process, li
     return None
 
 
-def find_holder() -> tuple[int, float] | None:
+def find_session_process() -> tuple[int, float] | None:
     """The nearest ancestor holding a tunnel, right now, without waiting (or ``None``)."""
-    found = _nearest_holder(psutil.Process().parents())
+    found = _nearest_session_process(psutil.Process().parents())
     if found is None:
         return None
     proc, _ = found
     return proc.pid, proc.create_time()
 
 
-def _await_holder(
+def _await_session_process(
     candidates: Callable[[], list[psutil.Process]], wait: float
 ) -> tuple[psutil.Process, list[str]] | None:
     """Poll the candidates, bounded by ``wait`` seconds, until one holds a device."""
     deadline = time.monotonic() + wait
     while True:
-        found = _nearest_holder(candidates())
+        found = _nearest_session_process(candidates())
         if found is not None or time.monotonic() >= deadline:
             return found
         time.sleep(POLL_INTERVAL)
@@ -80,7 +80,7 @@ def find_device(wait: float, environ: Mapping[str, str]) -> SessionDevice:
     usually succeeds; with multiplexed connections the device may come a little later.
     """
     ancestors = psutil.Process().parents()
-    found = _await_holder(lambda: ancestors, wait)
+    found = _await_session_process(lambda: ancestors, wait)
     if found is None:
         raise NoDevice(
             f"no tunnel device found for this session after {wait:g}s: connect with "
@@ -110,5 +110,5 @@ def find_device_of(proc: psutil.Process, wait: float) -> SessionDevice | None:
         except psutil.NoSuchProcess:
             return []
 
-    found = _await_holder(family, wait)
+    found = _await_session_process(family, wait)
     return None if found is None else _one_device(*found)

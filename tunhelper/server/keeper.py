@@ -49,7 +49,7 @@ def become_keeper(record: dict, label: list[str]) -> None:
 
 def session_of(record: dict) -> SessionDevice:
     s = record["session"]
-    return SessionDevice(DeviceInfo(**s["device"]), s["holder_pid"], s["holder_start"])
+    return SessionDevice(DeviceInfo(**s["device"]), s["session_pid"], s["session_start"])
 
 
 def _main(argv: list[str]) -> int:
@@ -57,10 +57,10 @@ def _main(argv: list[str]) -> int:
     signals.catch_end_signals()
     with os.fdopen(int(argv[0]), "rb") as f:
         record = json.loads(f.read())
-    reason = "the keeper failed"
+    reason, counters = "the keeper failed", None
     try:
         signals.unblock_end_signals()  # one may be pending already
-        _, reason = hold(session_of(record))
+        _, reason, counters = hold(session_of(record))
     except signals.Interrupted as e:
         reason = f"signal {e}"
     except Exception as e:  # noqa: BLE001 - whatever failed, everything is given back
@@ -69,7 +69,7 @@ def _main(argv: list[str]) -> int:
         signals.ignore_end_signals()
         from tunhelper.server import teardown  # the heavier imports only now, at the end
 
-        status = teardown.finish(record, reason)
+        status = teardown.finish(record, reason, counters)
     return status
 
 

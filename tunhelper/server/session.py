@@ -85,11 +85,11 @@ def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, t
     also = "" if settings.pool6 is None else _describe_v6(sides)
     log.info(
         f"session start: client {client} address {first.lease.address} gateway "
-        f"{first.gateway}{also} {device.mode} device {device.name} sshd pid {found.holder_pid}"
+        f"{first.gateway}{also} {device.mode} device {device.name} sshd pid {found.session_pid}"
     )
     record = {**taken.record(), "session": {**found._asdict(), "device": device._asdict()}}
     become_keeper(record, [first.lease.address, device.name, settings.state_dir])  # 5. hold
-    _, reason = hold(found)  # only if the keeper could not be started
+    _, reason, taken.counters = hold(found)  # only if the keeper could not be started
     log.info(f"session end: address {first.lease.address} device {device.name}: {reason}")
     return reason
 
@@ -121,7 +121,7 @@ def _lease(
     store = taken.store.get()
     alive = liveness.Liveness()
     policy.make_room(store, settings, client, alive)
-    owner = liveness.current(found.holder_pid, found.holder_start, found.device.name)
+    owner = liveness.current(found.session_pid, found.session_start, found.device.name)
     local = [*local_addresses(), *reserved_for_others]
     leased = []
     for side in sides:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import time
 from dataclasses import asdict, dataclass
@@ -108,7 +109,7 @@ class DownHook:
     what = "run the down hook"
 
     def give_back(self, taken: Taken, reason: str) -> None:
-        counters = taken.counters or platform.link_counters(self.device)
+        counters = platform.link_counters(self.device) or taken.counters  # live ones first
         values = {
             **self.values,
             "event": "down",
@@ -169,7 +170,7 @@ class Taken:
         return taken
 
 
-def finish(record: dict[str, Any], reason: str) -> int:
+def finish(record: dict[str, Any], reason: str, counters: tuple[int, int] | None = None) -> int:
     """The keeper's end of the session: give back what the helper took, as serve would."""
     from tunhelper.server.keeper import session_of
 
@@ -179,6 +180,7 @@ def finish(record: dict[str, Any], reason: str) -> int:
         f"session end: address {leased[0] if leased else '-'} device {found.device.name}: {reason}"
     )
     taken = Taken.load(record)
+    taken.counters = counters
     taken.give_back(reason)
     end_connection(found)
     return 0
@@ -192,18 +194,14 @@ def end_connection(found: SessionDevice | None) -> None:
     and sshd is stopped only once it has closed its end of our stderr, that is,
     after it has passed everything we wrote on to the client.
     """
-    import psutil
-
-    from tunhelper.store import liveness
-
     if found is not None:
-        pid, start = found.holder_pid, found.holder_start
+        pid, start = found.session_pid, found.session_start
     else:
-        near = discover.find_holder()
+        near = discover.find_session_process()
         if near is None:
             return  # no tunnel: our exit ends the session by itself
         pid, start = near
-    if not liveness.running(pid, start):
+    if not platform.same_process(pid, start):
         return
     pipe = _stderr_pipe()
     _detach_stdio()
@@ -211,10 +209,9 @@ def end_connection(found: SessionDevice | None) -> None:
         deadline = time.monotonic() + STDERR_DRAIN_TIMEOUT
         while platform.holds_pipe(pid, pipe) and time.monotonic() < deadline:
             time.sleep(0.01)
-    with contextlib.suppress(psutil.Error):
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - start) <= 1.0:
-            proc.terminate()
+    if platform.same_process(pid, start):  # still the same process, not a reused pid
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
 
 
 def _stderr_pipe() -> int | None:

@@ -1,4 +1,4 @@
-"""Who holds a lease, and whether that holder still lives.
+"""Who owns a lease, and whether that owner still lives.
 
 A lease stays taken while either its helper or its sshd session process lives: a
 helper killed with SIGKILL leaves its address on a device that sshd still carries,
@@ -15,11 +15,6 @@ import psutil
 from tunhelper import platform
 from tunhelper.store import Lease, Owner
 
-# psutil derives start times from the boot time, which the kernel reports to the
-# second and may shift by one after a clock step; a reused pid within the same
-# second and slot is not a realistic risk.
-_START_TOLERANCE = 1.0
-
 
 def this_host() -> str:
     return socket.gethostname()
@@ -30,7 +25,7 @@ def process_start(pid: int) -> float:
 
 
 def current(session_pid: int, session_start: float, device: str) -> Owner:
-    """The holder record for this helper serving the given session."""
+    """The owner record for this helper serving the given session."""
     pid = os.getpid()
     return Owner(
         host=this_host(),
@@ -45,13 +40,7 @@ def current(session_pid: int, session_start: float, device: str) -> Owner:
 
 def running(pid: int, start: float) -> bool:
     """Is the process that had ``pid`` at ``start`` still running (not a reused pid)?"""
-    try:
-        p = psutil.Process(pid)
-        return (
-            abs(p.create_time() - start) <= _START_TOLERANCE and p.status() != psutil.STATUS_ZOMBIE
-        )
-    except psutil.NoSuchProcess:
-        return False
+    return platform.same_process(pid, start)
 
 
 def end(lease: Lease) -> None:

@@ -1,0 +1,157 @@
+"""Every backend provides every name of every concern, the same way; the boundary
+turns whatever a backend raises into the one error type.
+
+Both backends import on Linux (FreeBSD's runs its commands through a runner the
+FreeBSD tests fake), so both are held to the contract here.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import signal
+import subprocess
+import sys
+
+import pytest
+
+import tunhelper.platform as platform
+from tunhelper.platform import PlatformError, freebsd, linux, wrap_errors
+
+BACKENDS = [linux, freebsd]
+
+
+def test_the_names_are_listed_once_by_concern_and_exported() -> None:
+    names = [n for concern in platform.CONCERNS.values() for n in concern]
+    assert len(names) == len(set(names)), "a name is listed under two concerns"
+    assert set(names) <= set(platform.__all__)
+    for name in names:
+        assert callable(getattr(platform, name)), name
+
+
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.__name__)
+def test_every_backend_provides_every_name_with_one_signature(backend) -> None:
+    for concern, names in platform.CONCERNS.items():
+        for name in names:
+            assert hasattr(backend, name), f"{backend.__name__} lacks {name} ({concern})"
+            ours = inspect.signature(getattr(backend, name))
+            reference = inspect.signature(getattr(linux, name))
+            assert ours == reference, f"{backend.__name__}.{name}{ours} != {reference}"
+    assert all(issubclass(e, Exception) for e in backend.NATIVE_ERRORS)
+
+
+def test_the_exports_have_the_backends_signatures() -> None:
+    for name in platform.NAMES:
+        assert inspect.signature(getattr(platform, name)) == inspect.signature(getattr(linux, name))
+
+
+class Native(Exception):
+    """A backend's own error, declared to the boundary."""
+
+
+class Interrupted(Exception):
+    """What a signal handler raises: never translated."""
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "text"),
+    [
+        (OSError(errno.ENODEV, "No such device"), errno.ENODEV, "No such device"),
+        (FileNotFoundError(errno.ENOENT, "No such file", "/x/y"), errno.ENOENT, "/x/y: No such"),
+        (OSError("resolvectl failed:\n  bad"), None, "resolvectl failed: bad"),
+        (ValueError("bad interface name 'a b'"), errno.EINVAL, "bad interface name"),
+        (Native("netlink said no"), None, "netlink said no"),
+    ],
+)
+def test_the_boundary_turns_backend_errors_into_platform_errors(raised, code, text) -> None:
+    def step(device: str) -> None:
+        raise raised
+
+    wrapped = wrap_errors(step, (Native,))
+    with pytest.raises(PlatformError) as e:
+        wrapped("tun0")
+    assert isinstance(e.value, OSError)
+    assert e.value.errno == code
+    assert str(e.value).startswith(text) and "\n" not in str(e.value)
+    assert e.value.__cause__ is raised
+
+
+def test_the_boundary_lets_other_exceptions_through_untouched() -> None:
+    mine = PlatformError(errno.EPERM, "already translated")
+
+    def raising(error: BaseException):
+        def step() -> None:
+            raise error
+
+        return wrap_errors(step)
+
+    with pytest.raises(PlatformError) as e:
+        raising(mine)()
+    assert e.value is mine
+    for error in (Interrupted("SIGTERM"), KeyboardInterrupt(), RuntimeError("a bug")):
+        with pytest.raises(type(error)) as caught:
+            raising(error)()
+        assert caught.value is error
+
+
+def test_a_real_backend_error_arrives_as_platform_error(tmp_path) -> None:
+    """Through the real exports: a bad name (ValueError) and a kernel refusal (OSError)."""
+    with pytest.raises(PlatformError) as e:
+        platform.filter_sources(platform.DeviceInfo("../../x", 1, "tun"))
+    assert e.value.errno == errno.EINVAL
+    gone = platform.DeviceInfo("thnone0", 999999, "tun")
+    with pytest.raises(PlatformError) as e:
+        platform.configure_p2p(gone, "192.168.3.1", "192.168.3.2", 1500)
+    assert e.value.errno in (errno.ENODEV, errno.EPERM)
+
+
+def test_a_signal_handler_interrupts_the_watch_untouched() -> None:
+    """wait_for_end through the boundary: a handler's exception is not a PlatformError."""
+    code = r"""
+import os, signal, subprocess, sys, threading
+import tunhelper.platform as p
+class Stop(Exception): pass
+def handler(signum, frame): raise Stop
+signal.signal(signal.SIGUSR1, handler)
+sleeper = subprocess.Popen(["sleep", "30"])
+start = p.process_start(sleeper.pid)
+dev = p.DeviceInfo("lo", 1, "tun")
+threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+try:
+    p.wait_for_end(sleeper.pid, start, dev)
+except Stop:
+    print("stopped")
+finally:
+    sleeper.kill()
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "stopped", out.stderr
+
+
+@pytest.mark.parametrize("backend", ["linux", "freebsd"])
+def test_importing_the_boundary_stays_lean(backend: str) -> None:
+    """The slim holder imports the platform for the life of a session."""
+    code = (
+        f"import sys; sys.platform = {backend!r}; import tunhelper.platform;"
+        "heavy = ('psutil', 'pyroute2', 'netaddr', 'dataclasses', 'typing', 'psycopg');"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_same_process_agrees_across_backends() -> None:
+    """Linux reads /proc, FreeBSD asks psutil: the same answers for the same process."""
+    import os
+
+    start = linux.process_start(os.getpid())
+    assert start is not None
+    for backend in BACKENDS:
+        assert backend.same_process(os.getpid(), start)
+        assert not backend.same_process(os.getpid(), start - 10)
+        assert backend.process_start(os.getpid()) == pytest.approx(start, abs=0.02)
+    assert signal.SIGUSR1  # the handler test above needs it on this platform

@@ -1,0 +1,51 @@
+"""Linux: one module per concern, their functions gathered here for the boundary.
+
+- :mod:`.proc`: /proc and sysfs discovery, process identity, the boot id;
+- :mod:`.rtnetlink`: the two requests of ``configure_p2p`` and link-deletion parsing,
+  sent and read without pyroute2 (the connect path's time target, issue 5);
+- :mod:`.links`: everything else configured through pyroute2 (loaded lazily, lean);
+- :mod:`.sysctl`: strict reverse-path filtering on a session's tun;
+- :mod:`.dns`: the client's resolver manager;
+- :mod:`.watch`: waiting for the end of a session (pidfd + netlink);
+- :mod:`.checks`: what ``tunhelper doctor`` asks of the host.
+
+Importing this package imports only the standard library's light modules: the slim
+keeper imports it for the life of a session.
+"""
+
+# ruff: noqa: F401 - the names are re-exported for the boundary, which lists them once
+
+from __future__ import annotations
+
+from tunhelper.platform.linux.checks import persistent_devices, source_filter, tun_node
+from tunhelper.platform.linux.dns import apply_dns, revert_dns
+from tunhelper.platform.linux.links import (
+    add_address,
+    add_port,
+    add_route,
+    bridge_ports,
+    configure_address,
+    create_bridge,
+    deconfigure_address,
+    deconfigure_p2p,
+    delete_bridge,
+    delete_route,
+    link_counters,
+    our_routes,
+    remove_port,
+)
+from tunhelper.platform.linux.proc import (
+    boot_id,
+    device_info,
+    held_devices,
+    holds_pipe,
+    process_start,
+    same_process,
+)
+from tunhelper.platform.linux.rtnetlink import configure_p2p
+from tunhelper.platform.linux.sysctl import filter_sources
+from tunhelper.platform.linux.watch import wait_for_end
+
+# Errors of this backend's own that the boundary turns into PlatformError (pyroute2's
+# NetlinkError is translated in .links, where it is raised).
+NATIVE_ERRORS: tuple[type[Exception], ...] = ()
