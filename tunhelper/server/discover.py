@@ -25,7 +25,9 @@ class NoDevice(TunhelperError):
     pass
 
 
-def _nearest_session_process(ancestors: list[psutil.Process]) -> tuple[psutil.Process, list[str]] | None:
+def _nearest_session_process(
+    ancestors: list[psutil.Process],
+) -> tuple[psutil.Process, list[str]] | None:
     for proc in ancestors:
         names = platform.held_devices(proc.pid)
         if names:
