@@ -6,7 +6,7 @@ import json
 import os
 import signal
 
-from tests.lab import Lab, refused, run, wait_until
+from tests.lab import Lab, refused, run, tunhelper_command, wait_until
 
 GATEWAY = "192.168.3.1"
 DUAL = ["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"]
@@ -102,7 +102,11 @@ def test_a_killed_helpers_bridge_is_repaired(make_lab) -> None:
     status["connect"].interrupt()  # the client leaves: sshd closes the tap
     assert wait_until(lambda: not [p for p in lab.server_links() if p.startswith("tap")], 5)
     assert bridges(lab) == [bridge]  # left behind by the killed helper...
-    lab.leases()  # ...until the next admin look (or the next session) repairs it
+    listing = run(tunhelper_command(), "leases", "--state-dir", lab.state_dir, ns=lab.server_ns)
+    assert f"bridge {bridge} was left" in listing.stderr and "tunhelper repair" in listing.stderr
+    assert bridges(lab) == [bridge]  # ...which a listing only reports...
+    repaired = run(tunhelper_command(), "repair", "--state-dir", lab.state_dir, ns=lab.server_ns)
+    assert f"removed bridge {bridge}" in repaired.stdout  # ...and repair removes
     assert bridges(lab) == []
     assert lab.server_links() == []
 
