@@ -103,6 +103,18 @@ elif sys.platform.startswith("freebsd"):
 else:
     raise ImportError(f"tunhelper does not support {sys.platform} (Linux and FreeBSD only)")
 
+
+def __getattr__(name: str):
+    """``platform.client``: the client side (full tunnel, kill-switch), imported on use
+    only, so the server and the slim holder never load it."""
+    if name == "client":
+        import importlib
+
+        suffix = "linux" if sys.platform.startswith("linux") else "freebsd"
+        return importlib.import_module(f"tunhelper.platform.{suffix}_client")
+    raise AttributeError(name)
+
+
 __all__ = [
     "DEVICE_GONE",
     "PROCESS_ENDED",
