@@ -224,8 +224,11 @@ def _session(
             if reconnect.is_auth_failure(tee.text):
                 raise Failed("ssh could not authenticate: not retrying", EXIT_AUTH, retry=False)
             status = "the connection was closed" if code is None else f"ssh exited ({code})"
-            # The forced command's own exit status is a refusal; 255 is ssh's (network).
-            raise Failed(f"{status} before the server announced an address", retry=code == 255)
+            # The server's helper says why in a "tunhelper:" line (relayed above), then
+            # ends the connection: a refusal, never retried. ssh alone: the network.
+            refused = reconnect.is_refusal(tee.text) or code not in (None, 255)
+            message = f"{status} before the server announced an address"
+            raise Failed(message + ("; the server refused" if refused else ""), retry=not refused)
         raise Failed(
             f"no announcement from the server within {options.wait:g}s: is tunhelper the "
             "forced command for this key?"

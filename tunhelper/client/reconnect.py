@@ -42,3 +42,8 @@ def order(
 
 def is_auth_failure(ssh_stderr: str) -> bool:
     return AUTH_FAILURES.search(ssh_stderr) is not None
+
+
+def is_refusal(ssh_stderr: str) -> bool:
+    """The server's tunhelper said why it refused (ssh itself never writes this)."""
+    return any(line.startswith("tunhelper: ") for line in ssh_stderr.splitlines())
