@@ -15,13 +15,14 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.lab import UNDERLAY, Client, Lab, run, tunhelper_command, wait_until
+from tests.lab import UNDERLAY, Client, Connect, Lab, run, tunhelper_command, wait_until
 
 GATEWAY = f"{UNDERLAY}.0.1"
 BEYOND = "198.51.100.1"
@@ -285,3 +286,31 @@ def test_kill_switch_leaks_nothing_while_the_link_is_down(routed) -> None:
     assert conn.proc.poll() is None  # still trying
     assert conn.interrupt() == 0
     assert snapshot(client) == before
+
+
+def test_a_profile_under_a_notify_socket_reports_ready_with_the_address(
+    routed, monkeypatch, tmp_path: Path
+) -> None:
+    lab, client, router = routed()
+    directory = Path("/etc/tunhelper/connect")
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"test-{lab.tag}"
+    conf = directory / f"{name}.conf"
+    conf.write_text(f"destination = root@{GATEWAY}\nssh = {client.ssh_command()}\njson = yes\n")
+    conf.chmod(0o600)
+    address = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as manager:
+        manager.bind(address)
+        manager.settimeout(30)
+        monkeypatch.setenv("NOTIFY_SOCKET", address)
+        try:
+            argv = ["ip", "netns", "exec", client.ns, tunhelper_command(), "connect"]
+            conn = Connect(client, [*argv, "--profile", name])
+            client.sessions.append(conn)
+            status = json.loads(conn.status() or "{}")
+            assert status.get("address") == "192.168.3.2", conn.stderr()
+            message = manager.recv(4096).decode()
+        finally:
+            conf.unlink()
+    assert message.splitlines() == ["READY=1", f"STATUS={status['device']} 192.168.3.2"]
+    assert conn.interrupt() == 0
