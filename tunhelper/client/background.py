@@ -23,7 +23,7 @@ def default_pid_file(device: str) -> str:
     return os.path.join(RUN_DIR, f"{_PREFIX}{device}.pid")
 
 
-def detach(pid_file: str) -> None:
+def detach(pid_file: str, in_child=None) -> None:
     """Fork: the child carries on alone; the parent exits once the pid file is written.
 
     So that when ``connect --background`` returns, ``disconnect`` already works.
@@ -46,6 +46,8 @@ def detach(pid_file: str) -> None:
     with open(tmp, "w", encoding="ascii") as f:
         f.write(f"{me.pid} {me.create_time()!r}\n")
     os.replace(tmp, pid_file)
+    if in_child is not None:
+        in_child()  # before the parent returns: e.g. the state file under our pid
     os.close(ready_w)
 
 

@@ -263,7 +263,7 @@ def _session(
         notify.notify(*(() if ready else ("READY=1",)), f"STATUS={_status_text(found, ann)}")
         if options.background and not ready:
             pid_file = options.pid_file or background.default_pid_file(found.device.name)
-            background.detach(pid_file)
+            background.detach(pid_file, state.moved)
             undo.callback(background.remove_pid_file, pid_file)
         kind, reason = hold(found)
     except Interrupted as e:

@@ -31,6 +31,17 @@ class State:
         self.start = me.create_time()
         self.records: list[dict[str, Any]] = []
 
+    def moved(self) -> None:
+        """After ``--background`` forked: the records are the child's now. Written under
+        the new pid before the old file goes, so no recovery sees them unowned."""
+        old = self.path
+        me = psutil.Process()
+        self.path = os.path.join(os.path.dirname(old), f"{_PREFIX}{me.pid}.json")
+        self.start = me.create_time()
+        self._write()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(old)
+
     def add(self, records: list[dict[str, Any]]) -> None:
         self.records.extend(records)
         self._write()
