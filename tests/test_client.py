@@ -175,3 +175,29 @@ def test_the_unit_is_type_notify_restarts_on_failure_and_runs_the_profile() -> N
         "RestartPreventExitStatus=1 5",
     ):
         assert line in lines
+
+
+def test_the_ssh_peer_is_found_in_a_proxy_child(tmp_path: Path) -> None:
+    """With ProxyJump, ssh's TCP connection belongs to a child: it is found there."""
+    import subprocess
+    import sys
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        code = (
+            f"import socket,time; s=socket.create_connection(('127.0.0.1',{port})); time.sleep(30)"
+        )
+        parent = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "{code}"; :'])
+        try:
+            conn, _ = listener.accept()
+            with conn:
+                assert fulltunnel.ssh_peer(parent.pid) == "127.0.0.1"
+        finally:
+            import psutil
+
+            for child in psutil.Process(parent.pid).children(recursive=True):
+                child.kill()
+            parent.kill()
+            parent.wait()

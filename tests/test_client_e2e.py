@@ -314,3 +314,23 @@ def test_a_profile_under_a_notify_socket_reports_ready_with_the_address(
             conf.unlink()
     assert message.splitlines() == ["READY=1", f"STATUS={status['device']} 192.168.3.2"]
     assert conn.interrupt() == 0
+
+
+def test_roaming_to_a_new_default_gateway_keeps_the_tunnel(routed) -> None:
+    """The underlying default route moves to another router address and the old one
+    disappears: the peer's policy rule follows the main table, a pinned host route
+    through the old next hop would not."""
+    lab, client, router = routed()
+    conn = connect(client, "--json")
+    assert json.loads(conn.status() or "{}").get("address"), conn.stderr()
+    side = router.client_side
+    run("sysctl", "-qw", f"net.ipv4.conf.{side}.promote_secondaries=1", ns=router.ns)
+    run("ip", "addr", "add", "10.232.0.254/24", "dev", side, ns=router.ns)
+    run("ip", "route", "replace", "default", "via", "10.232.0.254", ns=client.ns)
+    run("ip", "addr", "del", "10.232.0.1/24", "dev", side, ns=router.ns)
+    run("ip", "neigh", "flush", "all", ns=client.ns)
+    assert not ping(client, "10.232.0.1")  # the old next hop is gone
+    assert ping(client, BEYOND, 3)  # the tunnel, whose ssh now leaves by .254
+    time.sleep(2)
+    assert conn.proc.poll() is None and ping(client, BEYOND)
+    assert conn.interrupt() == 0

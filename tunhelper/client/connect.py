@@ -5,6 +5,12 @@ local device that its own ssh child opened (the same discovery code as the serve
 pointed at the child), configures it from the announcement, and holds until ssh
 ends or a signal; then removes what it configured. Replaces the guide's
 ``LocalCommand (sleep 3; ifconfig ...) &``.
+
+Around that one link (issue 18): its own ssh connection whatever ssh_config says
+(:mod:`sshconfig`), a full tunnel by policy routing (:mod:`fulltunnel`), reconnect and
+failover across destinations (:mod:`reconnect`), an nftables kill-switch, systemd's
+notify protocol (:mod:`notify`), and a state file that a later connect or disconnect
+replays after a SIGKILL (:mod:`state`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import selectors
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import psutil
 
@@ -71,7 +77,6 @@ class Link:
 
     destination: str
     unit: int | None = None  # the local unit number, asked for again on reconnect
-    records: list = field(default_factory=list)
 
 
 def ssh_argv(
@@ -254,6 +259,11 @@ def _session(
     if full:
         _full_tunnel(found, full, proc.pid, state, undo)
     if options.kill_switch:
+        if not full and not ready:
+            log.warning(
+                "--kill-switch on a link that is not a full tunnel: only the tunnel's "
+                "routes and the ssh connection are reachable"
+            )
         _kill_switch(found.device.name, peers)  # the same table, replaced whole
         undo.callback(_quietly, _kill_switch, None, peers)
     if ann.dns:
