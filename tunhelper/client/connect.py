@@ -186,8 +186,9 @@ def _attempt(
     peers: list[tuple[str, int]],
     state: State,
     ready: bool,
-) -> tuple[str, str, bool]:
-    """One ssh connection: up, held, down. Returns (kind, reason, whether it came up)."""
+) -> tuple[str, str]:
+    """One ssh connection: up, held, down. Returns why a link that came up ended
+    (``hold``'s kind and a reason); raises :class:`Failed` if it never came up."""
     unit = link.unit
     prefix = "tap" if options.tap else "tun"
     if unit is not None and platform.device_info(f"{prefix}{unit}") is not None:
