@@ -293,6 +293,7 @@ def test_a_profile_under_a_notify_socket_reports_ready_with_the_address(
 ) -> None:
     lab, client, router = routed()
     directory = Path("/etc/tunhelper/connect")
+    created = [d for d in (directory.parent, directory) if not d.exists()]
     directory.mkdir(parents=True, exist_ok=True)
     name = f"test-{lab.tag}"
     conf = directory / f"{name}.conf"
@@ -312,6 +313,8 @@ def test_a_profile_under_a_notify_socket_reports_ready_with_the_address(
             message = manager.recv(4096).decode()
         finally:
             conf.unlink()
+            for made in reversed(created):  # the host's /etc as it was
+                made.rmdir()
     assert message.splitlines() == ["READY=1", f"STATUS={status['device']} 192.168.3.2"]
     assert conn.interrupt() == 0
 
