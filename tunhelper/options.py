@@ -75,9 +75,14 @@ exit status:
   0    ended on request (SIGINT, SIGTERM, 'tunhelper disconnect')
   1    the link never came up (the server refused, no device, no announcement)
   2    bad arguments
-  3    the ssh connection ended after the link was up
-  4    the local device disappeared
+  3    the ssh connection ended after the link was up (without --reconnect)
+  4    the local device disappeared (without --reconnect)
+  5    ssh could not authenticate (key or host key): never retried
   130  interrupted before the link was up
+
+With --reconnect, a lost link is brought back with exponential backoff (up to about a
+minute, with jitter), through the next DESTINATION if several are given; a refusal
+by the server (1) or an authentication failure (5) ends connect at once.
 """
 
 
@@ -535,9 +540,39 @@ def connect_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "destination",
+        nargs="*",
         metavar="DESTINATION",
         type=destination,
-        help="[user@]host, as for ssh (your ~/.ssh/config applies)",
+        help="[user@]host, as for ssh (your ~/.ssh/config applies); several: failover, "
+        "tried in order",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="read destinations and options from /etc/tunhelper/connect/NAME.conf "
+        "(what tunhelper-connect@NAME.service runs)",
+    )
+    p.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="bring the link back when it is lost, with backoff (the default in a profile)",
+    )
+    p.add_argument("--shuffle", action="store_true", help="try the destinations in a random order")
+    p.add_argument(
+        "--kill-switch",
+        action="store_true",
+        help="with a full tunnel, drop all traffic leaving outside it (nftables), also "
+        "while reconnecting; only the ssh connection itself passes",
+    )
+    p.add_argument(
+        "--multiplex",
+        action="store_true",
+        help="keep your ControlMaster/ControlPath (default: its own connection, -S none)",
+    )
+    p.add_argument(
+        "--no-aes-gcm",
+        action="store_true",
+        help="do not prefer AES-GCM when the CPU has AES and ssh_config chooses no ciphers",
     )
     p.add_argument(
         "-e",
