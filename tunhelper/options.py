@@ -164,13 +164,18 @@ def network(text: str) -> str:
     return text
 
 
+DEFAULT_ROUTE = "default"  # everything: each family's two halves (settings expands it)
+
+
 def route(text: str) -> str:
+    if text == DEFAULT_ROUTE:
+        return text
     text = network(text)
     if text.endswith("/0"):
         halves = "::/1 and 8000::/1" if family.of(text) == 6 else "0.0.0.0/1 and 128.0.0.0/1"
         raise argparse.ArgumentTypeError(
             f"{text!r} would route the ssh connection itself into the tunnel; "
-            f"use {halves} for everything else"
+            f"use 'default' (or {halves}) for everything else"
         )
     return text
 
@@ -370,7 +375,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "route",
         "a network, IPv4 or IPv6, the client should reach through the tunnel "
-        "(announced; 'tunhelper connect' installs it); repeatable; not 0.0.0.0/0 or ::/0",
+        "(announced; 'tunhelper connect' installs it); repeatable; 'default' for everything "
+        "(a full tunnel: each family's two halves, 0.0.0.0/1 and 128.0.0.0/1, ::/1 and "
+        "8000::/1); not 0.0.0.0/0 or ::/0",
         type=route,
         repeatable=True,
         default=[],
