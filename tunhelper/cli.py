@@ -63,13 +63,18 @@ checks:
               MaxStartups (clients connecting at once), AcceptEnv (no pattern may let
               through LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, BASH_FUNC_*,
               PYTHONPATH, PYTHONHOME, PYTHONINSPECT or SSH_USER_AUTH),
-              ClientAliveInterval (not 0: a vanished client's session ends)
+              ClientAliveInterval (not 0: a vanished client's session ends);
+              with OpenSSH's version from 'sshd -V': DisableForwarding (not yes: from
+              10.4 it refuses tunnels), PerSourcePenalties (9.8+: explained),
+              ChannelTimeout (no session or tun-connection type: they close idle
+              tunnels), PermitTunnel against tap pools
   keys        each line of root's authorized_keys (AuthorizedKeysFile, or
-              --authorized-keys) whose command runs tunhelper: not 'restrict' (it
-              disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
-              no-X11-forwarding; its arguments, checked by the helper's own parsers;
-              the program given by absolute path; pools of different lines neither
-              overlapping nor split across state directories
+              --authorized-keys) whose command runs tunhelper: not 'restrict' (from
+              OpenSSH 10.5 it blocks tunnels; below, a warning); no-pty,
+              no-port-forwarding, no-agent-forwarding, no-X11-forwarding; its
+              arguments, checked by the helper's own parsers; the program given by
+              absolute path; pools of different lines neither overlapping nor split
+              across state directories
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
               sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
               (2), which would let a client send packets in another client's name
