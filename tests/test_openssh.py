@@ -7,6 +7,7 @@ recorded from Debian 13's OpenSSH 10.0p2 (tests/data/openssh/) where it does not
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def recorded(name: str) -> dict[str, list[str]]:
 
 def installed() -> tuple[openssh.Version, str]:
     require_lab_prerequisites()  # root and an installed sshd
+    os.makedirs("/run/sshd", exist_ok=True)  # sshd -T wants it; a fresh machine has none
     version, said = openssh.sshd_version(SSHD)
     assert version is not None, said
     return version, said
@@ -37,6 +39,7 @@ def real_sshd_t(tmp_path: Path, lines: list[str]) -> dict[str, list[str]] | None
     """The installed sshd's effective settings for ``lines``; ``None`` if it does not
     know one of the keywords (then the recorded 10.0 output stands in)."""
     require_lab_prerequisites()
+    os.makedirs("/run/sshd", exist_ok=True)
     key = tmp_path / "host_key"
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)

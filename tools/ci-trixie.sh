@@ -79,8 +79,11 @@ fi
 echo "ci-trixie.sh: trixie tree ready in $((SECONDS - started)) s:" \
     "Debian $(cat "$root/etc/debian_version")"
 
-# What the suites need from the host: the kernel's views, devices (/dev/net/tun),
-# ptys, and a private /run (ip netns keeps its namespaces in /run/netns).
+# What the suites need from the host: the tree's root as a mount point of its own
+# ('ip netns exec' remounts / as a slave and /sys for the namespace, which fails on a
+# plain directory), the kernel's views, devices (/dev/net/tun), ptys, and a private
+# /run (ip netns keeps its namespaces in /run/netns).
+mount --bind "$root" "$root"
 for m in proc sys dev dev/pts; do
     mount --bind "/$m" "$root/$m"
 done

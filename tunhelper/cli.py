@@ -47,7 +47,8 @@ client commands (see 'tunhelper connect --help'):
   tunhelper connect [options] DESTINATION          ssh -w any, then configure this end
   tunhelper disconnect [DEVICE]                    end a background connect
 admin commands:
-  tunhelper leases [--json] [--state-dir D]        list leases
+  tunhelper leases [--format table|json|prometheus] [--pool P] [--client C]
+                   [--output FILE] [--state-dir D]  list leases (or metrics)
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
   tunhelper doctor [options]                       check sshd, keys and state; one line each
 """
@@ -407,7 +408,24 @@ def serve_parser() -> argparse.ArgumentParser:
 
 def leases_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper leases", description="List the leases and their state.")
-    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "prometheus"),
+        default="table",
+        help="a table per pool (default), a JSON list of objects, or Prometheus's text "
+        "exposition format (pools, live sessions' counters, refusals)",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
+    p.add_argument("--pool", help="only this pool's leases (as --pool names it: CIDR)")
+    p.add_argument("--client", help="only the leases of clients whose identity contains this")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write to FILE atomically (a temporary file, then a rename) instead of "
+        "stdout: for node_exporter's textfile collector",
+    )
     _add_state_dir(p)
     return p
 
@@ -774,7 +792,7 @@ def _leases(argv: list[str]) -> int:
     from tunhelper.admin import leases
 
     args = leases_parser().parse_args(argv)
-    return leases.leases(args.state_dir, args.json)
+    return leases.leases(args.state_dir, args.format, args.pool, args.client, args.output)
 
 
 def _release(argv: list[str]) -> int:
