@@ -412,14 +412,17 @@ def leases_parser() -> argparse.ArgumentParser:
         "--format",
         choices=("table", "json", "prometheus"),
         default="table",
-        help="a table per pool (default), a JSON list of objects, or Prometheus's text "
+        metavar="FORMAT",
+        help="table: one per pool (default); json: a list of objects; prometheus: the text "
         "exposition format (pools, live sessions' counters, refusals)",
     )
     p.add_argument(
         "--json", dest="format", action="store_const", const="json", help="--format json"
     )
-    p.add_argument("--pool", help="only this pool's leases (as --pool names it: CIDR)")
-    p.add_argument("--client", help="only the leases of clients whose identity contains this")
+    p.add_argument("--pool", metavar="POOL", help="only this pool's leases (its network)")
+    p.add_argument(
+        "--client", metavar="TEXT", help="only the leases of clients whose identity contains TEXT"
+    )
     p.add_argument(
         "--output",
         metavar="FILE",

@@ -39,7 +39,7 @@ _BY_CLASS = {
     "AddressTaken": "address_taken",
     "UsageError": "usage",
 }
-_LOCK_WAIT = 0.5  # seconds: a refusal never waits longer than this for the counter
+_LOCK_WAIT = 2.0  # seconds: a refusal never waits longer than this for the counter
 _MAX_READ = 64 * 1024
 
 
@@ -69,7 +69,7 @@ def _locked(path: str, flags: int, lock: int) -> Iterator[int]:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise OSError(errno.EWOULDBLOCK, "refusal counter stayed locked") from None
-                time.sleep(0.005)
+                time.sleep(0.002)
         yield fd
     finally:
         os.close(fd)  # releases the lock
