@@ -1,5 +1,5 @@
 #!/bin/bash
-# Install what tunhelper, its tests and its demo need on Debian 12, and the project
+# Install what tunhelper, its tests and its demo need on Debian 12 or 13, and the project
 # itself into ./.venv (editable). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."

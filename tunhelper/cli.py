@@ -84,7 +84,7 @@ def _leases(argv: list[str]) -> int:
     from tunhelper.admin import leases
 
     args = options.leases_parser().parse_args(argv)
-    return leases.leases(args.state_dir, args.json)
+    return leases.leases(args.state_dir, args.format, args.pool, args.client, args.output)
 
 
 def _release(argv: list[str]) -> int:

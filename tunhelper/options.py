@@ -37,7 +37,8 @@ client commands (see 'tunhelper connect --help'):
   tunhelper connect [options] DESTINATION          ssh -w any, then configure this end
   tunhelper disconnect [DEVICE]                    end a background connect
 admin commands:
-  tunhelper leases [--json] [--state-dir D]        list leases
+  tunhelper leases [--format table|json|prometheus] [--pool P] [--client C]
+                   [--output FILE] [--state-dir D]  list leases (or metrics)
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
   tunhelper repair [--state-dir D]                 remove bridges killed helpers left
   tunhelper doctor [options]                       check sshd, keys and state; one line each
@@ -54,13 +55,18 @@ checks:
               MaxStartups (clients connecting at once), AcceptEnv (no pattern may let
               through LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, BASH_FUNC_*,
               PYTHONPATH, PYTHONHOME, PYTHONINSPECT or SSH_USER_AUTH),
-              ClientAliveInterval (not 0: a vanished client's session ends)
+              ClientAliveInterval (not 0: a vanished client's session ends);
+              with OpenSSH's version from 'sshd -V': DisableForwarding (not yes: from
+              10.4 it refuses tunnels), PerSourcePenalties (9.8+: explained),
+              ChannelTimeout (no session or tun-connection type: they close idle
+              tunnels), PermitTunnel against tap pools
   keys        each line of root's authorized_keys (AuthorizedKeysFile, or
-              --authorized-keys) whose command runs tunhelper: not 'restrict' (it
-              disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
-              no-X11-forwarding; its arguments, checked by the helper's own parsers;
-              the program given by absolute path; pools of different lines neither
-              overlapping nor split across state directories
+              --authorized-keys) whose command runs tunhelper: not 'restrict' (from
+              OpenSSH 10.5 it blocks tunnels; below, a warning); no-pty,
+              no-port-forwarding, no-agent-forwarding, no-X11-forwarding; its
+              arguments, checked by the helper's own parsers; the program given by
+              absolute path; pools of different lines neither overlapping nor split
+              across state directories
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
               sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
               (2), which would let a client send packets in another client's name
@@ -485,7 +491,27 @@ def _add_state_dir(parser: argparse.ArgumentParser) -> None:
 
 def leases_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper leases", description="List the leases and their state.")
-    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "prometheus"),
+        default="table",
+        metavar="FORMAT",
+        help="table: one per pool (default); json: a list of objects; prometheus: the text "
+        "exposition format (pools, live sessions' counters, refusals)",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
+    p.add_argument("--pool", metavar="POOL", help="only this pool's leases (its network)")
+    p.add_argument(
+        "--client", metavar="TEXT", help="only the leases of clients whose identity contains TEXT"
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write to FILE atomically (a temporary file, then a rename) instead of "
+        "stdout: for node_exporter's textfile collector",
+    )
     _add_state_dir(p)
     return p
 
