@@ -13,7 +13,7 @@ import socket
 import psutil
 
 from tunhelper import platform
-from tunhelper.store import Lease, Owner
+from tunhelper.store.base import Lease, Owner
 
 
 def this_host() -> str:
