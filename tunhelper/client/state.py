@@ -50,10 +50,7 @@ class State:
         """Undo ``records`` (newest first), then forget them; one failing never stops
         the others."""
         for record in reversed(records):
-            try:
-                _undo(record)
-            except Exception as e:  # noqa: BLE001 - cleanup goes on whatever failed
-                log.error(f"could not remove {record.get('kind')} {_label(record)}: {e}")
+            log.quietly(f"remove {record.get('kind')} {_label(record)}", _undo, record)
             with contextlib.suppress(ValueError):
                 self.records.remove(record)
         self._write()
@@ -117,10 +114,7 @@ def recover(run_dir: str = RUN_DIR) -> list[str]:
         if _alive(pid, start):
             continue
         for record in reversed(records):
-            try:
-                _undo(record)
-            except Exception as e:  # noqa: BLE001 - restore as much as possible
-                log.error(f"could not restore {record.get('kind')} {_label(record)}: {e}")
+            log.quietly(f"restore {record.get('kind')} {_label(record)}", _undo, record)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         done.append(path)
