@@ -49,6 +49,7 @@ client commands (see 'tunhelper connect --help'):
 admin commands:
   tunhelper leases [--json] [--state-dir D]        list leases
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
+  tunhelper renew [--config PATH]                  renew this gateway's shared leases
   tunhelper doctor [options]                       check sshd, keys and state; one line each
 """
 
@@ -400,10 +401,32 @@ def serve_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_store_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=_state_dir,
+        metavar="PATH",
+        help="the config file whose [store] names the lease store (default /etc/tunhelper/"
+        "tunhelper.conf if it exists; without a [store]: SQLite in --state-dir)",
+    )
+
+
 def leases_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper leases", description="List the leases and their state.")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     _add_state_dir(p)
+    _add_store_config(p)
+    return p
+
+
+def renew_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper renew",
+        description="Renew this gateway's live leases in a shared lease store (one statement) "
+        "and release its dead ones; run by tunhelper-renew.timer.",
+    )
+    _add_state_dir(p)
+    _add_store_config(p)
     return p
 
 
@@ -414,6 +437,7 @@ def release_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though a live session still uses it"
     )
     _add_state_dir(p)
+    _add_store_config(p)
     return p
 
 
@@ -551,6 +575,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "": serve_parser,
     "leases": leases_parser,
     "release": release_parser,
+    "renew": renew_parser,
     "doctor": doctor_parser,
     "connect": connect_parser,
     "disconnect": disconnect_parser,
@@ -584,6 +609,9 @@ def serve_settings(argv: list[str]) -> Settings:
     if named:
         conffile.apply_pool(args, conffile.given_options(parser, argv), parser, path, sections)
     client_sections = conffile.clients(parser, path, sections)
+    # The store: this file's [store], or the default file's even when no pool comes
+    # from it, so that a fleet's keys need not all say --config.
+    store = conffile.store(path, sections) if sections else conffile.store_config(None)
     pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
     pools = [p for p in (pool, pool6) if p is not None]
     versions = {p.version for p in pools}
@@ -646,6 +674,7 @@ def serve_settings(argv: list[str]) -> Settings:
         hook_timeout=args.hook_timeout,
         pool_label=label,
         clients=client_sections,
+        store=store,
     )
 
 
@@ -767,16 +796,26 @@ def _check_address(pools: list, address: str, where: str) -> None:
 
 def _leases(argv: list[str]) -> int:
     from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
 
     args = leases_parser().parse_args(argv)
-    return leases.leases(args.state_dir, args.json)
+    return leases.leases(args.state_dir, args.json, store_config(args.config))
 
 
 def _release(argv: list[str]) -> int:
     from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
 
     args = release_parser().parse_args(argv)
-    return leases.release(args.state_dir, args.address, args.force)
+    return leases.release(args.state_dir, args.address, args.force, store_config(args.config))
+
+
+def _renew(argv: list[str]) -> int:
+    from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
+
+    args = renew_parser().parse_args(argv)
+    return leases.renew(args.state_dir, store_config(args.config))
 
 
 def _doctor(argv: list[str]) -> int:
@@ -793,6 +832,7 @@ COMMANDS = {
     "disconnect": _disconnect,
     "leases": _leases,
     "release": _release,
+    "renew": _renew,
     "doctor": _doctor,
 }
 

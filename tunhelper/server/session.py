@@ -27,7 +27,7 @@ from tunhelper.pool import Pool
 from tunhelper.protocol import Announcement, announce, wants_description
 from tunhelper.server import bridge, discover, hooks, identity
 from tunhelper.server.bridge import BridgePlan
-from tunhelper.store import ACTIVE, Lease, Request, liveness, open_store
+from tunhelper.store import ACTIVE, Lease, Request, StoreConfig, liveness, open_store
 
 STDERR_DRAIN_TIMEOUT = 2.0
 TAKEOVER_WAIT = 5.0
@@ -58,6 +58,7 @@ class Settings:
     clients: dict[str, ClientSection] = field(default_factory=dict)  # from the config file
     db_timeout: float = 10.0  # bounded wait for a lease database another process holds
     max_leases: int | None = None  # live sessions per client identity; None: no limit
+    store: StoreConfig | None = None  # the config file's [store]; None: SQLite in state_dir
 
 
 def local_addresses() -> list[str]:
@@ -135,7 +136,7 @@ def _run(
             "connect without --tap (ssh -w any), or use a key without --client-net for tap"
         )
 
-    store = open_store(settings.state_dir, settings.db_timeout)
+    store = open_store(settings.state_dir, settings.db_timeout, settings.store)
     undo.callback(store.close)
     alive = liveness.Liveness()
     _make_room(store, settings, client, alive)
@@ -230,6 +231,7 @@ def _run(
     record = {
         "state_dir": settings.state_dir,
         "db_timeout": settings.db_timeout,
+        "store": None if settings.store is None else asdict(settings.store),
         "leases": [asdict(x) for x in leases],
         "applied": [configure.to_record(a) for a in applied],
         "down": down,
@@ -383,7 +385,12 @@ def finish(record: dict, reason: str) -> int:
 
     def give_back() -> None:
         with contextlib.ExitStack() as undo:
-            store = open_store(record["state_dir"], record.get("db_timeout", 10.0))
+            config = record.get("store")
+            store = open_store(
+                record["state_dir"],
+                record.get("db_timeout", 10.0),
+                None if config is None else StoreConfig(**config),
+            )
             undo.callback(store.close)
             for grant in leases:
                 undo.callback(_quietly, "release the lease", store.release, grant)
