@@ -317,3 +317,11 @@ def test_many_processes_of_three_gateways_never_share_an_address(server, tmp_pat
     assert len(granted) == 125 and len(set(granted)) == 125
     rows = server.sql("SELECT address FROM leases WHERE state = 'active'", db="tunhelper")
     assert sorted(a for (a,) in rows) == sorted(granted)
+
+
+def test_the_fleet_example_config_is_valid() -> None:
+    from tests.lab import REPO
+
+    path = str(REPO / "contrib" / "fleet" / "tunhelper.conf")
+    got = conffile.store(path, conffile.read(path))
+    assert got.backend == POSTGRESQL and "target_session_attrs=read-write" in got.conninfo
