@@ -16,7 +16,7 @@ bash tools/install.sh      # the lab's tools: sshd, ip, ping, man
 bash tools/build-deb.sh
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-packages=(python3-pytest python3-hypothesis lintian)
+packages=(python3-pytest python3-hypothesis python3-psycopg postgresql lintian)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

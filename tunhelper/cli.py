@@ -67,17 +67,28 @@ def _disconnect(argv: list[str]) -> int:
 def _leases(argv: list[str]) -> int:
     from tunhelper import options
     from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
 
     args = options.leases_parser().parse_args(argv)
-    return leases.leases(args.state_dir, args.json)
+    return leases.leases(args.state_dir, args.json, store_config(args.config))
 
 
 def _release(argv: list[str]) -> int:
     from tunhelper import options
     from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
 
     args = options.release_parser().parse_args(argv)
-    return leases.release(args.state_dir, args.address, args.force)
+    return leases.release(args.state_dir, args.address, args.force, store_config(args.config))
+
+
+def _renew(argv: list[str]) -> int:
+    from tunhelper import options
+    from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
+
+    args = options.renew_parser().parse_args(argv)
+    return leases.renew(args.state_dir, store_config(args.config))
 
 
 def _repair(argv: list[str]) -> int:
@@ -104,6 +115,7 @@ COMMANDS = {
     "leases": _leases,
     "release": _release,
     "repair": _repair,
+    "renew": _renew,
     "doctor": _doctor,
 }
 

@@ -40,6 +40,7 @@ admin commands:
   tunhelper leases [--json] [--state-dir D]        list leases
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
   tunhelper repair [--state-dir D]                 remove bridges killed helpers left
+  tunhelper renew [--config PATH]                  renew this gateway's shared leases
   tunhelper doctor [options]                       check sshd, keys and state; one line each
 """
 
@@ -471,10 +472,21 @@ def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     _add(parser, SERVE_OPTION["state-dir"], defaults.DEFAULT_STATE_DIR)
 
 
+def _add_store_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=path,
+        metavar="PATH",
+        help=f"the config file whose [store] names the lease store (default "
+        f"{defaults.CONFIG_PATH} if it exists; without a [store]: SQLite in --state-dir)",
+    )
+
+
 def leases_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper leases", description="List the leases and their state.")
     p.add_argument("--json", action="store_true", help="print a JSON list of objects")
     _add_state_dir(p)
+    _add_store_config(p)
     return p
 
 
@@ -485,6 +497,18 @@ def release_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though a live session still uses it"
     )
     _add_state_dir(p)
+    _add_store_config(p)
+    return p
+
+
+def renew_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper renew",
+        description="Renew this gateway's live leases in a shared lease store (one statement) "
+        "and release its dead ones; run by tunhelper-renew.timer.",
+    )
+    _add_state_dir(p)
+    _add_store_config(p)
     return p
 
 
@@ -595,6 +619,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "leases": leases_parser,
     "release": release_parser,
     "repair": repair_parser,
+    "renew": renew_parser,
     "doctor": doctor_parser,
     "connect": connect_parser,
     "disconnect": disconnect_parser,

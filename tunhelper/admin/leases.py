@@ -15,7 +15,7 @@ from typing import Any
 from tunhelper import family
 from tunhelper.errors import TunhelperError
 from tunhelper.server import bridge
-from tunhelper.store import ACTIVE, Lease, open_store
+from tunhelper.store import ACTIVE, Lease, StoreConfig, open_store
 from tunhelper.store.liveness import Liveness
 
 STALE = "stale"  # recorded active, but its helper and session are both gone
@@ -55,8 +55,8 @@ def describe(
     }
 
 
-def leases(state_dir: str, as_json: bool) -> int:
-    store = open_store(state_dir)
+def leases(state_dir: str, as_json: bool, config: StoreConfig | None = None) -> int:
+    store = open_store(state_dir, config=config)
     left = bridge.left_behind(state_dir)
     if left:
         print(
@@ -80,7 +80,8 @@ def leases(state_dir: str, as_json: bool) -> int:
         json.dump(rows, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0
-    columns = ("address", "state", "device", "pid", "since", "bytes_in", "bytes_out", "client")
+    columns = ("address", "state", "host", "device", "pid", "since", "bytes_in", "bytes_out")
+    columns += ("client",)
     table = [columns] + [
         tuple(str(r[c] if r[c] is not None else "-") for c in columns) for r in rows
     ]
@@ -90,14 +91,14 @@ def leases(state_dir: str, as_json: bool) -> int:
     return 0
 
 
-def release(state_dir: str, address: str, force: bool) -> int:
+def release(state_dir: str, address: str, force: bool, config: StoreConfig | None = None) -> int:
     """Free a lease by hand; one that a live session still uses needs ``--force``."""
     import contextlib
     import ipaddress
 
     with contextlib.suppress(ValueError):  # IPv6 as the store keeps it: fd00:3::0:42 is ::42
         address = str(ipaddress.IPv6Address(address)) if family.of(address) == 6 else address
-    store = open_store(state_dir)
+    store = open_store(state_dir, config=config)
     try:
         alive = Liveness()
         held = [
@@ -122,4 +123,20 @@ def repair(state_dir: str) -> int:
     """Remove the bridges tunhelper created that killed helpers left without sessions."""
     for name in bridge.repair(state_dir):
         print(f"removed bridge {name}: a killed helper had left it without sessions")
+    return 0
+
+
+def renew(state_dir: str, config: StoreConfig | None = None) -> int:
+    """Renew this host's live leases in a shared store and release its dead ones.
+
+    Run by ``tunhelper-renew.timer`` more often than the lease lifetime: another
+    gateway counts this host's leases live only until they expire. Also does the
+    releases queued while the database was away (opening the store does them)."""
+    store = open_store(state_dir, config=config)
+    try:
+        alive = Liveness()
+        live, dead = store.renew(alive.host, alive)
+    finally:
+        store.close()
+    print(f"renewed {live} live lease(s) of {alive.host}, released {dead} dead one(s)")
     return 0

@@ -43,7 +43,7 @@ class Side:
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     """Run the session; return the exit code. Errors reach the client as one line."""
     found: SessionDevice | None = None
-    taken = Taken(settings.state_dir, settings.db_timeout)
+    taken = Taken(settings.state_dir, settings.db_timeout, settings.store)
 
     def session() -> None:
         nonlocal found

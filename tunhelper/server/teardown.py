@@ -23,7 +23,7 @@ from tunhelper import configure, log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo, SessionDevice
 from tunhelper.server import discover, hooks
-from tunhelper.store import Lease, LeaseStore, open_store
+from tunhelper.store import Lease, LeaseStore, StoreConfig, open_store
 
 STDERR_DRAIN_TIMEOUT = 2.0
 NOT_SET_UP = "the session was not set up"
@@ -32,13 +32,15 @@ NOT_SET_UP = "the session was not set up"
 class _Store:
     """The lease store, opened when the first lease is taken or given back."""
 
-    def __init__(self, state_dir: str, db_timeout: float) -> None:
-        self.state_dir, self.db_timeout = state_dir, db_timeout
+    def __init__(
+        self, state_dir: str, db_timeout: float, config: StoreConfig | None = None
+    ) -> None:
+        self.state_dir, self.db_timeout, self.config = state_dir, db_timeout, config
         self._store: LeaseStore | None = None
 
     def get(self) -> LeaseStore:
         if self._store is None:
-            self._store = open_store(self.state_dir, self.db_timeout)
+            self._store = open_store(self.state_dir, self.db_timeout, self.config)
         return self._store
 
     def close(self) -> None:
@@ -136,8 +138,10 @@ KINDS: dict[str, Any] = {cls.kind: cls for cls in (Leased, Configured, DownHook)
 class Taken:
     """The session's things, in the order taken; given back in reverse."""
 
-    def __init__(self, state_dir: str, db_timeout: float) -> None:
-        self.store = _Store(state_dir, db_timeout)
+    def __init__(
+        self, state_dir: str, db_timeout: float, store_config: StoreConfig | None = None
+    ) -> None:
+        self.store = _Store(state_dir, db_timeout, store_config)
         self.items: list[Item] = []
         self.counters: tuple[int, int] | None = None  # the device's last byte counts
 
@@ -158,12 +162,18 @@ class Taken:
         return {
             "state_dir": self.store.state_dir,
             "db_timeout": self.store.db_timeout,
+            "store": None if self.store.config is None else asdict(self.store.config),
             "taken": [{"kind": item.kind, **item.fields()} for item in self.items],
         }
 
     @classmethod
     def load(cls, record: dict[str, Any]) -> Taken:
-        taken = cls(record["state_dir"], record["db_timeout"])
+        config = record.get("store")  # a keeper started before the shared store: none
+        taken = cls(
+            record["state_dir"],
+            record["db_timeout"],
+            None if config is None else StoreConfig(**config),
+        )
         for fields in record["taken"]:
             fields = dict(fields)
             taken.add(KINDS[fields.pop("kind")].load(fields))

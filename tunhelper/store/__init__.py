@@ -66,6 +66,7 @@ class Lease:
     session_pid: int
     session_start: float
     device: str
+    expires: float | None = None  # a shared store's lifetime; None: judged by its owner only
 
     @property
     def owner(self) -> Owner:
@@ -80,7 +81,24 @@ class Lease:
         )
 
 
-LEASE_FIELDS = [f.name for f in fields(Lease)]
+# The columns every store keeps; a shared store keeps ``expires`` as well.
+LEASE_FIELDS = [f.name for f in fields(Lease) if f.name != "expires"]
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+DEFAULT_LIFETIME = 600.0  # seconds a shared store's lease lives unless renewed
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Which store to open: the config file's ``[store]`` (SQLite when there is none).
+
+    ``conninfo`` is a libpq connection string (or ``service=NAME``); it may hold a
+    password, so it comes only from a root-owned file, never argv or the environment.
+    """
+
+    backend: str = SQLITE
+    conninfo: str = ""
+    lifetime: float = DEFAULT_LIFETIME
+    where: str = ""  # the config file, for messages
 
 
 @dataclass(frozen=True)
@@ -116,6 +134,8 @@ class LeaseStore(Protocol):
 
     def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
 
+    def renew(self, host: str, alive: Alive) -> tuple[int, int]: ...
+
     def close(self) -> None: ...
 
 
@@ -126,8 +146,12 @@ def _read_only(path: str) -> bool:
         return False
 
 
-def open_store(state_dir: str, timeout: float = 10.0) -> LeaseStore:
-    """Open (creating 0700 if missing) the state directory and its lease database.
+def open_store(
+    state_dir: str, timeout: float = 10.0, config: StoreConfig | None = None
+) -> LeaseStore:
+    """Open (creating 0700 if missing) the state directory and its lease database:
+    SQLite in the state directory, or the PostgreSQL database ``config`` names (the
+    state directory then keeps only the releases the database missed).
 
     A state directory that others could write would let them forge leases, so one that
     is not owned by us or is writable by group or others is refused.
@@ -152,6 +176,15 @@ def open_store(state_dir: str, timeout: float = 10.0) -> LeaseStore:
         raise TunhelperError(
             f"cannot write to state directory {state_dir} ({why}); check its mount and --state-dir"
         )
+    if config is not None and config.backend == POSTGRESQL:
+        try:
+            from tunhelper.store.postgres import PostgresLeaseStore
+        except ImportError:
+            raise TunhelperError(
+                f"{config.where or '[store]'}: backend = postgresql needs psycopg 3: "
+                "apt install python3-psycopg (or pip install 'tunhelper[pg]')"
+            ) from None
+        return PostgresLeaseStore(config, state_dir, timeout)
     from tunhelper.store.sqlite import DB_NAME, SqliteLeaseStore
 
     return SqliteLeaseStore(os.path.join(state_dir, DB_NAME), timeout)
