@@ -55,9 +55,10 @@ class PostgresServer:
     """One throwaway cluster. ``listen`` is a comma-separated list of addresses for TCP
     (empty: the Unix socket only)."""
 
-    def __init__(self, listen: str = "", port: int | None = None) -> None:
+    def __init__(self, listen: str = "", port: int | None = None, netns: str | None = None) -> None:
         self.bindir = _bindir()
         self.listen = listen
+        self.netns = netns  # the network namespace the server listens in (a fleet's underlay)
         self.port = port or free_port()
         self.base = tempfile.mkdtemp(prefix="tunhelper-pg-")
         self.data = os.path.join(self.base, "data")
@@ -66,8 +67,10 @@ class PostgresServer:
         self.running = False
 
     def _as_postgres(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+        inside = ("ip", "netns", "exec", self.netns) if self.netns else ()
+        runuser = shutil.which("runuser") or "/usr/sbin/runuser"
         return subprocess.run(
-            [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--", *argv],
+            [*inside, runuser, "-u", "postgres", "--", *argv],
             check=check,
             capture_output=True,
             text=True,
