@@ -68,7 +68,11 @@ checks:
   state       each state directory (--state-dir, else those the keys name) owned by
               root and not writable by others; its lease database opened read-only and
               checked by SQLite (PRAGMA integrity_check), with what to do if it is not
-              sound"""
+              sound
+  store       a shared [store] (backend = postgresql) the keys' config files name:
+              the file's mode, the connection, the schema version (read only: never
+              created or migrated here), this clock against the database's, and pools
+              overlapping another gateway's with a different prefix"""
 
 
 CONNECT_EPILOG = """\

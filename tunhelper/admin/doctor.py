@@ -32,6 +32,7 @@ from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
     from tunhelper.pool import Pool
+    from tunhelper.store import StoreConfig
 
 OK, WARNING, ERROR = "ok", "warning", "error"
 SSHD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -341,6 +342,7 @@ class KeyLine:
     pool: Pool
     state_dir: str
     gateway: str | None
+    store: StoreConfig | None = None  # the config file's [store], if any
 
 
 def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
@@ -397,7 +399,7 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     pool = settings.pool
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
-    return out, KeyLine(where, program, pool, settings.state_dir, gateway)
+    return out, KeyLine(where, program, pool, settings.state_dir, gateway, settings.store)
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
@@ -585,6 +587,26 @@ def findings(
         yield from state
         if all(f.level != ERROR for f in state):
             yield from check_database(d)
+    yield from check_stores(lines)
+
+
+def check_stores(lines: list[KeyLine]) -> Iterator[Finding]:
+    """Each shared store the keys' config files name (else the default file's)."""
+    from tunhelper.admin.doctor_store import check_store
+
+    stores = {line.store for line in lines if line.store is not None}
+    if not stores and not lines:
+        try:
+            from tunhelper.conffile import store_config
+
+            default = store_config(None)
+        except UsageError as e:
+            yield error(str(e))
+            return
+        stores = {default} if default is not None else set()
+    for config in sorted(stores, key=lambda c: c.where):
+        pools = [line.pool.name for line in lines if line.store == config]
+        yield from check_store(config, pools)
 
 
 def run(sshd_config: str | None, authorized_keys: str | None, state_dir: str | None) -> int:
