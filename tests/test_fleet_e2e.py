@@ -158,6 +158,17 @@ def test_no_duplicates_across_gateways_and_the_key_keeps_its_address(fleet: Flee
     assert again.address == old
     assert again.ping(GATEWAY, count=2)
 
+    # --max-sessions 1 across gateways: a new session of that key on the first gateway
+    # is refused at once, in one line naming the gateway that holds its session.
+    started = time.monotonic()
+    refused = first.connect()
+    assert refused.read_address(timeout=30) is None
+    refused.wait(30)
+    assert time.monotonic() - started < 20
+    errors = [x for x in refused.stderr().splitlines() if x.startswith("tunhelper:")]
+    assert len(errors) == 1 and f"live on gateway gw2-{fleet.tag}" in errors[0], errors
+    assert again.ping(GATEWAY, count=2)  # the held session is untouched
+
 
 def test_a_destroyed_gateways_leases_are_reclaimed_after_one_lifetime(fleet: Fleet) -> None:
     doomed, survivor = fleet.gateways[0], fleet.gateways[1]

@@ -78,6 +78,7 @@ def make_room(store: LeaseStore, settings: Settings, client: str, alive: Alive) 
             f"{limit} allows; end one first"
         )
     oldest = mine[:extra]
+    _refuse_if_elsewhere(oldest, limit)
     _end_sessions(oldest, client, limit)
     tokens = {lease.token for lease in oldest}
     deadline = time.monotonic() + defaults.TAKEOVER_WAIT
@@ -115,6 +116,7 @@ def settle_sessions(
             )
         return
     if mine.token in tokens[-limit:]:
+        _refuse_if_elsewhere(live[:-limit], limit)  # we give way: the limit still holds
         _end_sessions(live[:-limit], client, limit)
 
 
@@ -139,6 +141,27 @@ def _live_sessions(store: LeaseStore, pool: str, client: str, alive: Alive) -> l
     """The client's live sessions in ``pool``, in allocation order (oldest first)."""
     live = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
     return sorted(live, key=lambda x: (x.since, x.token))
+
+
+def _refuse_if_elsewhere(leases: list[Lease], limit: int) -> None:
+    """A session on another gateway of a shared store is not ended from here: refused.
+
+    Only its own gateway can end it (its pids mean nothing here), and waiting for that
+    gateway's next renewal would hold the client for up to a lease lifetime. So the new
+    session is refused at once, naming the gateway; a session whose gateway died stops
+    counting once its lease expires.
+    """
+    this = liveness.this_host()
+    for lease in leases:
+        if lease.host != this:
+            left = ""
+            if lease.expires is not None:
+                seconds = max(0.0, lease.expires - time.time())
+                left = f" (its lease expires in {seconds:.0f}s unless renewed)"
+            raise TunhelperError(
+                f"this client's session {lease.address} is live on gateway {lease.host}, "
+                f"the most --max-sessions {limit} allows: end it there first{left}"
+            )
 
 
 def _end_sessions(leases: list[Lease], client: str, limit: int) -> None:
