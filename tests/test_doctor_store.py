@@ -48,7 +48,7 @@ def test_a_sound_store_is_all_ok_and_nothing_is_created(server, tmp_path: Path) 
     store.close()
     found = doctor_store.check_store(config, [POOL.name])
     assert levels(found) == {"ok"}, lines(found)
-    assert any("schema version 1, as this tunhelper expects" in line for line in lines(found))
+    assert any("schema version 2, as this tunhelper expects" in line for line in lines(found))
 
 
 def test_a_newer_schema_is_an_error(server, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_a_newer_schema_is_an_error(server, tmp_path: Path) -> None:
     server.sql("UPDATE schema_version SET version = 99", db="tunhelper")
     found = doctor_store.check_store(config, [POOL.name])
     assert [x for x in lines(found) if x.startswith("error:")] == [
-        f"error: {config.where}: schema version 99 is newer than this tunhelper's 1: its "
+        f"error: {config.where}: schema version 99 is newer than this tunhelper's 2: its "
         "sessions are refused; upgrade tunhelper on this gateway"
     ]
 

@@ -146,7 +146,7 @@ def test_no_duplicates_across_gateways_and_the_key_keeps_its_address(fleet: Flee
     doctor = fleet.gateways[2].doctor().stdout  # over the underlay, as the helpers connect
     store_lines = [x for x in doctor.splitlines() if "tunhelper.conf" in x]
     assert any("the lease database answers" in x for x in store_lines), doctor
-    assert any("schema version 1, as this tunhelper expects" in x for x in store_lines), doctor
+    assert any("schema version 2, as this tunhelper expects" in x for x in store_lines), doctor
     assert not [x for x in store_lines if x.startswith("error:")], doctor
 
     # The same key on another gateway: its address back once the first session ends.
