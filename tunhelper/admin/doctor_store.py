@@ -30,14 +30,14 @@ def check_store(config: StoreConfig, pools: list[str], timeout: float = 5.0) -> 
     try:
         import psycopg
 
-        from tunhelper.store import postgres
+        from tunhelper.store import pgconnect, pgschema
     except ImportError:
         return [
             *out,
             error(f"{where}: backend = postgresql needs psycopg 3: apt install python3-psycopg"),
         ]
     try:
-        conninfo = postgres._connect_args(config, timeout)  # noqa: SLF001 - one definition
+        conninfo = pgconnect.connect_args(config, timeout)
         before = time.time()
         with psycopg.connect(conninfo, autocommit=True) as conn:
             (now,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
@@ -50,7 +50,7 @@ def check_store(config: StoreConfig, pools: list[str], timeout: float = 5.0) -> 
     except TunhelperError as e:
         return [*out, error(str(e))]
     out.append(ok(f"{where}: the lease database answers ({(after - before) * 1000:.0f} ms)"))
-    out.append(_schema(where, version, postgres.SCHEMA_VERSION, ok, warning, error))
+    out.append(_schema(where, version, pgschema.SCHEMA_VERSION, ok, warning, error))
     skew = float(now) - (before + after) / 2
     line = f"{where}: this clock is {abs(skew):.2f}s {'behind' if skew > 0 else 'ahead of'} the "
     if abs(skew) > config.lifetime / 10:
