@@ -19,7 +19,7 @@ import stat
 from tunhelper.errors import UsageError
 
 DIRECTORY = "/etc/tunhelper/connect"
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 FLAGS = {
     "reconnect": "--reconnect",
     "kill-switch": "--kill-switch",
@@ -34,7 +34,7 @@ BOOLEANS = {"yes": True, "true": True, "on": True, "no": False, "false": False, 
 
 
 def path_of(name: str, directory: str = DIRECTORY) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise UsageError(f"profile name {name!r}: use letters, digits and . _ - @ only")
     return os.path.join(directory, f"{name}.conf")
 
