@@ -101,7 +101,7 @@ def test_every_kind_of_taken_thing_is_given_back_by_the_keeper(tmp_path: Path) -
         ps = run("ps", "-o", "args=", "-p", str(keeper.pid), check=False).stdout
         assert "tunhelper.server.keeper" in ps, ps  # the real exec happened, same pid
 
-        os.kill(sleeper, 15)  # sshd's session process ends
+        os.kill(sleeper, 9)  # sshd's session process ends
         keeper.wait(30)
         assert keeper.returncode == 0, keeper.stderr.read()
         addrs = json.loads(run("ip", "-j", "addr", "show", "thktun0", ns=ns).stdout)

@@ -272,7 +272,7 @@ def test_the_keeper_gives_back_from_the_record_the_session_wrote(world, dual) ->
     assert kinds == ["lease"] * (1 + dual) + ["configured"] * (1 + dual)
     assert [x.state for x in leases(settings)] == [ACTIVE] * (2 if dual else 1)
     events.clear()
-    assert teardown.finish(record, "ended") == 0
+    assert teardown.finish(record, found, "ended") == 0
     assert [x.state for x in leases(settings)] == [RELEASED] * (2 if dual else 1)
     assert sum(e.startswith("deconfigure") for e in events) == 1 + dual
 

@@ -31,6 +31,7 @@ from tunhelper import platform
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
+    from tunhelper.admin.openssh import Version
     from tunhelper.pool import Pool
     from tunhelper.store import StoreConfig
 
@@ -342,12 +343,20 @@ class KeyLine:
     pool: Pool
     state_dir: str
     gateway: str | None
+    tap: bool = False  # the line gives tap sessions a bridge of their own choosing
     store: StoreConfig | None = None  # the config file's [store], if any
 
 
-def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
-    """Findings for one line; the parsed line when it runs tunhelper with sound arguments."""
+def check_key_line(
+    where: str, line: str, version: Version | None = None
+) -> tuple[list[Finding], KeyLine | None]:
+    """Findings for one line; the parsed line when it runs tunhelper with sound arguments.
+
+    ``version``: the sshd's OpenSSH version (``None``: unknown, judged as the newest).
+    """
+    from tunhelper.admin import openssh
     from tunhelper.options import PARSERS
+    from tunhelper.server.bridge import default_name
     from tunhelper.settings import serve_settings
 
     try:
@@ -365,12 +374,7 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     names = {name for name, _ in options}
     out = []
     if "restrict" in names:
-        out.append(
-            error(
-                f"{where}: 'restrict' also disables tunnel forwarding: list no-pty,"
-                "no-port-forwarding,no-agent-forwarding,no-X11-forwarding instead"
-            )
-        )
+        out.append(openssh.restrict_finding(where, version))
     else:
         for option, why in WANTED_RESTRICTIONS.items():
             if option not in names:
@@ -399,7 +403,9 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     pool = settings.pool
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
-    return out, KeyLine(where, program, pool, settings.state_dir, gateway, settings.store)
+    plan = settings.bridge  # tap sessions on a bridge the admin chose: --bridge(-name)
+    tap = not plan.managed or plan.name != default_name(pool.name)
+    return out, KeyLine(where, program, pool, settings.state_dir, gateway, tap, settings.store)
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
@@ -434,7 +440,9 @@ def check_pools(lines: list[KeyLine]) -> list[Finding]:
     return out
 
 
-def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine]]:
+def check_authorized_keys(
+    paths: list[str], version: Version | None = None
+) -> tuple[list[Finding], list[KeyLine]]:
     out: list[Finding] = []
     lines: list[KeyLine] = []
     for path in paths:
@@ -447,7 +455,7 @@ def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine
             out.append(error(f"{path}: cannot read it ({e.strerror})"))
             continue
         for number, line in enumerate(text.splitlines(), 1):
-            findings, parsed = check_key_line(f"{path}:{number}", line)
+            findings, parsed = check_key_line(f"{path}:{number}", line, version)
             out += findings
             if parsed is not None:
                 lines.append(parsed)
@@ -559,20 +567,26 @@ def findings(
     state_dir: str | None,
     sshd: str | None = None,
 ) -> Iterator[Finding]:
+    from tunhelper.admin import openssh
+
     sshd = sshd or shutil.which("sshd", path=SSHD_PATH)
     settings: dict[str, list[str]] = {}
+    version = None
     if sshd is None:
         yield error("sshd not found: install openssh-server")
     else:
+        version, said = openssh.sshd_version(sshd)
         try:
             settings = sshd_settings(sshd, sshd_config)
         except TunhelperError as e:
             yield error(str(e))
         else:
             yield from check_sshd(settings)
+            yield from openssh.check(settings, version, said)
     paths = [authorized_keys] if authorized_keys else authorized_keys_paths(settings)
-    key_findings, lines = check_authorized_keys(paths)
+    key_findings, lines = check_authorized_keys(paths, version)
     yield from key_findings
+    yield from openssh.check_tunnel_modes(settings, lines)
     yield from check_tun()
     yield from check_persistent_devices()
     yield from check_source_filter()

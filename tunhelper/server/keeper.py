@@ -57,10 +57,11 @@ def _main(argv: list[str]) -> int:
     signals.catch_end_signals()
     with os.fdopen(int(argv[0]), "rb") as f:
         record = json.loads(f.read())
+    found = session_of(record)
     reason, counters = "the keeper failed", None
     try:
         signals.unblock_end_signals()  # one may be pending already
-        _, reason, counters = hold(session_of(record))
+        _, reason, counters = hold(found)
     except signals.Interrupted as e:
         reason = f"signal {e}"
     except Exception as e:  # noqa: BLE001 - whatever failed, everything is given back
@@ -69,7 +70,7 @@ def _main(argv: list[str]) -> int:
         signals.ignore_end_signals()
         from tunhelper.server import teardown  # the heavier imports only now, at the end
 
-        status = teardown.finish(record, reason, counters)
+        status = teardown.finish(record, found, reason, counters)
     return status
 
 

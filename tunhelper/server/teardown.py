@@ -180,11 +180,13 @@ class Taken:
         return taken
 
 
-def finish(record: dict[str, Any], reason: str, counters: tuple[int, int] | None = None) -> int:
+def finish(
+    record: dict[str, Any],
+    found: SessionDevice,
+    reason: str,
+    counters: tuple[int, int] | None = None,
+) -> int:
     """The keeper's end of the session: give back what the helper took, as serve would."""
-    from tunhelper.server.keeper import session_of
-
-    found = session_of(record)
     leased = [x["address"] for x in record["taken"] if x["kind"] == Leased.kind]
     log.info(
         f"session end: address {leased[0] if leased else '-'} device {found.device.name}: {reason}"

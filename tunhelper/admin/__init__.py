@@ -1,0 +1,1 @@
+"""The admin's commands: leases, release, doctor, metrics."""

@@ -1,0 +1,1 @@
+"""The client side: tunhelper connect and its background mode."""

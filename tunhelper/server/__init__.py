@@ -1,0 +1,2 @@
+"""The gateway side: the forced command's session, device discovery, client identity,
+bridges, hooks."""
