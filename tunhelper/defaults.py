@@ -5,6 +5,7 @@ A leaf module (no imports), so that the slim holding process may read it too.
 
 DEFAULT_STATE_DIR = "/var/lib/tunhelper"
 CONFIG_PATH = "/etc/tunhelper/tunhelper.conf"
+RUN_DIR = "/run/tunhelper"  # the client's pid files and state records
 
 DEVICE_WAIT = 5.0  # how long the helper waits for sshd's device (--wait)
 CONNECT_WAIT = 30.0  # how long connect waits for the announcement (connect --wait)

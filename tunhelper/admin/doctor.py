@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunhelper import platform
+from tunhelper.admin.findings import ERROR, OK, Finding, error, ok, warning
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from tunhelper.pool import Pool
     from tunhelper.store import StoreConfig
 
-OK, WARNING, ERROR = "ok", "warning", "error"
 SSHD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SSHD_TIMEOUT = 30.0
 
@@ -68,27 +68,6 @@ _KEY_TYPE = re.compile(
     r"|sk-ecdsa-sha2-nistp256|sk-ssh-ed25519)(-cert-v01)?(@openssh\.com)?"
 )
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: str
-    text: str
-
-    def __str__(self) -> str:
-        return f"{self.level}: {self.text}"
-
-
-def ok(text: str) -> Finding:
-    return Finding(OK, text)
-
-
-def warning(text: str) -> Finding:
-    return Finding(WARNING, text)
-
-
-def error(text: str) -> Finding:
-    return Finding(ERROR, text)
 
 
 # -- sshd's configuration ------------------------------------------------------------

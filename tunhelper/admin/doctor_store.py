@@ -21,7 +21,7 @@ SKEW_WARNING = 1.0  # seconds between this gateway's clock and the database's
 
 def check_store(config: StoreConfig, pools: list[str], timeout: float = 5.0) -> list[Any]:
     """The config file's mode, the connection, the schema, the clock, other gateways' pools."""
-    from tunhelper.admin.doctor import error, ok, warning
+    from tunhelper.admin.findings import error, ok, warning
 
     if config.backend != POSTGRESQL:
         return []

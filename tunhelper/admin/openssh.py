@@ -17,7 +17,8 @@ import subprocess
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tunhelper.admin.doctor import Finding, KeyLine
+    from tunhelper.admin.doctor import KeyLine
+    from tunhelper.admin.findings import Finding
 
 Version = tuple[int, int, int]
 NEWEST: Version = (99, 0, 0)  # what an unknown version is judged as
@@ -71,7 +72,7 @@ def _at_least(version: Version | None, wanted: Version) -> bool:
 
 def restrict_finding(where: str, version: Version | None) -> Finding:
     """``restrict`` on a tunhelper key: fatal from 10.5, a time bomb below."""
-    from tunhelper.admin.doctor import error, warning
+    from tunhelper.admin.findings import error, warning
 
     if _at_least(version, RESTRICT_BLOCKS_TUN):
         return error(
@@ -91,7 +92,7 @@ def _one(settings: dict[str, list[str]], key: str) -> str | None:
 
 def check(settings: dict[str, list[str]], version: Version | None, said: str) -> list[Finding]:
     """Findings for the settings recent OpenSSH releases made matter for tunnels."""
-    from tunhelper.admin.doctor import error, ok, warning
+    from tunhelper.admin.findings import error, ok, warning
 
     out = []
     if version is None:
@@ -160,7 +161,7 @@ def check(settings: dict[str, list[str]], version: Version | None, said: str) ->
 
 def check_tunnel_modes(settings: dict[str, list[str]], lines: list[KeyLine]) -> list[Finding]:
     """``PermitTunnel`` must let through the kind of device the keys' pools expect."""
-    from tunhelper.admin.doctor import error, warning
+    from tunhelper.admin.findings import error, warning
 
     mode = _one(settings, "permittunnel")
     out = []

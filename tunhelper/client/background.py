@@ -14,9 +14,9 @@ import time
 import psutil
 
 from tunhelper import platform
+from tunhelper.defaults import RUN_DIR
 from tunhelper.errors import TunhelperError
 
-RUN_DIR = "/run/tunhelper"
 _PREFIX = "connect-"
 
 

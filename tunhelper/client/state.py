@@ -19,7 +19,7 @@ from typing import Any
 import psutil
 
 from tunhelper import log, platform
-from tunhelper.client.background import RUN_DIR
+from tunhelper.defaults import RUN_DIR
 
 _PREFIX = "client-"
 

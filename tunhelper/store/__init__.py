@@ -1,7 +1,8 @@
 """The lease store: who holds which address of which pool, like a DHCP server's leases.
 
-This is the whole interface the session and the admin commands use; a backend is chosen
-once, when the store is opened (:func:`open_store`). Deliberately free of OS, IP and
+This package is the whole interface the session and the admin commands use (its names
+are defined in :mod:`~tunhelper.store.base`); a backend is chosen once, when the store
+is opened (:func:`open_store`). Deliberately free of OS, IP and
 netlink code: a lease is a slot (an offset in its pool), and whether its owner still
 lives is judged by a callback the caller passes in (:mod:`tunhelper.store.liveness`).
 
@@ -13,130 +14,42 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Collection
-from dataclasses import dataclass, fields
-from typing import Callable, Protocol
 
 from tunhelper.errors import TunhelperError
+from tunhelper.store.base import (
+    ACTIVE,
+    DEFAULT_LIFETIME,
+    LEASE_FIELDS,
+    POSTGRESQL,
+    RELEASED,
+    SQLITE,
+    AddressTaken,
+    Alive,
+    Lease,
+    LeaseStore,
+    Owner,
+    PoolExhausted,
+    Request,
+    StoreConfig,
+)
 
-ACTIVE = "active"
-RELEASED = "released"
-
-
-class PoolExhausted(TunhelperError):
-    pass
-
-
-class AddressTaken(TunhelperError):
-    pass
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who owns a lease (its helper and sshd session process): enough to tell, later
-    and from another process, if it is alive.
-
-    Start times guard against pid reuse; the boot id makes every lease from before a
-    reboot stale; the host keeps a shared store from judging another gateway's pids.
-    """
-
-    host: str
-    boot_id: str
-    helper_pid: int
-    helper_start: float
-    session_pid: int
-    session_start: float
-    device: str
-
-
-@dataclass(frozen=True)
-class Lease:
-    pool: str
-    slot: int
-    address: str
-    client: str
-    state: str
-    token: str
-    since: float
-    released_at: float | None
-    host: str
-    boot_id: str
-    helper_pid: int
-    helper_start: float
-    session_pid: int
-    session_start: float
-    device: str
-    expires: float | None = None  # a shared store's lifetime; None: judged by its owner only
-
-    @property
-    def owner(self) -> Owner:
-        return Owner(
-            self.host,
-            self.boot_id,
-            self.helper_pid,
-            self.helper_start,
-            self.session_pid,
-            self.session_start,
-            self.device,
-        )
-
-
-# The columns every store keeps; a shared store keeps ``expires`` as well.
-LEASE_FIELDS = [f.name for f in fields(Lease) if f.name != "expires"]
-SQLITE, POSTGRESQL = "sqlite", "postgresql"
-DEFAULT_LIFETIME = 600.0  # seconds a shared store's lease lives unless renewed
-
-
-@dataclass(frozen=True)
-class StoreConfig:
-    """Which store to open: the config file's ``[store]`` (SQLite when there is none).
-
-    ``conninfo`` is a libpq connection string (or ``service=NAME``); it may hold a
-    password, so it comes only from a root-owned file, never argv or the environment.
-    """
-
-    backend: str = SQLITE
-    conninfo: str = ""
-    lifetime: float = DEFAULT_LIFETIME
-    where: str = ""  # the config file, for messages
-
-
-@dataclass(frozen=True)
-class Request:
-    """What an allocation needs to know about the pool, without knowing IP at all.
-
-    Slots are offsets in the pool; ``address_of`` renders one for display.
-    """
-
-    pool: str
-    first: int
-    last: int
-    excluded: Collection[int]
-    client: str
-    owner: Owner
-    address_of: Callable[[int], str]
-    reserved: int | None = None  # the admin's --address for this client: that slot or none
-
-
-Alive = Callable[[Lease], bool]
-
-
-class LeaseStore(Protocol):
-    """The whole interface a store offers; everything else is private to a store."""
-
-    def allocate(self, request: Request, alive: Alive) -> Lease: ...
-
-    def release(self, lease: Lease) -> bool: ...
-
-    def release_address(self, address: str) -> int: ...
-
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]: ...
-
-    def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
-
-    def renew(self, host: str, alive: Alive) -> tuple[int, int]: ...
-
-    def close(self) -> None: ...
+__all__ = [
+    "ACTIVE",
+    "AddressTaken",
+    "Alive",
+    "DEFAULT_LIFETIME",
+    "LEASE_FIELDS",
+    "Lease",
+    "LeaseStore",
+    "Owner",
+    "POSTGRESQL",
+    "PoolExhausted",
+    "RELEASED",
+    "Request",
+    "SQLITE",
+    "StoreConfig",
+    "open_store",
+]
 
 
 def _read_only(path: str) -> bool:

@@ -14,7 +14,7 @@ import time
 import psutil
 
 from tunhelper import platform
-from tunhelper.store import Lease, Owner
+from tunhelper.store.base import Lease, Owner
 
 
 def this_host() -> str:

@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tunhelper.errors import TunhelperError
-from tunhelper.store import LEASE_FIELDS, AddressTaken, StoreConfig
+from tunhelper.store.base import LEASE_FIELDS, AddressTaken, StoreConfig
 
 
 def connect_args(config: StoreConfig, timeout: float) -> str:

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tunhelper.errors import TunhelperError
-from tunhelper.store import (
+from tunhelper.store.base import (
     ACTIVE,
     LEASE_FIELDS,
     RELEASED,

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Callable
 
 from tunhelper.errors import TunhelperError
-from tunhelper.store import (
+from tunhelper.store.base import (
     ACTIVE,
     LEASE_FIELDS,
     RELEASED,
