@@ -484,6 +484,17 @@ def check_source_filter() -> list[Finding]:
     return [ok(line) if holds else warning(line)]
 
 
+def check_stale_guards() -> list[Finding]:
+    """Source filters of sessions whose device is gone: inert, but to be removed."""
+    return [
+        warning(
+            f"source filter {name} was left by a killed session (it matches no device); "
+            "run: tunhelper repair"
+        )
+        for name in platform.stale_guards()
+    ]
+
+
 def check_state_dir(path: str) -> list[Finding]:
     try:
         st = os.stat(path)  # as the helper does: a link to a sound directory is fine
@@ -574,6 +585,7 @@ def findings(
     yield from check_tun()
     yield from check_persistent_devices()
     yield from check_source_filter()
+    yield from check_stale_guards()
     if state_dir is not None:
         dirs = [state_dir]
     else:

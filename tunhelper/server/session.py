@@ -9,6 +9,7 @@ left on an unconfigured link.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from tunhelper.pool import Pool
 from tunhelper.protocol import Announcement, announce, wants_description
 from tunhelper.server import bridge, discover, hooks, identity, policy
 from tunhelper.server.keeper import become_keeper
-from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Leased, Taken
+from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Guarded, Leased, Taken
 from tunhelper.server.teardown import end_connection as end_connection
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted, ignore_end_signals
@@ -164,6 +165,32 @@ def _configure(
     if settings.client_nets:  # tun only (policy.check_link): the device says where
         nets = configure.client_networks(device, settings.client_nets, settings.state_dir)
         taken.add(Configured(nets))
+    _guard(settings, device, sides, taken)
+
+
+def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Taken) -> None:
+    """Only the client's own sources may arrive on its link (platform.guard_link).
+
+    Fails closed: a filter that cannot be installed refuses the session, except where
+    the platform has none at all (EOPNOTSUPP, FreeBSD), which is warned about as
+    doctor does (docs/platforms.md).
+    """
+    sources = [s.lease.address for s in sides if s.lease is not None]
+    if device.mode == "tun":
+        sources += [str(net) for net in settings.client_nets]
+    gateway_link = settings.bridge.name if device.mode == "tap" else None
+    try:
+        platform.guard_link(device, sources, gateway_link)
+    except platform.PlatformError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            log.warning(f"{e.strerror}: the client on {device.name} could send in another's name")
+            return
+        taken.add(Guarded(device))  # a partly loaded filter is removed too
+        raise TunhelperError(
+            f"could not install the source filter on {device.name} ({e.strerror}); "
+            "check that nftables works on this host (tunhelper doctor)"
+        ) from e
+    taken.add(Guarded(device))
 
 
 def _announcement(
