@@ -289,7 +289,7 @@ def test_state_directory_permissions(tmp_path: Path) -> None:
     assert levels(doctor.check_state_dir(str(tmp_path / "missing"))) == ["ok"]
     d = tmp_path / "state"
     d.mkdir()
-    for mode, level in ((0o700, "ok"), (0o755, "warning"), (0o770, "error"), (0o777, "error")):
+    for mode, level in ((0o700, "ok"), (0o711, "error"), (0o755, "error"), (0o777, "error")):
         d.chmod(mode)
         assert levels(doctor.check_state_dir(str(d))) == [level], oct(mode)
     (tmp_path / "file").write_text("")

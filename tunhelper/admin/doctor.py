@@ -511,8 +511,13 @@ def check_state_dir(path: str) -> list[Finding]:
                 f"chown root {path} && chmod 700 {path}"
             )
         ]
-    if st.st_mode & 0o005:
-        return [warning(f"{path} is readable by others (client identities); chmod 700 {path}")]
+    if st.st_mode & 0o077:
+        return [
+            error(
+                f"{path} is open to others (they could read every lease or lock the "
+                f"database, and sessions refuse it); run: chmod 700 {path}"
+            )
+        ]
     return [ok(f"{path}: owned by root, mode {stat.S_IMODE(st.st_mode):04o}")]
 
 
