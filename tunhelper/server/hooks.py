@@ -3,8 +3,9 @@
 Run without a shell (argv from the admin's authorized_keys line, split with shlex),
 with default signal dispositions and an empty signal mask (so ``timeout`` and ``kill``
 work in a down hook), bounded in time (the whole process group is killed at the
-limit), with a clean, documented environment: nothing the client sent reaches a hook. Their output goes to
-syslog, never to the client's stdout, which carries the announcement.
+limit), with a clean, documented environment: nothing the client sent reaches a
+hook. Their output goes to syslog, never to the client's stdout, which carries the
+announcement.
 
 Environment (all values strings; empty when not applicable):
 ``TUNHELPER_EVENT`` (up or down), ``TUNHELPER_DEVICE``, ``TUNHELPER_MODE`` (tun or
