@@ -341,6 +341,7 @@ class KeyLine:
     pool: Pool
     state_dir: str
     gateway: str | None
+    pool6: Pool | None = None  # the IPv6 pool of a dual-stack line
 
 
 def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
@@ -397,15 +398,28 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     pool = settings.pool
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
-    return out, KeyLine(where, program, pool, settings.state_dir, gateway)
+    return out, KeyLine(where, program, pool, settings.state_dir, gateway, settings.pool6)
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
-    """Pools that overlap hand the same address to two clients unless they are one pool."""
+    """Pools that overlap hand the same address to two clients unless they are one pool.
+
+    Each family's pool of a dual-stack line counts, the IPv6 one as much as the other.
+    """
+    pools = [
+        (line, pool, None if pool.gateway is None else str(pool.gateway))
+        for line in lines
+        for pool in (line.pool, line.pool6)
+        if pool is not None
+    ]
     out = []
-    for i, a in enumerate(lines):
-        for b in lines[i + 1 :]:
-            net_a, net_b = a.pool.network, b.pool.network
+    for i, (a, pool_a, gateway_a) in enumerate(pools):
+        for b, pool_b, gateway_b in pools[i + 1 :]:
+            if a is b:
+                continue  # one line's two families never overlap
+            net_a, net_b = pool_a.network, pool_b.network
+            if net_a.version != net_b.version:
+                continue
             if net_a not in net_b and net_b not in net_a:  # CIDRs overlap only by nesting
                 continue
             if net_a != net_b:
@@ -422,11 +436,11 @@ def check_pools(lines: list[KeyLine]) -> list[Finding]:
                         f"({a.state_dir}, {b.state_dir}): one address can go to two clients"
                     )
                 )
-            elif a.gateway != b.gateway:
+            elif gateway_a != gateway_b:
                 out.append(
                     warning(
                         f"{a.where} and {b.where}: pool {net_a} with two gateways "
-                        f"({a.gateway}, {b.gateway}): a client may be given the other's gateway"
+                        f"({gateway_a}, {gateway_b}): a client may be given the other's gateway"
                     )
                 )
     return out

@@ -28,7 +28,7 @@ from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Guarded,
 from tunhelper.server.teardown import end_connection as end_connection
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted, ignore_end_signals
-from tunhelper.store import Lease, Request, liveness
+from tunhelper.store import ACTIVE, Lease, Request, liveness
 
 
 @dataclass(frozen=True)
@@ -165,9 +165,17 @@ def _configure(
         applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir)
         taken.add(Configured(applied))
     if settings.client_nets:  # tun only (policy.check_link): the device says where
-        nets = configure.client_networks(device, settings.client_nets, settings.state_dir)
+        nets = configure.client_networks(
+            device, settings.client_nets, settings.state_dir, _session_devices(taken)
+        )
         taken.add(Configured(nets))
     _guard(settings, device, sides, taken)
+
+
+def _session_devices(taken: Taken) -> set[str]:
+    """The devices of the store's live sessions (other than ours, whose routes come now)."""
+    alive = liveness.Liveness()
+    return {x.device for x in taken.store.get().leases() if x.state == ACTIVE and alive(x)}
 
 
 def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Taken) -> None:
