@@ -48,6 +48,15 @@ def _nft() -> str:
     raise FileNotFoundError(2, "nft (nftables) is not installed: needed for source filtering")
 
 
+def nft_missing() -> str | None:
+    """What doctor says when source validation cannot be loaded here, else None."""
+    try:
+        _nft()
+    except OSError as e:
+        return f"{e.strerror}: every session is refused until it is"
+    return None
+
+
 def _run(script: str, *argv: str) -> str:
     import subprocess
 
