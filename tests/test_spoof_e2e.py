@@ -88,8 +88,8 @@ class Listener:
 
     def senders(self) -> list[str]:
         time.sleep(0.5)  # what was sent has arrived, or never will
-        self.proc.terminate()
-        out, _ = self.proc.communicate(5)
+        self.proc.kill()  # not SIGTERM: a test process may pass it on ignored
+        out, _ = self.proc.communicate(timeout=5)
         return out.split()
 
 
