@@ -107,8 +107,36 @@ def test_state_dir_writable_by_others_refused(tmp_path: Path) -> None:
     d = tmp_path / "open"
     d.mkdir()
     d.chmod(0o777)
-    with pytest.raises(TunhelperError, match="writable by others"):
+    with pytest.raises(TunhelperError, match="open to others"):
         open_store(str(d))
+
+
+@pytest.mark.parametrize("mode", [0o710, 0o701, 0o750, 0o755])
+def test_state_dir_others_can_enter_refused(tmp_path: Path, mode: int) -> None:
+    """Entering is enough to read 0644 files or hold SQLite's shared lock."""
+    d = tmp_path / "enterable"
+    d.mkdir()
+    d.chmod(mode)
+    with pytest.raises(TunhelperError, match="open to others"):
+        open_store(str(d))
+
+
+def test_everything_in_the_state_dir_is_private(tmp_path: Path) -> None:
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    (d / "old.lock").write_text("")
+    (d / "old.lock").chmod(0o644)  # as an older version left it
+    store = open_store(str(d))
+    pool = Pool.parse("10.0.0.0/24")
+    holder = Owner("h", "b", 1, 1.0, 2, 2.0, "tun0")
+    store.allocate(
+        Request(pool.name, pool.first, pool.last, set(), "c", holder, pool.address),
+        lambda lease: True,
+    )
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()}
+    store.close()
+    assert {n for n in modes if n.startswith("leases.sqlite3")} >= {"leases.sqlite3"}
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_distinct_addresses_never_gateway(store: SqliteLeaseStore) -> None:

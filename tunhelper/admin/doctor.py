@@ -324,6 +324,7 @@ class KeyLine:
     gateway: str | None
     tap: bool = False  # the line gives tap sessions a bridge of their own choosing
     store: StoreConfig | None = None  # the config file's [store], if any
+    pool6: Pool | None = None  # the IPv6 pool of a dual-stack line
 
 
 def check_key_line(
@@ -384,15 +385,30 @@ def check_key_line(
     gateway = None if pool.gateway is None else str(pool.gateway)
     plan = settings.bridge  # tap sessions on a bridge the admin chose: --bridge(-name)
     tap = not plan.managed or plan.name != default_name(pool.name)
-    return out, KeyLine(where, program, pool, settings.state_dir, gateway, tap, settings.store)
+    return out, KeyLine(
+        where, program, pool, settings.state_dir, gateway, tap, settings.store, settings.pool6
+    )
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
-    """Pools that overlap hand the same address to two clients unless they are one pool."""
+    """Pools that overlap hand the same address to two clients unless they are one pool.
+
+    Each family's pool of a dual-stack line counts, the IPv6 one as much as the other.
+    """
+    pools = [
+        (line, pool, None if pool.gateway is None else str(pool.gateway))
+        for line in lines
+        for pool in (line.pool, line.pool6)
+        if pool is not None
+    ]
     out = []
-    for i, a in enumerate(lines):
-        for b in lines[i + 1 :]:
-            net_a, net_b = a.pool.network, b.pool.network
+    for i, (a, pool_a, gateway_a) in enumerate(pools):
+        for b, pool_b, gateway_b in pools[i + 1 :]:
+            if a is b:
+                continue  # one line's two families never overlap
+            net_a, net_b = pool_a.network, pool_b.network
+            if net_a.version != net_b.version:
+                continue
             if net_a not in net_b and net_b not in net_a:  # CIDRs overlap only by nesting
                 continue
             if net_a != net_b:
@@ -409,11 +425,11 @@ def check_pools(lines: list[KeyLine]) -> list[Finding]:
                         f"({a.state_dir}, {b.state_dir}): one address can go to two clients"
                     )
                 )
-            elif a.gateway != b.gateway:
+            elif gateway_a != gateway_b:
                 out.append(
                     warning(
                         f"{a.where} and {b.where}: pool {net_a} with two gateways "
-                        f"({a.gateway}, {b.gateway}): a client may be given the other's gateway"
+                        f"({gateway_a}, {gateway_b}): a client may be given the other's gateway"
                     )
                 )
     return out
@@ -473,6 +489,17 @@ def check_source_filter() -> list[Finding]:
     return [ok(line) if holds else warning(line)]
 
 
+def check_stale_guards() -> list[Finding]:
+    """Source filters of sessions whose device is gone: inert, but to be removed."""
+    return [
+        warning(
+            f"source filter {name} was left by a killed session (it matches no device); "
+            "run: tunhelper repair"
+        )
+        for name in platform.stale_guards()
+    ]
+
+
 def check_state_dir(path: str) -> list[Finding]:
     try:
         st = os.stat(path)  # as the helper does: a link to a sound directory is fine
@@ -489,8 +516,13 @@ def check_state_dir(path: str) -> list[Finding]:
                 f"chown root {path} && chmod 700 {path}"
             )
         ]
-    if st.st_mode & 0o005:
-        return [warning(f"{path} is readable by others (client identities); chmod 700 {path}")]
+    if st.st_mode & 0o077:
+        return [
+            error(
+                f"{path} is open to others (they could read every lease or lock the "
+                f"database, and sessions refuse it); run: chmod 700 {path}"
+            )
+        ]
     return [ok(f"{path}: owned by root, mode {stat.S_IMODE(st.st_mode):04o}")]
 
 
@@ -569,6 +601,7 @@ def findings(
     yield from check_tun()
     yield from check_persistent_devices()
     yield from check_source_filter()
+    yield from check_stale_guards()
     if state_dir is not None:
         dirs = [state_dir]
     else:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from tunhelper import family
+from tunhelper import family, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.server import bridge
 from tunhelper.store import ACTIVE, Lease, StoreConfig, open_store
@@ -147,6 +147,8 @@ def repair(state_dir: str) -> int:
     """Remove the bridges tunhelper created that killed helpers left without sessions."""
     for name in bridge.repair(state_dir):
         print(f"removed bridge {name}: a killed helper had left it without sessions")
+    for name in platform.remove_stale_guards():
+        print(f"removed source filter {name}: a killed session had left it")
     return 0
 
 

@@ -50,6 +50,13 @@ CONCERNS = {
     # filter_sources(device): drop packets arriving on a session's device from addresses
     #   not routed through it, so a client cannot send in another client's name.
     "filter": ("filter_sources",),
+    # guard_link(device, sources, gateway_link): let a session's device accept only
+    #   its client's sources (addresses or networks; on tap also its ARP/ND and one
+    #   pinned MAC; gateway_link: the bridge whose link-local addresses no client may
+    #   claim); unguard_link(device): remove that filter (a vanished one is fine);
+    # stale_guards() -> list[str]: filters left by sessions whose device is gone;
+    # remove_stale_guards() -> list[str]: remove those (``tunhelper repair``).
+    "sourcefilter": ("guard_link", "unguard_link", "stale_guards", "remove_stale_guards"),
     # bridge_ports(name) -> list[str] | None (None: no such bridge),
     # create_bridge(name, address, prefixlen, mtu), add_address(name, address,
     # prefixlen) (a further gateway, the IPv6 one), delete_bridge(name),

@@ -441,6 +441,26 @@ def filter_sources(device: DeviceInfo) -> None:
     raise PlatformError(errno.EOPNOTSUPP, "source filtering is not implemented on FreeBSD")
 
 
+def guard_link(device: DeviceInfo, sources: list[str], gateway_link: str | None) -> None:
+    """Not done on FreeBSD (it would be pf/ipfw rules per interface): refused with
+    EOPNOTSUPP, so the session goes on with a warning, as with :func:`filter_sources`."""
+    raise PlatformError(errno.EOPNOTSUPP, "source validation is not implemented on FreeBSD")
+
+
+def unguard_link(device: DeviceInfo) -> None:
+    """Nothing to remove: :func:`guard_link` never installs anything here."""
+
+
+def stale_guards() -> list[str]:
+    """None can exist (see :func:`guard_link`)."""
+    return []
+
+
+def remove_stale_guards() -> list[str]:
+    """None can exist (see :func:`guard_link`)."""
+    return []
+
+
 def _route_family(network: str) -> tuple[str, list[str]]:
     """The network in canonical form and route(8)'s family flag (``-inet6`` for IPv6)."""
     net = ipaddress.ip_network(network)

@@ -132,7 +132,26 @@ class DownHook:
         return cls(**{**fields, "device": DeviceInfo(**fields["device"])})
 
 
-KINDS: dict[str, Any] = {cls.kind: cls for cls in (Leased, Configured, DownHook)}
+@dataclass(frozen=True)
+class Guarded:
+    """The source filter on the session's device (platform.guard_link)."""
+
+    device: DeviceInfo
+    kind = "guard"
+    what = "remove the source filter"
+
+    def give_back(self, taken: Taken, reason: str) -> None:
+        platform.unguard_link(self.device)
+
+    def fields(self) -> dict[str, Any]:
+        return {"device": self.device._asdict()}
+
+    @classmethod
+    def load(cls, fields: dict[str, Any]) -> Guarded:
+        return cls(DeviceInfo(**fields["device"]))
+
+
+KINDS: dict[str, Any] = {cls.kind: cls for cls in (Leased, Configured, DownHook, Guarded)}
 
 
 class Taken:

@@ -12,6 +12,7 @@ address's last client, which is what makes addresses sticky.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -59,6 +60,15 @@ def _read_only(path: str) -> bool:
         return False
 
 
+def _make_private(state_dir: str) -> None:
+    """Files an older version created 0644 in the directory become 0600."""
+    with contextlib.suppress(OSError), os.scandir(state_dir) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                os.chmod(entry.path, 0o600)
+
+
 def open_store(
     state_dir: str, timeout: float = 10.0, config: StoreConfig | None = None
 ) -> LeaseStore:
@@ -66,8 +76,9 @@ def open_store(
     SQLite in the state directory, or the PostgreSQL database ``config`` names (the
     state directory then keeps only the releases the database missed).
 
-    A state directory that others could write would let them forge leases, so one that
-    is not owned by us or is writable by group or others is refused.
+    A state directory that others could write would let them forge leases, and one they
+    could enter would let them read every lease or hold SQLite's locks (stalling every
+    session): one not owned by us or open to group or others is refused.
     """
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
@@ -78,11 +89,13 @@ def open_store(
         ) from None
     if not stat.S_ISDIR(st.st_mode):
         raise TunhelperError(f"state directory {state_dir} is not a directory; check --state-dir")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise TunhelperError(
-            f"state directory {state_dir} is writable by others; run: chown root {state_dir} "
-            f"&& chmod 700 {state_dir}"
+            f"state directory {state_dir} is open to others (they could read every lease or "
+            f"lock the database); run: chown root {state_dir} && chmod 700 {state_dir}"
         )
+    os.umask(0o077)  # the database, its WAL and SHM, lock files, markers: all 0600
+    _make_private(state_dir)
     if not os.access(state_dir, os.W_OK):
         # Else SQLite says only "unable to open database file", which reads like damage.
         why = "read-only file system" if _read_only(state_dir) else "permission denied"

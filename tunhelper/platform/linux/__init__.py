@@ -5,6 +5,7 @@
   sent and read without pyroute2 (the connect path's time target, issue 5);
 - :mod:`.links`: everything else configured through pyroute2 (loaded lazily, lean);
 - :mod:`.sysctl`: strict reverse-path filtering on a session's tun;
+- :mod:`.sourcefilter`: per-session source validation (an nftables netdev chain);
 - :mod:`.dns`: the client's resolver manager;
 - :mod:`.watch`: waiting for the end of a session (pidfd + netlink);
 - :mod:`.checks`: what ``tunhelper doctor`` asks of the host.
@@ -43,6 +44,12 @@ from tunhelper.platform.linux.proc import (
     same_process,
 )
 from tunhelper.platform.linux.rtnetlink import configure_p2p
+from tunhelper.platform.linux.sourcefilter import (
+    guard_link,
+    remove_stale_guards,
+    stale_guards,
+    unguard_link,
+)
 from tunhelper.platform.linux.sysctl import filter_sources
 from tunhelper.platform.linux.watch import wait_for_end
 

@@ -45,11 +45,18 @@ def persistent_devices() -> list[tuple[str, str]]:
 
 
 def source_filter() -> tuple[bool, str]:
-    """Does the per-device filter of ``filter_sources`` hold? ``(holds, one line)``.
+    """Does the per-device filtering hold? ``(holds, one line)``.
 
-    The kernel applies the larger of a device's ``rp_filter`` and ``all``'s, and loose
-    (2) lets a client send as another.
+    Source validation needs nft (sessions are refused without it);
+
+    for ``filter_sources`` the kernel applies the larger of a device's ``rp_filter`` and
+    ``all``'s, and loose (2) lets a client send as another over IPv4.
     """
+    from tunhelper.platform.linux.sourcefilter import nft_missing
+
+    missing = nft_missing()
+    if missing:
+        return False, missing
     try:
         with open(ALL_RP_FILTER, encoding="ascii") as f:
             value = f.read().strip()
