@@ -341,6 +341,8 @@ class KeyLine:
     pool: Pool
     state_dir: str
     gateway: str | None
+    pools: tuple[Pool, ...] = ()  # every pool of the line (both of a dual-stack one)
+    bridge: str = ""  # the bridge its tap sessions join (a --bridge LAN may hold the pool)
 
 
 def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
@@ -397,7 +399,35 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     pool = settings.pool
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
-    return out, KeyLine(where, program, pool, settings.state_dir, gateway)
+    return out, KeyLine(
+        where,
+        program,
+        pool,
+        settings.state_dir,
+        gateway,
+        tuple(settings.pools),
+        settings.bridge.name,
+    )
+
+
+def check_interface_overlap(lines: list[KeyLine]) -> list[Finding]:
+    """Pools inside a network of this host's interfaces: the helper refuses their
+    sessions (a lease there would reroute that network, maybe the ssh connection)."""
+    from tunhelper.server.policy import interface_networks
+
+    out = []
+    for line in lines:
+        for name, network in interface_networks(line.state_dir):
+            for pool in line.pools:
+                if name != line.bridge and pool.overlaps(network):
+                    out.append(
+                        error(
+                            f"{line.where}: pool {pool.name} overlaps {network} on the "
+                            f"server's interface {name}: the helper refuses its sessions; "
+                            "use a pool outside the server's networks"
+                        )
+                    )
+    return out
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
@@ -454,6 +484,7 @@ def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine
             warning(f"no authorized_keys line runs tunhelper (looked in {', '.join(paths)})")
         )
     out += check_pools(lines)
+    out += check_interface_overlap(lines)
     return out, lines
 
 

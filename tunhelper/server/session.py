@@ -66,6 +66,8 @@ def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, t
     client = identity.client_identity(settings.client, environ)
     settings, reserved_for_others = policy.for_client(settings, client)
     policy.check_link(settings, device)
+    outer, _ = hooks.remote(environ.get("SSH_CONNECTION"))
+    policy.check_overlap(settings, policy.interface_networks(settings.state_dir), outer)
     sides = _plan(settings, device)
     mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge, _has_ipv6(sides))
     describe = _describe(environ.get("SSH_ORIGINAL_COMMAND"))
