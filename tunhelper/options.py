@@ -26,9 +26,11 @@ DESCRIPTION = """\
 Automatic addressing for OpenSSH tun/tap forwarding. Run as the forced command of a
 key in root's authorized_keys:
 
-  command="/usr/local/bin/tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
+  command="/usr/bin/tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
 
-and connect with 'ssh -w any SERVER': tunhelper finds the device sshd opened for the
+(/usr/bin/tunhelper is the Debian package's; for a pip or source install give the
+path 'command -v tunhelper' prints, e.g. /opt/tunhelper/bin/tunhelper), and connect
+with 'ssh -T -w any SERVER': tunhelper finds the device sshd opened for the
 session, leases the client an address, configures the device, prints the client's
 address as the first line of output, and holds until the session ends."""
 
