@@ -36,3 +36,21 @@ def test_doctor_flags_pools_overlapping_server_networks(make_lab) -> None:
     assert any(f"pool {UNDERLAY}.9.0/24 overlaps {UNDERLAY}.0.0/16" in x for x in flagged), out
     assert all(x.startswith("error: ") for x in flagged), out
     assert len(flagged) == 2, out  # neither 192.168.3.0/24 nor fd00:99::/112
+
+
+def test_a_replaced_session_is_told_why_before_it_ends(make_lab) -> None:
+    lab = make_lab()
+    client = lab.add_client()
+    old = client.connect()
+    address = old.read_address()
+    assert address is not None
+    new = client.connect()
+    assert new.read_address() == address
+    assert old.wait(10) is not None
+    lines = [x for x in old.stderr().splitlines() if x.startswith("tunhelper:")]
+    assert lines == [
+        f"tunhelper: session {address} replaced by a newer session of this key "
+        "(--max-sessions 1): ending it"
+    ], old.stderr()
+    assert "replaced" not in new.stderr()
+    assert not list((lab.dir / "state" / "replaced").iterdir())  # the note was taken

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from tunhelper import defaults, family, log
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
-from tunhelper.server import bridge
+from tunhelper.server import bridge, replaced
 from tunhelper.settings import Settings
 from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore, liveness
 
@@ -141,7 +141,7 @@ def make_room(store: LeaseStore, settings: Settings, client: str, alive: Alive) 
             f"{limit} allows; end one first"
         )
     oldest = mine[:extra]
-    _end_sessions(oldest, client, limit)
+    _end_sessions(oldest, client, limit, settings.state_dir)
     tokens = {lease.token for lease in oldest}
     deadline = time.monotonic() + defaults.TAKEOVER_WAIT
     while time.monotonic() < deadline:
@@ -178,7 +178,7 @@ def settle_sessions(
             )
         return
     if mine.token in tokens[-limit:]:
-        _end_sessions(live[:-limit], client, limit)
+        _end_sessions(live[:-limit], client, limit, settings.state_dir)
 
 
 def check_limit(store: LeaseStore, settings: Settings, client: str, alive: Alive) -> None:
@@ -204,7 +204,13 @@ def _live_sessions(store: LeaseStore, pool: str, client: str, alive: Alive) -> l
     return sorted(live, key=lambda x: (x.since, x.token))
 
 
-def _end_sessions(leases: list[Lease], client: str, limit: int) -> None:
+def _end_sessions(leases: list[Lease], client: str, limit: int, state_dir: str) -> None:
     for lease in leases:
         log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
+        replaced.leave_note(
+            state_dir,
+            lease.token,
+            f"session {lease.address} replaced by a newer session of this key "
+            f"(--max-sessions {limit}): ending it",
+        )
         liveness.end(lease)
