@@ -72,3 +72,19 @@ def test_drop_in_silences_doctors_client_alive_warning(tmp_path: Path) -> None:
     settings = {k: v.split() for k, v in effective.items()}
     texts = [str(f) for f in check_sshd(settings)]
     assert not [t for t in texts if "ClientAlive" in t and not t.startswith("ok:")], texts
+
+
+def binary_field(name: str) -> str:
+    control = (REPO / "debian" / "control").read_text()
+    binary = control.split("\nPackage: tunhelper\n", 1)[1]
+    found = re.search(rf"^{name}:(.*?)^\S", binary, re.S | re.M)
+    return "" if found is None else found.group(1)
+
+
+def test_package_depends_on_what_a_client_runs_and_only_suggests_the_server() -> None:
+    # connect runs ssh and `client add` ssh-keygen (both openssh-client); a gateway needs
+    # openssh-server, but a client must not get it (and its ~50 packages) pulled in.
+    assert "openssh-client" in binary_field("Depends")
+    assert "openssh-server" not in binary_field("Depends") + binary_field("Recommends")
+    assert "openssh-server" in binary_field("Suggests")
+    assert "apt-get install openssh-server" in README
