@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from tests.lab import UNDERLAY, refused, run
+import json
+import subprocess
+
+from tests.lab import UNDERLAY, Client, refused, run, tunhelper_command, wait_until
 
 
 def test_pool_overlapping_the_underlay_is_refused_before_any_lease(make_lab) -> None:
@@ -54,3 +57,49 @@ def test_a_replaced_session_is_told_why_before_it_ends(make_lab) -> None:
     ], old.stderr()
     assert "replaced" not in new.stderr()
     assert not list((lab.dir / "state" / "replaced").iterdir())  # the note was taken
+
+
+def tunhelper(*argv: str) -> subprocess.CompletedProcess:
+    return run(tunhelper_command(), *argv, check=False)
+
+
+def test_client_add_list_revoke_with_a_real_sshd(make_lab) -> None:
+    lab = make_lab()
+    keys = str(lab.dir / "authorized_keys")
+    lab.add_client("admin")  # a line client add must keep byte for byte
+    before = (lab.dir / "authorized_keys").read_bytes()
+    laptop = Client(lab, "laptop", len(lab.clients) + 2)
+    lab.clients.append(laptop)
+    laptop.setup()
+    added = tunhelper(
+        "client", "add", "laptop", "--key", laptop.public_key, "--authorized-keys", keys,
+        "--", "--pool", "192.168.3.0/24", "--max-leases", "2", "--state-dir", lab.state_dir,
+    )  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    after = (lab.dir / "authorized_keys").read_bytes()
+    assert after.startswith(before)
+    (line,) = after[len(before) :].decode().splitlines()
+    assert line.startswith(
+        "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc,"
+        f'command="{tunhelper_command()} --pool 192.168.3.0/24'
+    )
+    assert line.endswith(" laptop")
+    again = tunhelper("client", "add", "laptop", "--key", laptop.public_key,
+                      "--authorized-keys", keys, "--", "--pool", "192.168.3.0/24")  # fmt: skip
+    assert again.returncode != 0 and "already has a client named laptop" in again.stderr
+
+    session = laptop.connect()
+    address = session.read_address()
+    assert address is not None, session.stderr()
+    listed = json.loads(tunhelper("client", "list", "--json", "--authorized-keys", keys).stdout)
+    (row,) = [r for r in listed if r["name"] == "laptop"]
+    assert [x["address"] for x in row["leases"]] == [address]
+
+    revoked = tunhelper("client", "revoke", "laptop", "--authorized-keys", keys)
+    assert revoked.returncode == 0, revoked.stderr
+    assert "ended 1 session" in revoked.stdout
+    assert session.wait(10) is not None  # ended at once, not at its next reconnect
+    assert "client laptop was revoked" in session.stderr()
+    assert (lab.dir / "authorized_keys").read_bytes() == before
+    assert wait_until(lambda: lab.active_leases() == [], 5)
+    assert laptop.connect().read_address(10) is None  # the key no longer gets in

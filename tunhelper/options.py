@@ -43,6 +43,9 @@ admin commands:
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
   tunhelper repair [--state-dir D]                 remove bridges killed helpers left
   tunhelper doctor [options]                       check sshd, keys and state; one line each
+  tunhelper client add NAME --key KEY -- OPTION... add a client's authorized_keys line
+  tunhelper client list [--json]                   the clients and their live leases
+  tunhelper client revoke NAME                     remove a client, end its sessions
 """
 
 DOCTOR_DESCRIPTION = """\
@@ -589,6 +592,59 @@ def disconnect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_authorized_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--authorized-keys",
+        type=path,
+        metavar="PATH",
+        help="root's authorized_keys (default: the first of sshd's AuthorizedKeysFile)",
+    )
+
+
+def client_add_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper client add",
+        description="Add a client: one authorized_keys line with the restrictions, the full "
+        "path of this tunhelper with the OPTIONs (checked by the helper's own parsers), "
+        "the key, and NAME as its comment. The edit is atomic; other lines are kept.",
+        epilog="example: tunhelper client add laptop --key 'ssh-ed25519 AAAA...' -- "
+        "--pool 192.168.3.0/24 --max-leases 2",
+    )
+    p.add_argument("name", metavar="NAME", type=client_name, help="the client's name")
+    p.add_argument("--key", required=True, metavar="KEY", help="its public key line")
+    p.add_argument(
+        "--program",
+        type=path,
+        metavar="PATH",
+        help="tunhelper's full path on the line (default: this one's)",
+    )
+    _add_authorized_keys(p)
+    p.add_argument(
+        "helper", nargs="*", metavar="OPTION", help="after --: the helper's options (--pool ...)"
+    )
+    return p
+
+
+def client_list_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper client list",
+        description="List the authorized_keys lines that run tunhelper, with live leases.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    _add_authorized_keys(p)
+    return p
+
+
+def client_revoke_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper client revoke",
+        description="Remove a client's line and end its live sessions at once.",
+    )
+    p.add_argument("name", metavar="NAME", type=client_name, help="the client's name")
+    _add_authorized_keys(p)
+    return p
+
+
 # Every command's parser, by command name ("" is the forced command). The man page is
 # checked against this registry (tests/test_manpage.py): a command added here without
 # its options documented, or documented options it lacks, fails the tests.
@@ -598,6 +654,9 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "release": release_parser,
     "repair": repair_parser,
     "doctor": doctor_parser,
+    "client add": client_add_parser,
+    "client list": client_list_parser,
+    "client revoke": client_revoke_parser,
     "connect": connect_parser,
     "disconnect": disconnect_parser,
 }
