@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 
 from tests.lab import UNDERLAY, Client, refused, run, tunhelper_command, wait_until
@@ -103,3 +104,43 @@ def test_client_add_list_revoke_with_a_real_sshd(make_lab) -> None:
     assert (lab.dir / "authorized_keys").read_bytes() == before
     assert wait_until(lambda: lab.active_leases() == [], 5)
     assert laptop.connect().read_address(10) is None  # the key no longer gets in
+
+
+def sign(lab, client: Client, key_id: str, serial: int) -> None:
+    run(
+        "ssh-keygen", "-q", "-s", str(lab.dir / "ca"), "-I", key_id, "-n", "root",
+        "-z", str(serial), "-V", "-5m:+1h", f"{client.key}.pub",
+    )  # fmt: skip
+
+
+def test_certificate_clients_keep_their_address_across_renewals(make_lab) -> None:
+    restrictions = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
+    lab = make_lab(key_options=f"cert-authority,{restrictions}")
+    config = lab.dir / "tunhelper.conf"
+    config.write_text("[client cert:bob]\naddress = 192.168.3.77\n")
+    os.chmod(config, 0o600)
+    run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ca", "-f", str(lab.dir / "ca"))
+    ca = (lab.dir / "ca.pub").read_text().strip()
+    lab.authorize(ca, ["--pool", "192.168.3.0/24", "--config", str(config)])
+    alice, bob = (Client(lab, name, i) for i, name in ((2, "alice"), (3, "bob")))
+    for c in (alice, bob):
+        lab.clients.append(c)
+        c.setup()
+
+    first_addresses = []
+    for serial in (1, 2):  # a renewal: a new certificate, so a new fingerprint
+        sign(lab, alice, "alice", serial)
+        session = alice.connect()
+        address = session.read_address()
+        assert address is not None, session.stderr()
+        (lease,) = lab.active_leases()
+        assert lease["client"] == "cert:alice"
+        first_addresses.append(address)
+        session.close()
+        assert wait_until(lambda: lab.active_leases() == [], 10)
+    assert first_addresses[0] == first_addresses[1]
+
+    sign(lab, bob, "bob", 7)
+    session = bob.connect()
+    assert session.read_address() == "192.168.3.77", session.stderr()  # [client cert:bob]
+    session.close()
