@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 
-from tests.lab import UNDERLAY, Client, refused, run, tunhelper_command, wait_until
+from tests.lab import REPO, UNDERLAY, Client, refused, run, tunhelper_command, wait_until
 
 
 def test_pool_overlapping_the_underlay_is_refused_before_any_lease(make_lab) -> None:
@@ -144,3 +144,28 @@ def test_certificate_clients_keep_their_address_across_renewals(make_lab) -> Non
     session = bob.connect()
     assert session.read_address() == "192.168.3.77", session.stderr()  # [client cert:bob]
     session.close()
+
+
+def test_doctor_checks_forwarding_for_keys_that_route(make_lab) -> None:
+    lab = make_lab()
+    lab.add_client(helper_args=["--pool", "192.168.3.0/24", "--route", "10.77.0.0/16"])
+    lab.add_client(helper_args=["--pool", "192.168.3.0/24", "--pool", "fd00:3::/112"])
+    run("sysctl", "-qw", "net.ipv4.ip_forward=0", ns=lab.server_ns)
+    out = lab.doctor().stdout
+    (line,) = [x for x in out.splitlines() if "ip_forward" in x]
+    assert line.startswith("error: ") and "route IPv4 beyond the gateway" in line, out
+    assert "forwarding" not in out.replace("ip_forward", ""), out  # no key routes IPv6
+    run("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=lab.server_ns)
+    out = lab.doctor().stdout
+    assert "ok: net.ipv4.ip_forward = 1: IPv4 packets are forwarded" in out, out
+
+
+def test_contrib_masquerade_file_loads_and_removes_cleanly(make_lab) -> None:
+    lab = make_lab()
+    nft = str(REPO / "contrib" / "nftables" / "tunhelper-masquerade.nft")
+    for _ in range(2):  # loading it twice replaces it, never doubles it
+        run("nft", "-f", nft, ns=lab.server_ns)
+    listed = run("nft", "list", "table", "inet", "tunhelper_nat", ns=lab.server_ns).stdout
+    assert listed.count("masquerade") == 2, listed
+    run("nft", "delete", "table", "inet", "tunhelper_nat", ns=lab.server_ns)
+    assert "tunhelper_nat" not in run("nft", "list", "tables", ns=lab.server_ns).stdout

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunhelper import platform
+from tunhelper import family, platform
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
@@ -343,6 +343,7 @@ class KeyLine:
     gateway: str | None
     pools: tuple[Pool, ...] = ()  # every pool of the line (both of a dual-stack one)
     bridge: str = ""  # the bridge its tap sessions join (a --bridge LAN may hold the pool)
+    forwards: tuple[int, ...] = ()  # IP versions of its --route and --client-net
 
 
 def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
@@ -407,7 +408,24 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
         gateway,
         tuple(settings.pools),
         settings.bridge.name,
+        tuple(sorted({family.of(n) for n in [*settings.routes, *settings.client_nets]})),
     )
+
+
+def check_forwarding(lines: list[KeyLine]) -> list[Finding]:
+    """Routes beyond the gateway (--route, --client-net) need the host to forward."""
+    out = []
+    for version in (4, 6):
+        users = [line.where for line in lines if version in line.forwards]
+        if not users:
+            continue
+        on, text = platform.forwarding(version)
+        if on:
+            out.append(ok(text))
+        else:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            out.append(error(f"{users[0]}{more} route IPv{version} beyond the gateway, but {text}"))
+    return out
 
 
 def check_interface_overlap(lines: list[KeyLine]) -> list[Finding]:
@@ -485,6 +503,7 @@ def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine
         )
     out += check_pools(lines)
     out += check_interface_overlap(lines)
+    out += check_forwarding(lines)
     return out, lines
 
 
