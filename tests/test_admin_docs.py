@@ -88,3 +88,17 @@ def test_package_depends_on_what_a_client_runs_and_only_suggests_the_server() ->
     assert "openssh-server" not in binary_field("Depends") + binary_field("Recommends")
     assert "openssh-server" in binary_field("Suggests")
     assert "apt-get install openssh-server" in README
+
+
+def test_readme_nftables_lines_are_valid_nftables(tmp_path: Path) -> None:
+    require_lab_prerequisites()
+    import shutil
+    import subprocess
+
+    nft = shutil.which("nft") or "/usr/sbin/nft"
+    block = re.search(r"\n(    table inet tunhelper_nat \{\n.*?\n    \}\n)", README, re.S)
+    assert block is not None
+    path = tmp_path / "readme.nft"
+    path.write_text("\n".join(x[4:] for x in block.group(1).splitlines()) + "\n")
+    result = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
