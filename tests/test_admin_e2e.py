@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
+
+import pytest
 
 from tests.lab import REPO, UNDERLAY, Client, refused, run, tunhelper_command, wait_until
 
@@ -169,3 +172,27 @@ def test_contrib_masquerade_file_loads_and_removes_cleanly(make_lab) -> None:
     assert listed.count("masquerade") == 2, listed
     run("nft", "delete", "table", "inet", "tunhelper_nat", ns=lab.server_ns)
     assert "tunhelper_nat" not in run("nft", "list", "tables", ns=lab.server_ns).stdout
+
+
+def test_connect_explains_a_wrong_command_path_within_seconds(make_lab) -> None:
+    lab = make_lab()
+    client = lab.add_client(command="/usr/local/bin/tunhelper --pool 192.168.3.0/24")
+    started = time.monotonic()
+    conn = client.tunhelper_connect()
+    assert conn.status() is None
+    assert conn.wait(15) == 1
+    assert time.monotonic() - started < 6  # not the old 10 s wait on an open tunnel
+    assert "could not run the key's forced command" in conn.stderr(), conn.stderr()
+    assert "No such file" in conn.stderr()  # the server's shell, passed through
+
+
+@pytest.mark.parametrize("permit, tap", [("no", False), ("point-to-point", True)])
+def test_connect_explains_a_refused_tunnel(make_lab, permit: str, tap: bool) -> None:
+    lab = make_lab(sshd_options={"PermitTunnel": permit})
+    client = lab.add_client()
+    conn = client.tunhelper_connect(*(["--tap"] if tap else []))
+    assert conn.status() is None and conn.wait(15) == 1
+    text = conn.stderr()
+    assert "Tunnel forwarding failed" in text  # OpenSSH's own line, passed through
+    kind = "ethernet (tap)" if tap else "point-to-point (tun)"
+    assert f"the server refused the {kind} tunnel: PermitTunnel" in text, text

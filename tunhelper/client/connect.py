@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import psutil
 
 from tunhelper import configure, log, platform, protocol
-from tunhelper.client import background
+from tunhelper.client import background, diagnose
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import SIGNAL, hold
 from tunhelper.server import discover
@@ -34,7 +34,6 @@ EXIT_DEVICE_GONE = 4  # the local device was deleted under us
 EXIT_INTERRUPTED = 130  # a signal before the link was up
 
 DEVICE_WAIT = 5.0  # ssh opens its device before it asks for the channel: normally instant
-SSH_EXIT_WAIT = 10.0  # after the server closed the session, for ssh's exit status
 
 
 @dataclass(frozen=True)
@@ -62,16 +61,21 @@ def run(options: Options) -> int:
     catch_end_signals()
     try:
         proc = subprocess.Popen(
-            ssh_argv(options), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-        )  # stderr stays ours: the server's refusal reaches the user as the server wrote it
+            ssh_argv(options),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # stderr is passed through as it comes, its tail kept to say why a link failed
     except OSError as e:
         raise TunhelperError(f"cannot run {options.ssh_cmd[0]!r}: {e.strerror}") from None
+    assert proc.stderr is not None
+    tail = diagnose.Tail(proc.stderr.fileno())
     ssh = psutil.Process(proc.pid)  # survives --background, where ssh is no longer our child
     try:
         with contextlib.ExitStack() as undo:
             undo.callback(_stop, proc, ssh)
             try:
-                return _session(options, proc, undo)
+                return _session(options, proc, undo, tail)
             finally:
                 ignore_end_signals()
     except Interrupted as e:
@@ -79,15 +83,13 @@ def run(options: Options) -> int:
         return EXIT_INTERRUPTED
 
 
-def _session(options: Options, proc: subprocess.Popen, undo: contextlib.ExitStack) -> int:
+def _session(
+    options: Options, proc: subprocess.Popen, undo: contextlib.ExitStack, tail: diagnose.Tail
+) -> int:
     line, closed = _first_line(proc, options.wait)
     if line is None:
-        if closed:  # the server said why on stderr, above; ssh is about to exit
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(SSH_EXIT_WAIT)
-            code = proc.poll()
-            status = "the connection was closed" if code is None else f"ssh exited ({code})"
-            raise TunhelperError(f"{status} before the server announced an address")
+        if closed:  # the server (or its shell, or sshd) said why on stderr, above
+            raise TunhelperError(diagnose.refusal(proc, tail, options.tap))
         raise TunhelperError(
             f"no announcement from the server within {options.wait:g}s: is tunhelper the "
             "forced command for this key?"
