@@ -65,7 +65,10 @@ checks:
               disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
               no-X11-forwarding; its arguments, checked by the helper's own parsers;
               the program given by absolute path; pools of different lines neither
-              overlapping nor split across state directories
+              overlapping nor split across state directories; no pool (either
+              family) inside a network of this host's interfaces (the helper refuses
+              those sessions); IPv4/IPv6 forwarding on for keys with --route or
+              --client-net of that family
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
               sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
               (2), which would let a client send packets in another client's name
