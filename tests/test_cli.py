@@ -103,7 +103,7 @@ def test_version_and_help() -> None:
         (["--pool", "192.168.3.0/24", "--dns", "dns.example"], "--dns"),
         (["--pool", "192.168.3.0/24", "--dns", "fe80::53%eth0"], "--dns"),
         (["--pool", "192.168.3.0/24", "--route", "fd00:9::/64"], "add an IPv6 --pool"),
-        (["--pool", "192.168.3.0/24", "--route", "::/0"], "use ::/1 and 8000::/1"),
+        (["--pool", "192.168.3.0/24", "--route", "::/0"], "use 'default' (or ::/1 and 8000::/1)"),
         (["--pool", "fd00:3::/112", "--route", "fd00:9::1/64"], "did you mean fd00:9::/64"),
         (["--pool", "fd00:3::/112", "--route", "fd00:9::/129"], "--route"),
         (["--pool", "fd00:3::/112", "--client-net", "10.9.0.0/24"], "add an IPv4 --pool"),

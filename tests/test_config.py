@@ -215,3 +215,16 @@ def test_a_client_network_of_a_family_without_a_pool_names_its_section(tmp_path:
         ["--pool", "office", "--config", write(tmp_path, dual)]
     )
     assert settings.clients["laptop"].client_nets == ("fd00:8::/64",)
+
+
+def test_route_default_is_each_familys_two_halves(tmp_path: Path) -> None:
+    """A full tunnel: both halves of each pool family, so the ssh peer keeps its route."""
+    only4 = settings_module.serve_settings(["--pool", "10.0.0.0/24", "--route", "default"])
+    assert only4.routes == ["0.0.0.0/1", "128.0.0.0/1"]
+    only6 = settings_module.serve_settings(["--pool", "fd00:3::/112", "--route", "default"])
+    assert only6.routes == ["::/1", "8000::/1"]
+    path = write(tmp_path, "[pool office]\nnetwork = fd00:3::/112\nroute = default\n")
+    from_file = settings_module.serve_settings(["--pool", "office", "--config", path])
+    assert from_file.routes == ["::/1", "8000::/1"]
+    with pytest.raises(UsageError, match="'default'"):
+        settings_module.serve_settings(["--pool", "10.0.0.0/24", "--route", "0.0.0.0/0"])

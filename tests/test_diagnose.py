@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tunhelper.client import diagnose
@@ -42,14 +40,3 @@ def test_the_servers_own_line_needs_no_guess() -> None:
     assert "authorized_keys" in (
         diagnose.explain("root@gw: Permission denied (publickey).", 255) or ""
     )
-
-
-def test_tail_passes_through_and_keeps_the_end() -> None:
-    r, w = os.pipe()
-    tail = diagnose.Tail(r)
-    os.write(w, b"x" * 20000 + b"\nTunnel forwarding failed\n")
-    os.close(w)
-    text = tail.text(settle=5)
-    assert text.endswith("Tunnel forwarding failed\n") and len(text) == 16 * 1024
-    assert tail.done.is_set()
-    os.close(r)

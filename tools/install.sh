@@ -1,5 +1,5 @@
 #!/bin/bash
-# Install what tunhelper, its tests and its demo need on Debian 12, and the project
+# Install what tunhelper, its tests and its demo need on Debian 12 or 13, and the project
 # itself into ./.venv (editable). Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
-packages=(openssh-server openssh-client iproute2 iputils-ping python3-venv iperf3 man-db)
+packages=(openssh-server openssh-client iproute2 iputils-ping python3-venv iperf3 man-db nftables)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

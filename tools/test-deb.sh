@@ -2,9 +2,11 @@
 # Test the Debian package the way admins get it: build the .deb, check it with lintian,
 # install it with apt ON THIS MACHINE, then run the whole test suite with Debian's
 # python3 and libraries (python3-pyroute2, -psutil, -netaddr), the end-to-end tests
-# driving the installed /usr/bin/tunhelper. Meant for CI's fresh Debian 12, or a
+# driving the installed /usr/bin/tunhelper. Meant for CI's fresh Debian 12 or 13, or a
 # throwaway machine: ../shared/tools/fresh-machine 'bash tools/test-deb.sh'.
-# Extra arguments go to pytest.
+# Extra arguments go to pytest. With TUNHELPER_DEB=FILE (CI's Debian 13 run), that .deb,
+# built elsewhere, is checked and tested instead of one built here: one package, both
+# releases.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,10 +15,17 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 bash tools/install.sh      # the lab's tools: sshd, ip, ping, man
-bash tools/build-deb.sh
+if [[ -n ${TUNHELPER_DEB:-} ]]; then
+    mkdir -p dist
+    rm -f dist/tunhelper_*.deb
+    cp "$TUNHELPER_DEB" dist/
+    echo "test-deb.sh: testing $TUNHELPER_DEB, built elsewhere"
+else
+    bash tools/build-deb.sh
+fi
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-packages=(python3-pytest python3-hypothesis lintian)
+packages=(python3-pytest python3-hypothesis python3-prometheus-client lintian)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -39,7 +48,8 @@ fi
     >/dev/null)
 libraries=$(dpkg-query -W -f='${Package} ${Version}, ' python3-pyroute2 python3-psutil python3-netaddr)
 echo "test-deb.sh: installed $(dpkg-query -W -f='${Package} ${Version}' tunhelper)" \
-    "with ${libraries%, }"
+    "with ${libraries%, } on Debian $(cat /etc/debian_version)," \
+    "$(dpkg-query -W -f='${Package} ${Version}' openssh-server)"
 
 # Debian's python3, without the checkout on sys.path ahead of the installed package:
 # -P keeps the current directory out, and --import-mode=append puts the tests' root last.

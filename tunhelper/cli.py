@@ -40,10 +40,25 @@ def _connect(argv: list[str]) -> int:
     from tunhelper import options
     from tunhelper.client import connect
 
-    args = options.connect_parser().parse_args(argv)
+    parser = options.connect_parser()
+    args = parser.parse_args(argv)
+    if args.profile is not None:
+        from tunhelper.client import profile
+
+        if args.destination:
+            raise UsageError("give the destinations in the profile or on the command line")
+        args = parser.parse_args([*argv, *profile.read(args.profile)])
+    if not args.destination:
+        raise UsageError("connect needs a DESTINATION (or --profile NAME)")
     return connect.run(
         connect.Options(
-            destination=args.destination,
+            destination=args.destination[0],
+            more=tuple(args.destination[1:]),
+            reconnect=args.reconnect,
+            shuffle=args.shuffle,
+            kill_switch=args.kill_switch,
+            multiplex=args.multiplex,
+            aes=not args.no_aes_gcm,
             ssh_cmd=args.ssh_cmd,
             tap=args.tap,
             wait=args.wait,
@@ -69,7 +84,7 @@ def _leases(argv: list[str]) -> int:
     from tunhelper.admin import leases
 
     args = options.leases_parser().parse_args(argv)
-    return leases.leases(args.state_dir, args.json)
+    return leases.leases(args.state_dir, args.format, args.pool, args.client, args.output)
 
 
 def _release(argv: list[str]) -> int:

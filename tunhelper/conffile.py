@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from tunhelper import family
 from tunhelper.errors import UsageError
-from tunhelper.options import SERVE_OPTION, Option, given_options
+from tunhelper.options import DEFAULT_ROUTE, SERVE_OPTION, Option, given_options
 
 CLIENT_KEYS = ("pool", "address", "client-net")
 FAMILY_KEYS = ("route", "dns")  # pool keys whose family must be one the pool has
@@ -141,7 +141,7 @@ def apply_pool(
         if option is None or not (option.in_pools or key == "network"):
             raise UsageError(f"{where}: {key}: not a pool setting")
         value = _check(option, entry.value, where, key)
-        if key in FAMILY_KEYS and option.dest not in given:
+        if key in FAMILY_KEYS and option.dest not in given and value != DEFAULT_ROUTE:
             addressed.append((where, key, str(value)))
         if key == "network":
             from tunhelper.pool import Pool

@@ -39,7 +39,8 @@ client commands (see 'tunhelper connect --help'):
   tunhelper connect [options] DESTINATION          ssh -w any, then configure this end
   tunhelper disconnect [DEVICE]                    end a background connect
 admin commands:
-  tunhelper leases [--json] [--state-dir D]        list leases
+  tunhelper leases [--format table|json|prometheus] [--pool P] [--client C]
+                   [--output FILE] [--state-dir D]  list leases (or metrics)
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
   tunhelper repair [--state-dir D]                 remove bridges killed helpers left
   tunhelper doctor [options]                       check sshd, keys and state; one line each
@@ -59,16 +60,21 @@ checks:
               MaxStartups (clients connecting at once), AcceptEnv (no pattern may let
               through LD_PRELOAD, LD_LIBRARY_PATH, LD_AUDIT, BASH_ENV, BASH_FUNC_*,
               PYTHONPATH, PYTHONHOME, PYTHONINSPECT or SSH_USER_AUTH),
-              ClientAliveInterval (not 0: a vanished client's session ends)
+              ClientAliveInterval (not 0: a vanished client's session ends);
+              with OpenSSH's version from 'sshd -V': DisableForwarding (not yes: from
+              10.4 it refuses tunnels), PerSourcePenalties (9.8+: explained),
+              ChannelTimeout (no session or tun-connection type: they close idle
+              tunnels), PermitTunnel against tap pools
   keys        each line of root's authorized_keys (AuthorizedKeysFile, or
-              --authorized-keys) whose command runs tunhelper: not 'restrict' (it
-              disables tunnels); no-pty, no-port-forwarding, no-agent-forwarding,
-              no-X11-forwarding; its arguments, checked by the helper's own parsers;
-              the program given by absolute path; pools of different lines neither
-              overlapping nor split across state directories; no pool (either
-              family) inside a network of this host's interfaces (the helper refuses
-              those sessions); IPv4/IPv6 forwarding on for keys with --route or
-              --client-net of that family
+              --authorized-keys) whose command runs tunhelper: not 'restrict' (from
+              OpenSSH 10.5 it blocks tunnels; below, a warning); no-pty,
+              no-port-forwarding, no-agent-forwarding, no-X11-forwarding; its
+              arguments, checked by the helper's own parsers; the program given by
+              absolute path; pools of different lines neither overlapping nor split
+              across state directories;
+              no pool (either family) inside a network of this host's interfaces
+              (the helper refuses those sessions); IPv4/IPv6 forwarding on for keys
+              with --route or --client-net of that family
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
               sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
               (2), which would let a client send packets in another client's name
@@ -83,9 +89,14 @@ exit status:
   0    ended on request (SIGINT, SIGTERM, 'tunhelper disconnect')
   1    the link never came up (the server refused, no device, no announcement)
   2    bad arguments
-  3    the ssh connection ended after the link was up
-  4    the local device disappeared
+  3    the ssh connection ended after the link was up (without --reconnect)
+  4    the local device disappeared (without --reconnect)
+  5    ssh could not authenticate (key or host key): never retried
   130  interrupted before the link was up
+
+With --reconnect, a lost link is brought back with exponential backoff (up to about a
+minute, with jitter), through the next DESTINATION if several are given; a refusal
+by the server (1) or an authentication failure (5) ends connect at once.
 """
 
 
@@ -167,13 +178,18 @@ def network(text: str) -> str:
     return text
 
 
+DEFAULT_ROUTE = "default"  # everything: each family's two halves (settings expands it)
+
+
 def route(text: str) -> str:
+    if text == DEFAULT_ROUTE:
+        return text
     text = network(text)
     if text.endswith("/0"):
         halves = "::/1 and 8000::/1" if family.of(text) == 6 else "0.0.0.0/1 and 128.0.0.0/1"
         raise argparse.ArgumentTypeError(
             f"{text!r} would route the ssh connection itself into the tunnel; "
-            f"use {halves} for everything else"
+            f"use 'default' (or {halves}) for everything else"
         )
     return text
 
@@ -373,7 +389,9 @@ SERVE_OPTIONS: tuple[Option, ...] = (
     Option(
         "route",
         "a network, IPv4 or IPv6, the client should reach through the tunnel "
-        "(announced; 'tunhelper connect' installs it); repeatable; not 0.0.0.0/0 or ::/0",
+        "(announced; 'tunhelper connect' installs it); repeatable; 'default' for everything "
+        "(a full tunnel: each family's two halves, 0.0.0.0/1 and 128.0.0.0/1, ::/1 and "
+        "8000::/1); not 0.0.0.0/0 or ::/0",
         type=route,
         repeatable=True,
         default=[],
@@ -481,7 +499,27 @@ def _add_state_dir(parser: argparse.ArgumentParser) -> None:
 
 def leases_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper leases", description="List the leases and their state.")
-    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    p.add_argument(
+        "--format",
+        choices=("table", "json", "prometheus"),
+        default="table",
+        metavar="FORMAT",
+        help="table: one per pool (default); json: a list of objects; prometheus: the text "
+        "exposition format (pools, live sessions' counters, refusals)",
+    )
+    p.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="--format json"
+    )
+    p.add_argument("--pool", metavar="POOL", help="only this pool's leases (its network)")
+    p.add_argument(
+        "--client", metavar="TEXT", help="only the leases of clients whose identity contains TEXT"
+    )
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write to FILE atomically (a temporary file, then a rename) instead of "
+        "stdout: for node_exporter's textfile collector",
+    )
     _add_state_dir(p)
     return p
 
@@ -543,9 +581,39 @@ def connect_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "destination",
+        nargs="*",
         metavar="DESTINATION",
         type=destination,
-        help="[user@]host, as for ssh (your ~/.ssh/config applies)",
+        help="[user@]host, as for ssh (your ~/.ssh/config applies); several: failover, "
+        "tried in order",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="NAME",
+        help="read destinations and options from /etc/tunhelper/connect/NAME.conf "
+        "(what tunhelper-connect@NAME.service runs)",
+    )
+    p.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="bring the link back when it is lost, with backoff (the default in a profile)",
+    )
+    p.add_argument("--shuffle", action="store_true", help="try the destinations in a random order")
+    p.add_argument(
+        "--kill-switch",
+        action="store_true",
+        help="with a full tunnel, drop all traffic leaving outside it (nftables), also "
+        "while reconnecting; only the ssh connection itself passes",
+    )
+    p.add_argument(
+        "--multiplex",
+        action="store_true",
+        help="keep your ControlMaster/ControlPath (default: its own connection, -S none)",
+    )
+    p.add_argument(
+        "--no-aes-gcm",
+        action="store_true",
+        help="do not prefer AES-GCM when the CPU has AES and ssh_config chooses no ciphers",
     )
     p.add_argument(
         "-e",

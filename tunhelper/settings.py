@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from tunhelper import conffile, defaults, family
 from tunhelper.conffile import ClientSection
 from tunhelper.errors import UsageError
-from tunhelper.options import serve_parser
+from tunhelper.options import DEFAULT_ROUTE, serve_parser
 from tunhelper.pool import Pool
 from tunhelper.server.bridge import BridgePlan, default_name
 
@@ -93,10 +93,11 @@ def serve_settings(argv: list[str]) -> Settings:
             "--bridge joins an existing bridge, --bridge-name names one tunhelper "
             "creates: give one of them"
         )
+    routes = _expand_default(args.route, versions)
     reserved = by_family(args.address, "--address", pools)
     for address in args.address:
         _check_address(pools, address, "")
-    for option, values in (("--route", args.route), ("--client-net", args.client_net)):
+    for option, values in (("--route", routes), ("--client-net", args.client_net)):
         for value in values:
             check_family(option, value, pools)
     for server in args.dns:
@@ -133,7 +134,7 @@ def serve_settings(argv: list[str]) -> Settings:
         pool6=pool6,
         max_sessions=args.max_sessions,
         refuse_extra=args.refuse_extra,
-        routes=args.route,
+        routes=routes,
         client_nets=args.client_net,
         dns=args.dns,
         up=args.up,
@@ -142,6 +143,22 @@ def serve_settings(argv: list[str]) -> Settings:
         pool_label=label,
         clients=client_sections,
     )
+
+
+# Everything, in two halves per family: more specific than the client's own default
+# route, which stays in place for the ssh connection itself (OpenVPN's def1).
+_HALVES = {4: ("0.0.0.0/1", "128.0.0.0/1"), 6: ("::/1", "8000::/1")}
+
+
+def _expand_default(routes: list[str], versions: set[int]) -> list[str]:
+    """``--route default``: each family of the session's pools, as its two halves."""
+    out: list[str] = []
+    for value in routes:
+        halves = (
+            [h for v in sorted(versions) for h in _HALVES[v]] if value == DEFAULT_ROUTE else [value]
+        )
+        out.extend(h for h in halves if h not in out)
+    return out
 
 
 def by_family(values: list[str], option: str, pools: list[Pool]) -> dict[int, str]:

@@ -31,6 +31,7 @@ from tunhelper import family, platform
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
+    from tunhelper.admin.openssh import Version
     from tunhelper.pool import Pool
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -341,14 +342,22 @@ class KeyLine:
     pool: Pool
     state_dir: str
     gateway: str | None
+    tap: bool = False  # the line gives tap sessions a bridge of their own choosing
     pools: tuple[Pool, ...] = ()  # every pool of the line (both of a dual-stack one)
     bridge: str = ""  # the bridge its tap sessions join (a --bridge LAN may hold the pool)
     forwards: tuple[int, ...] = ()  # IP versions of its --route and --client-net
 
 
-def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None]:
-    """Findings for one line; the parsed line when it runs tunhelper with sound arguments."""
+def check_key_line(
+    where: str, line: str, version: Version | None = None
+) -> tuple[list[Finding], KeyLine | None]:
+    """Findings for one line; the parsed line when it runs tunhelper with sound arguments.
+
+    ``version``: the sshd's OpenSSH version (``None``: unknown, judged as the newest).
+    """
+    from tunhelper.admin import openssh
     from tunhelper.options import PARSERS
+    from tunhelper.server.bridge import default_name
     from tunhelper.settings import serve_settings
 
     try:
@@ -366,12 +375,7 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     names = {name for name, _ in options}
     out = []
     if "restrict" in names:
-        out.append(
-            error(
-                f"{where}: 'restrict' also disables tunnel forwarding: list no-pty,"
-                "no-port-forwarding,no-agent-forwarding,no-X11-forwarding instead"
-            )
-        )
+        out.append(openssh.restrict_finding(where, version))
     else:
         for option, why in WANTED_RESTRICTIONS.items():
             if option not in names:
@@ -400,12 +404,15 @@ def check_key_line(where: str, line: str) -> tuple[list[Finding], KeyLine | None
     pool = settings.pool
     out.append(ok(f"{where}: tunhelper --pool {pool.name}: arguments are valid"))
     gateway = None if pool.gateway is None else str(pool.gateway)
+    plan = settings.bridge  # tap sessions on a bridge the admin chose: --bridge(-name)
+    tap = not plan.managed or plan.name != default_name(pool.name)
     return out, KeyLine(
         where,
         program,
         pool,
         settings.state_dir,
         gateway,
+        tap,
         tuple(settings.pools),
         settings.bridge.name,
         tuple(sorted({family.of(n) for n in [*settings.routes, *settings.client_nets]})),
@@ -480,7 +487,9 @@ def check_pools(lines: list[KeyLine]) -> list[Finding]:
     return out
 
 
-def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine]]:
+def check_authorized_keys(
+    paths: list[str], version: Version | None = None
+) -> tuple[list[Finding], list[KeyLine]]:
     out: list[Finding] = []
     lines: list[KeyLine] = []
     for path in paths:
@@ -493,7 +502,7 @@ def check_authorized_keys(paths: list[str]) -> tuple[list[Finding], list[KeyLine
             out.append(error(f"{path}: cannot read it ({e.strerror})"))
             continue
         for number, line in enumerate(text.splitlines(), 1):
-            findings, parsed = check_key_line(f"{path}:{number}", line)
+            findings, parsed = check_key_line(f"{path}:{number}", line, version)
             out += findings
             if parsed is not None:
                 lines.append(parsed)
@@ -607,20 +616,26 @@ def findings(
     state_dir: str | None,
     sshd: str | None = None,
 ) -> Iterator[Finding]:
+    from tunhelper.admin import openssh
+
     sshd = sshd or shutil.which("sshd", path=SSHD_PATH)
     settings: dict[str, list[str]] = {}
+    version = None
     if sshd is None:
         yield error("sshd not found: install openssh-server")
     else:
+        version, said = openssh.sshd_version(sshd)
         try:
             settings = sshd_settings(sshd, sshd_config)
         except TunhelperError as e:
             yield error(str(e))
         else:
             yield from check_sshd(settings)
+            yield from openssh.check(settings, version, said)
     paths = [authorized_keys] if authorized_keys else authorized_keys_paths(settings)
-    key_findings, lines = check_authorized_keys(paths)
+    key_findings, lines = check_authorized_keys(paths, version)
     yield from key_findings
+    yield from openssh.check_tunnel_modes(settings, lines)
     yield from check_tun()
     yield from check_persistent_devices()
     yield from check_source_filter()

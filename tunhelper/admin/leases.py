@@ -46,16 +46,30 @@ def describe(
         "device": lease.device,
         "state": state,
         "since": _iso(lease.since),
+        "since_unix": lease.since,
         "released_at": _iso(lease.released_at),
         "pid": lease.helper_pid,
         "session_pid": lease.session_pid,
         "host": lease.host,
         "bytes_in": None if io is None else io.bytes_recv,  # from the client
         "bytes_out": None if io is None else io.bytes_sent,  # to the client
+        "packets_in": None if io is None else io.packets_recv,
+        "packets_out": None if io is None else io.packets_sent,
     }
 
 
-def leases(state_dir: str, as_json: bool) -> int:
+FORMATS = ("table", "json", "prometheus")
+
+
+def leases(
+    state_dir: str,
+    fmt: str = "table",
+    pool: str | None = None,
+    client: str | None = None,
+    output: str | None = None,
+) -> int:
+    """List the leases (``--pool``: that pool only; ``--client``: clients containing it),
+    as a table, JSON or Prometheus text; ``output``: written there atomically."""
     store = open_store(state_dir)
     left = bridge.left_behind(state_dir)
     if left:
@@ -76,17 +90,27 @@ def leases(state_dir: str, as_json: bool) -> int:
         ]
     finally:
         store.close()
-    if as_json:
-        json.dump(rows, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-        return 0
-    columns = ("address", "state", "device", "pid", "since", "bytes_in", "bytes_out", "client")
-    table = [columns] + [
-        tuple(str(r[c] if r[c] is not None else "-") for c in columns) for r in rows
+    rows = [
+        r
+        for r in rows
+        if (pool is None or r["pool"] == pool) and (client is None or client in r["client"])
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if fmt == "prometheus":
+        from tunhelper.admin import metrics
+
+        text = metrics.render(rows, metrics.read_refusals(state_dir))
+    elif fmt == "json":
+        text = json.dumps(rows, indent=2) + "\n"
+    else:
+        from tunhelper.admin import table
+
+        text = table.render(rows, time.time())
+    if output is not None:
+        from tunhelper.admin import metrics
+
+        metrics.write_atomically(output, text)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

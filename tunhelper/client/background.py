@@ -24,7 +24,7 @@ def default_pid_file(device: str) -> str:
     return os.path.join(RUN_DIR, f"{_PREFIX}{device}.pid")
 
 
-def detach(pid_file: str) -> None:
+def detach(pid_file: str, in_child=None) -> None:
     """Fork: the child carries on alone; the parent exits once the pid file is written.
 
     So that when ``connect --background`` returns, ``disconnect`` already works.
@@ -47,6 +47,8 @@ def detach(pid_file: str) -> None:
     with open(tmp, "w", encoding="ascii") as f:
         f.write(f"{me.pid} {me.create_time()!r}\n")
     os.replace(tmp, pid_file)
+    if in_child is not None:
+        in_child()  # before the parent returns: e.g. the state file under our pid
     os.close(ready_w)
 
 
@@ -69,7 +71,14 @@ def _read(pid_file: str) -> psutil.Process | None:
 
 
 def disconnect(device: str | None, pid_file: str | None, wait: float = 10.0) -> list[str]:
-    """End background connects (one, or all); return the pid files handled."""
+    """End background connects (one, or all); return the pid files handled.
+
+    First, whatever a killed connect left (its state file: rules, kill-switch, DNS,
+    its ssh) is restored; those state files count as handled too.
+    """
+    from tunhelper.client.state import recover
+
+    recovered = recover()
     if pid_file is not None:
         files = [pid_file]
     elif device is not None:
@@ -77,9 +86,11 @@ def disconnect(device: str | None, pid_file: str | None, wait: float = 10.0) -> 
     else:
         files = sorted(glob.glob(os.path.join(RUN_DIR, f"{_PREFIX}*.pid")))
     if not files or (len(files) == 1 and not os.path.exists(files[0])):
+        if recovered and pid_file is None and device is None:
+            return recovered
         what = files[0] if files else f"{RUN_DIR}/{_PREFIX}*.pid"
         raise TunhelperError(f"no background connect to end ({what} not found)")
-    done = []
+    done = recovered
     for path in files:
         proc = _read(path)
         if proc is None:

@@ -5,6 +5,12 @@ local device that its own ssh child opened (the same discovery code as the serve
 pointed at the child), configures it from the announcement, and holds until ssh
 ends or a signal; then removes what it configured. Replaces the guide's
 ``LocalCommand (sleep 3; ifconfig ...) &``.
+
+Around that one link (issue 18): its own ssh connection whatever ssh_config says
+(:mod:`sshconfig`), a full tunnel by policy routing (:mod:`fulltunnel`), reconnect and
+failover across destinations (:mod:`reconnect`), an nftables kill-switch, systemd's
+notify protocol (:mod:`notify`), and a state file that a later connect or disconnect
+replays after a SIGKILL (:mod:`state`).
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ import json
 import os
 import selectors
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 
 import psutil
 
-from tunhelper import configure, log, platform, protocol
-from tunhelper.client import background, diagnose
+from tunhelper import configure, family, log, platform, protocol
+from tunhelper.client import background, diagnose, fulltunnel, notify, reconnect, sshconfig
+from tunhelper.client.state import State, recover
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import SIGNAL, hold
 from tunhelper.server import discover
@@ -28,9 +36,10 @@ from tunhelper.signals import Interrupted, catch_end_signals, ignore_end_signals
 
 # Exit codes: why connect ended.
 EXIT_REQUESTED = 0  # SIGINT, SIGTERM or 'tunhelper disconnect'
-EXIT_FAILED = 1  # never established: refused, no device, no announcement
+EXIT_FAILED = 1  # never established: refused by the server, no device, no announcement
 EXIT_CONNECTION_ENDED = 3  # ssh ended after the link was up (server, network)
 EXIT_DEVICE_GONE = 4  # the local device was deleted under us
+EXIT_AUTH = 5  # ssh could not authenticate (key, host key): never retried
 EXIT_INTERRUPTED = 130  # a signal before the link was up
 
 DEVICE_WAIT = 5.0  # ssh opens its device before it asks for the channel: normally instant
@@ -45,88 +54,294 @@ class Options:
     as_json: bool
     background: bool
     pid_file: str | None
+    more: tuple[str, ...] = ()  # further gateways, for failover
+    reconnect: bool = False
+    shuffle: bool = False
+    kill_switch: bool = False
+    multiplex: bool = False  # keep the user's ControlMaster/ControlPath
+    aes: bool = True  # put AES-GCM first when the CPU has AES and the user chose no ciphers
 
 
-def ssh_argv(options: Options) -> list[str]:
-    """ssh's own options first: ssh keeps the first value it sees, and -w sets Tunnel."""
-    argv = [*options.ssh_cmd, "-o", "ExitOnForwardFailure=yes"]
+class Failed(TunhelperError):
+    """An attempt that did not bring the link up; ``retry``: whether another may help."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED, retry: bool = True) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retry = retry
+
+
+@dataclass
+class Link:
+    """What one attempt learned and took, for the loop around it."""
+
+    destination: str
+    unit: int | None = None  # the local unit number, asked for again on reconnect
+
+
+def ssh_argv(
+    options: Options, destination: str | None = None, added: list[str] = (), unit: int | None = None
+) -> list[str]:
+    """ssh's own options first: ssh keeps the first value it sees, and -w sets Tunnel.
+
+    The user's ``-e`` options come before ours, so an explicit choice there wins; ours
+    come before the configuration files, which they override.
+    """
+    argv = [*options.ssh_cmd, *added, "-o", "ExitOnForwardFailure=yes"]
     if options.tap:
         argv += ["-o", "Tunnel=ethernet"]
-    return [*argv, "-w", "any", "--", options.destination, protocol.REQUEST]
+    tunnel = "any" if unit is None else f"{unit}:any"
+    return [*argv, "-w", tunnel, "--", destination or options.destination, protocol.REQUEST]
 
 
 def run(options: Options) -> int:
     if os.geteuid() != 0:
         raise TunhelperError("connect must run as root: it configures the local tunnel device")
     catch_end_signals()
+    for path in recover():
+        log.info(f"connect: restored what a killed connect left ({path})")
+    state = State()
     try:
-        proc = subprocess.Popen(
-            ssh_argv(options),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )  # stderr is passed through as it comes, its tail kept to say why a link failed
-    except OSError as e:
-        raise TunhelperError(f"cannot run {options.ssh_cmd[0]!r}: {e.strerror}") from None
-    assert proc.stderr is not None
-    tail = diagnose.Tail(proc.stderr.fileno())
-    ssh = psutil.Process(proc.pid)  # survives --background, where ssh is no longer our child
-    try:
-        with contextlib.ExitStack() as undo:
-            undo.callback(_stop, proc, ssh)
-            try:
-                return _session(options, proc, undo, tail)
-            finally:
-                ignore_end_signals()
+        try:
+            return _loop(options, state)
+        finally:
+            ignore_end_signals()
+            state.clear()
     except Interrupted as e:
         log.error(f"interrupted by {e} before the link was up")
         return EXIT_INTERRUPTED
 
 
+def _loop(options: Options, state: State) -> int:
+    destinations = reconnect.order((options.destination, *options.more), options.shuffle)
+    configs = {d: sshconfig.resolve(options.ssh_cmd, d) for d in destinations}
+    aes = options.aes and platform.client.cpu_has_aes()
+    builtin = sshconfig.default_ciphers(options.ssh_cmd) if aes else None
+    added = {
+        d: sshconfig.added_options(
+            c, multiplex=options.multiplex, cpu_aes=aes, builtin_ciphers=builtin
+        )
+        for d, c in configs.items()
+    }
+    peers = sorted({p for c in configs.values() for p in sshconfig.peer_addresses(c)})
+    if options.kill_switch:
+        if not peers:
+            raise TunhelperError(
+                "--kill-switch: cannot resolve the first hop of any destination (ssh -G); "
+                "with a ProxyCommand, name the gateway with ProxyJump instead"
+            )
+        state.add([_kill_switch(None, peers)])
+    index, failures, ready, unit = 0, 0, False, None
+    last = len(destinations) - 1
+    while True:
+        destination = destinations[index % len(destinations)]
+        link = Link(destination, unit)
+        try:
+            kind, reason = _attempt(options, link, added[destination], peers, state, ready)
+        except Interrupted:
+            if ready:  # the user ended a reconnecting link: a request, not a failure
+                return EXIT_REQUESTED
+            raise
+        except Failed as e:
+            if not e.retry or (not options.reconnect and index >= last):
+                log.error(str(e))
+                return e.code
+            log.error(f"{destination}: {e}")
+            failures += 1
+        else:
+            ready, unit, failures = True, link.unit, 0
+            if kind == SIGNAL:
+                return EXIT_REQUESTED
+            if not options.reconnect and index >= last:
+                log.error(f"{reason}; the link is down")
+                return EXIT_DEVICE_GONE if kind == platform.DEVICE_GONE else EXIT_CONNECTION_ENDED
+            log.error(f"{destination}: {reason}; the link is down, reconnecting")
+        index += 1
+        try:
+            _wait_before_retry(failures, destinations[index % len(destinations)])
+        except Interrupted:
+            if ready:
+                return EXIT_REQUESTED
+            raise
+
+
+def _wait_before_retry(failures: int, destination: str) -> None:
+    seconds = reconnect.delay(failures)
+    notify.notify(f"STATUS=reconnecting to {destination} in {seconds:.0f}s")
+    log.info(f"connect: trying {destination} in {seconds:.1f}s")
+    time.sleep(seconds)  # a signal interrupts it (Interrupted)
+
+
+def _kill_switch(device: str | None, peers: list[tuple[str, int]]) -> dict:
+    try:
+        return platform.client.kill_switch(str(os.getpid()), device, peers)
+    except OSError as e:
+        raise TunhelperError(f"could not install the kill-switch: {e}") from None
+
+
+def _attempt(
+    options: Options,
+    link: Link,
+    added: list[str],
+    peers: list[tuple[str, int]],
+    state: State,
+    ready: bool,
+) -> tuple[str, str]:
+    """One ssh connection: up, held, down. Returns why a link that came up ended
+    (``hold``'s kind and a reason); raises :class:`Failed` if it never came up."""
+    unit = link.unit
+    prefix = "tap" if options.tap else "tun"
+    if unit is not None and platform.device_info(f"{prefix}{unit}") is not None:
+        unit = None  # taken meanwhile: any unit rather than a failed open
+    argv = ssh_argv(options, link.destination, added, unit)
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as e:
+        raise Failed(f"cannot run {options.ssh_cmd[0]!r}: {e.strerror}", retry=False) from None
+    tee = _Tee(proc)  # the server's refusal reaches the user as the server wrote it
+    ssh = psutil.Process(proc.pid)  # survives --background, where ssh is no longer our child
+    record = {"kind": "process", "pid": proc.pid, "start": ssh.create_time()}
+    with contextlib.ExitStack() as undo:
+        undo.callback(state.remove, [record])  # after _stop: only if ssh outlived it
+        state.add([record])
+        undo.callback(_stop, proc, ssh, tee)
+        return _session(options, proc, tee, link, peers, state, undo, ready)
+
+
 def _session(
-    options: Options, proc: subprocess.Popen, undo: contextlib.ExitStack, tail: diagnose.Tail
-) -> int:
+    options: Options,
+    proc: subprocess.Popen,
+    tee: _Tee,
+    link: Link,
+    peers: list[tuple[str, int]],
+    state: State,
+    undo: contextlib.ExitStack,
+    ready: bool,
+) -> tuple[str, str]:
     line, closed = _first_line(proc, options.wait)
     if line is None:
-        if closed:  # the server (or its shell, or sshd) said why on stderr, above
-            raise TunhelperError(diagnose.refusal(proc, tail, options.tap))
-        raise TunhelperError(
+        if closed:  # the server said why on stderr, above; ssh is about to exit
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(diagnose.END_WAIT)  # ssh may stay on an open tunnel
+            tee.join(0.3)  # what ssh wrote is in by now: it went out before the EOF
+            code = proc.poll()
+            if reconnect.is_auth_failure(tee.text):
+                raise Failed("ssh could not authenticate: not retrying", EXIT_AUTH, retry=False)
+            why = diagnose.explain(tee.text, code, options.tap)  # issue 19 items 4, 5
+            if why is not None:
+                raise Failed(why, retry=False)
+            status = "the connection was closed" if code is None else f"ssh exited ({code})"
+            # The server's helper says why in a "tunhelper:" line (relayed above), then
+            # ends the connection: a refusal, never retried. ssh alone: the network.
+            refused = reconnect.is_refusal(tee.text) or code not in (None, 255)
+            message = f"{status} before the server announced an address"
+            raise Failed(message + ("; the server refused" if refused else ""), retry=not refused)
+        raise Failed(
             f"no announcement from the server within {options.wait:g}s: is tunhelper the "
             "forced command for this key?"
         )
     ann = protocol.parse(line)
     found = discover.find_device_of(psutil.Process(proc.pid), DEVICE_WAIT)
     if found is None:
-        raise TunhelperError(
-            "ssh opened no local tunnel device: check /dev/net/tun, and that ssh runs as root"
+        raise Failed(
+            "ssh opened no local tunnel device: check /dev/net/tun, and that ssh runs as root",
+            retry=False,
         )
+    link.unit = _unit(found.device.name)
     applied = configure.apply_local(found.device, ann)
-    undo.callback(_quietly, configure.undo, applied)
+    undo.callback(log.quietly, "remove the local configuration", configure.undo, applied)
     if ann.address6 is not None:
         applied6 = configure.apply_local6(found.device, ann)
-        undo.callback(_quietly, configure.undo, applied6)
-    if ann.routes:
-        for routes in configure.routes_by_family(found.device, ann.routes, _via(ann)):
-            undo.callback(_quietly, configure.undo, routes)
+        undo.callback(log.quietly, "remove the local configuration", configure.undo, applied6)
+    full = fulltunnel.families(ann)
+    routes = fulltunnel.other_routes(ann, full)
+    if routes:
+        for applied_routes in configure.routes_by_family(found.device, routes, _via(ann)):
+            undo.callback(
+                log.quietly, "remove the local configuration", configure.undo, applied_routes
+            )
+    if full:
+        _full_tunnel(found, full, proc.pid, state, undo)
+    if options.kill_switch:
+        if not full and not ready:
+            log.warning(
+                "--kill-switch on a link that is not a full tunnel: only the tunnel's "
+                "routes and the ssh connection are reachable"
+            )
+        _kill_switch(found.device.name, peers)  # the same table, replaced whole
+        undo.callback(log.quietly, "remove the local configuration", _kill_switch, None, peers)
     if ann.dns:
-        _apply_dns(found.device, ann.dns, undo)
+        _apply_dns(found.device, ann.dns, bool(full), state, undo)
     try:  # from the status line on, a signal is a request to end, not a failure
-        _report(found, ann, options.as_json)
-        if options.background:
+        _report(found, ann, options.as_json, link.destination)
+        notify.notify(*(() if ready else ("READY=1",)), f"STATUS={_status_text(found, ann)}")
+        if options.background and not ready:
             pid_file = options.pid_file or background.default_pid_file(found.device.name)
-            background.detach(pid_file)
+            background.detach(pid_file, state.moved)
             undo.callback(background.remove_pid_file, pid_file)
         kind, reason, _ = hold(found)
     except Interrupted as e:
         kind, reason = SIGNAL, f"signal {e}"
     log.info(f"connect: {found.device.name} {ann.address} ended: {reason}")
-    if kind == SIGNAL:
-        return EXIT_REQUESTED
-    if kind == platform.DEVICE_GONE:
-        log.error(f"{reason}; the link is down")
-        return EXIT_DEVICE_GONE
-    log.error(f"the ssh connection ended ({reason}); the link is down")
-    return EXIT_CONNECTION_ENDED
+    if kind == platform.PROCESS_ENDED:
+        reason = f"the ssh connection ended ({reason})"
+    return kind, reason
+
+
+def _unit(name: str) -> int | None:
+    digits = name.lstrip("tunap")
+    return int(digits) if digits.isdigit() else None
+
+
+def _full_tunnel(
+    found: discover.SessionDevice,
+    versions: list[int],
+    ssh_pid: int,
+    state: State,
+    undo: contextlib.ExitStack,
+) -> None:
+    """Everything through the link, the ssh connection's own peer excepted."""
+    peer = fulltunnel.ssh_peer(ssh_pid)
+    if peer is None:
+        raise Failed("cannot find the TCP peer of ssh: not routing everything", retry=False)
+    if platform.client.full_tunnel_active():
+        raise Failed(
+            "another full-tunnel connect is running (ip rule 7460-7462): end it first",
+            retry=False,
+        )
+    try:
+        records = platform.client.full_tunnel(found.device.index, versions, peer)
+    except Exception as e:  # noqa: BLE001 - one line, whatever netlink said
+        raise Failed(f"could not route everything through {found.device.name}: {e}") from e
+    state.add(records)
+    undo.callback(state.remove, records)
+
+
+def _status_text(found: discover.SessionDevice, ann: protocol.Announcement) -> str:
+    text = f"{found.device.name} {ann.address}"
+    return text + (f" {ann.address6}" if ann.address6 else "")
+
+
+class _Tee:
+    """ssh's stderr, passed on line by line as it comes, and kept to tell an
+    authentication failure (never retried) from a network one."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.text = ""
+        self._thread = threading.Thread(target=self._run, args=(proc.stderr,), daemon=True)
+        self._thread.start()
+
+    def _run(self, stream) -> None:
+        for raw in iter(stream.readline, b""):
+            if len(self.text) < 65536:
+                self.text += raw.decode("utf-8", "replace")
+            with contextlib.suppress(OSError):
+                os.write(2, raw)
+
+    def join(self, timeout: float = 2.0) -> None:
+        self._thread.join(timeout)
 
 
 def _via(ann: protocol.Announcement) -> dict[int, str]:
@@ -134,9 +349,9 @@ def _via(ann: protocol.Announcement) -> dict[int, str]:
     tap the server's gateway of the route's family, which the server must have given."""
     if ann.mode == "tun":
         return {}
-    via = {6 if ":" in g else 4: g for g in (ann.gateway, ann.gateway6) if g is not None}
+    via = {family.of(g): g for g in (ann.gateway, ann.gateway6) if g is not None}
     for route in ann.routes:
-        version = 6 if ":" in route else 4
+        version = family.of(route)
         if version not in via:
             raise TunhelperError(
                 f"the server announced route {route} on a tap link without an "
@@ -145,21 +360,40 @@ def _via(ann: protocol.Announcement) -> dict[int, str]:
     return via
 
 
-def _apply_dns(device: platform.DeviceInfo, servers: list[str], undo: contextlib.ExitStack) -> None:
-    """Use the system's standard way if it has one; otherwise say so, and go on."""
+def _apply_dns(
+    device: platform.DeviceInfo,
+    servers: list[str],
+    full: bool,
+    state: State,
+    undo: contextlib.ExitStack,
+) -> None:
+    """Use the system's standard way if it has one. Without one, a full tunnel replaces
+    /etc/resolv.conf for the link's life (the old resolvers are outside the tunnel, so
+    queries would leak or fail); a split tunnel leaves it alone and says so."""
     listed = ", ".join(servers)
     try:
         tool = platform.apply_dns(device, servers)
     except OSError as e:
         log.error(f"could not set the announced DNS servers {listed}: {e}")
         return
-    if tool is None:
+    if tool is not None:
+        undo.callback(
+            log.quietly, "remove the local configuration", platform.revert_dns, device, tool
+        )
+        return
+    if not full:
         log.error(
             f"the server announced DNS servers {listed}; this system has neither "
             "resolvectl nor resolvconf, so set them by hand"
         )
         return
-    undo.callback(_quietly, platform.revert_dns, device, tool)
+    try:
+        record = platform.client.swap_resolv_conf(servers)
+    except OSError as e:
+        log.error(f"could not set the announced DNS servers {listed}: {e}")
+        return
+    state.add([record])
+    undo.callback(state.remove, [record])
 
 
 def _first_line(proc: subprocess.Popen, timeout: float) -> tuple[str | None, bool]:
@@ -187,7 +421,12 @@ def _first_line(proc: subprocess.Popen, timeout: float) -> tuple[str | None, boo
     return buffer.split(b"\n", 1)[0].decode("utf-8", errors="replace"), False
 
 
-def _report(found: discover.SessionDevice, ann: protocol.Announcement, as_json: bool) -> None:
+def _report(
+    found: discover.SessionDevice,
+    ann: protocol.Announcement,
+    as_json: bool,
+    destination: str | None = None,
+) -> None:
     if as_json:
         status = {
             "device": found.device.name,
@@ -200,6 +439,8 @@ def _report(found: discover.SessionDevice, ann: protocol.Announcement, as_json: 
             "dns": ann.dns,
             "ssh_pid": found.session_pid,
         }
+        if destination is not None:
+            status["destination"] = destination
         if ann.address6 is not None:
             status.update(address6=ann.address6, prefix6=ann.prefix6, gateway6=ann.gateway6)
         text = json.dumps(status)
@@ -212,14 +453,7 @@ def _report(found: discover.SessionDevice, ann: protocol.Announcement, as_json: 
     print(text, flush=True)
 
 
-def _quietly(step, *args) -> None:
-    try:
-        step(*args)
-    except Exception as e:  # noqa: BLE001 - cleanup must go on whatever failed
-        log.error(f"could not remove the local configuration: {e}")
-
-
-def _stop(proc: subprocess.Popen, ssh: psutil.Process) -> None:
+def _stop(proc: subprocess.Popen, ssh: psutil.Process, tee: _Tee | None = None) -> None:
     """End our ssh (the server then ends the session and releases the lease)."""
     with contextlib.suppress(psutil.NoSuchProcess):
         ssh.terminate()  # psutil checks the start time: never a reused pid
@@ -230,5 +464,8 @@ def _stop(proc: subprocess.Popen, ssh: psutil.Process) -> None:
             ssh.wait(5)
     with contextlib.suppress(ChildProcessError, OSError):
         proc.wait(0)  # reap it if it is still our child
-    if proc.stdout is not None:
-        proc.stdout.close()
+    if tee is not None:
+        tee.join()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()

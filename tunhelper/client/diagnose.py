@@ -3,20 +3,15 @@
 When the server's tunhelper cannot speak (the key's ``command=`` names a program that
 is not there) or sshd refuses the tunnel before tunhelper runs, the only evidence is
 ssh's stderr ("No such file or directory" from the server's shell, OpenSSH's "Tunnel
-forwarding failed") and its exit status. :class:`Tail` passes ssh's stderr through
-unchanged while keeping its last lines; :func:`explain` turns them into the likely
-cause and what to do. Pure text in, text out, so it is tested without a network.
+forwarding failed") and its exit status: connect keeps what ssh wrote, and
+:func:`explain` turns it into the likely cause and what to do. Pure text in, text
+out, so it is tested without a network.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import subprocess
-import threading
 
-_KEEP = 16 * 1024  # the tail kept for diagnosis
 END_WAIT = 1.0  # for ssh's exit status once the session's stdout closed
 
 # The server's shell could not run the forced command (sh, bash and dash wordings).
@@ -26,46 +21,6 @@ _NO_PROGRAM = re.compile(
 )
 _TUNNEL_FAILED = re.compile(r"Tunnel forwarding failed|tunnel forward(ing)? setup failed", re.I)
 _KEY_REFUSED = re.compile(r"Permission denied \((publickey|[a-z,-]+)\)")
-
-
-class Tail:
-    """Copy ssh's stderr (a pipe) to ours as it comes, keeping the last bytes.
-
-    A thread, restarted in the child of ``connect --background``'s fork so that ssh
-    never blocks on a full pipe (its stderr then goes where ours does: /dev/null).
-    """
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-        self.data = b""
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self._start()
-        os.register_at_fork(after_in_child=self._start)
-
-    def _start(self) -> None:
-        threading.Thread(target=self._copy, name="ssh-stderr", daemon=True).start()
-
-    def _copy(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.fd, 4096)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                self.done.set()
-                return
-            with contextlib.suppress(OSError):  # our stderr went away: keep draining
-                os.write(2, chunk)
-            with self.lock:
-                self.data = (self.data + chunk)[-_KEEP:]
-
-    def text(self, settle: float = 0.0) -> str:
-        """What ssh wrote so far; ``settle``: wait that long for ssh to close it."""
-        if settle:
-            self.done.wait(settle)
-        with self.lock:
-            return self.data.decode("utf-8", errors="replace")
 
 
 def explain(stderr: str, status: int | None, tap: bool = False) -> str | None:
@@ -95,19 +50,3 @@ def explain(stderr: str, status: int | None, tap: bool = False) -> str | None:
             "/usr/bin/tunhelper; for pip, 'command -v tunhelper' on the server)"
         )
     return None
-
-
-def refusal(proc: subprocess.Popen, tail: Tail, tap: bool, wait: float = END_WAIT) -> str:
-    """The one line for a session whose stdout closed without an announcement.
-
-    Waits at most ``wait`` for ssh's exit status: ssh stays on an open tunnel after the
-    server's command ended, so its status may never come while we wait.
-    """
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(wait)
-    status = proc.poll()
-    why = explain(tail.text(settle=0.2), status, tap)
-    if why is not None:
-        return why
-    said = "the connection was closed" if status is None else f"ssh exited ({status})"
-    return f"{said} before the server announced an address"

@@ -115,6 +115,20 @@ globals().update(
     {name: wrap_errors(getattr(_backend, name), _backend.NATIVE_ERRORS) for name in NAMES}
 )
 
+
+def __getattr__(name: str):
+    """``platform.client``: the client side (full tunnel, kill-switch), imported on use
+    only, so the server and the keeper never load it."""
+    if name == "client":
+        import importlib
+
+        linux = sys.platform.startswith("linux")
+        return importlib.import_module(
+            "tunhelper.platform.linux.client" if linux else "tunhelper.platform.freebsd_client"
+        )
+    raise AttributeError(name)
+
+
 __all__ = [  # built from CONCERNS
     "DEVICE_GONE",
     "PROCESS_ENDED",

@@ -87,7 +87,7 @@ def find_device(wait: float, environ: Mapping[str, str]) -> SessionDevice:
         raise NoDevice(
             f"no tunnel device found for this session after {wait:g}s: connect with "
             "'ssh -w any' (or 'tunhelper connect'); the server needs 'PermitTunnel yes' "
-            "and the key's authorized_keys line must not use 'restrict'"
+            "and, from OpenSSH 10.5, the key's authorized_keys line must not use 'restrict'"
         )
     session = _one_device(*found)
     hint = environ.get("SSH_TUNNEL")

@@ -55,7 +55,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
             ignore_end_signals()  # from here on, nothing may cut the cleanup short
             taken.give_back(reason)  # 6. release
 
-    status = _exit_status(session)
+    status = _exit_status(session, refusals=settings.state_dir)
     end_connection(found)
     return status
 
@@ -264,8 +264,11 @@ def _filter_sources(device: DeviceInfo) -> None:
         )
 
 
-def _exit_status(step: Callable[[], None]) -> int:
-    """Run ``step``; an error becomes one line (to the client and syslog) and an exit code."""
+def _exit_status(step: Callable[[], None], refusals: str | None = None) -> int:
+    """Run ``step``; an error becomes one line (to the client and syslog) and an exit code.
+
+    ``refusals``: the state directory whose refusal counter an error adds one to.
+    """
     try:
         step()
     except Interrupted as e:
@@ -273,5 +276,8 @@ def _exit_status(step: Callable[[], None]) -> int:
         return 1
     except TunhelperError as e:
         log.error(str(e))
+        from tunhelper.admin import metrics  # only on errors; stdlib only
+
+        metrics.count_refusal(refusals, e)
         return e.exit_code
     return 0
