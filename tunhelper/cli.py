@@ -126,6 +126,24 @@ def _doctor(argv: list[str]) -> int:
     return doctor.run(args.sshd_config, args.authorized_keys, args.state_dir)
 
 
+def _client(command: str, argv: list[str]) -> int:
+    from tunhelper import options
+    from tunhelper.admin import clients
+
+    helper: list[str] = []
+    if command == "add" and "--" in argv:  # the helper's options follow the first --
+        argv, helper = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    args = options.PARSERS[f"client {command}"]().parse_args(argv)
+    if os.geteuid() != 0:
+        raise TunhelperError(f"client {command} must run as root: it reads root's authorized_keys")
+    path = args.authorized_keys or clients.default_path()
+    if command == "add":
+        return clients.add(path, args.name, args.key, [*args.helper, *helper], args.program)
+    if command == "list":
+        return clients.list_clients(path, args.json)
+    return clients.revoke(path, args.name)
+
+
 COMMANDS = {
     "connect": _connect,
     "disconnect": _disconnect,
@@ -134,6 +152,9 @@ COMMANDS = {
     "repair": _repair,
     "renew": _renew,
     "doctor": _doctor,
+    "client add": lambda argv: _client("add", argv),
+    "client list": lambda argv: _client("list", argv),
+    "client revoke": lambda argv: _client("revoke", argv),
 }
 
 
@@ -155,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _isolate(argv)
     try:
+        if argv[:1] == ["client"]:  # two words: client add|list|revoke
+            command = COMMANDS.get(" ".join(argv[:2]))
+            if command is None:
+                raise UsageError("tunhelper client: give add, list or revoke (see --help)")
+            return command(argv[2:])
         command = COMMANDS.get(argv[0]) if argv else None
         if command is not None:
             return command(argv[1:])

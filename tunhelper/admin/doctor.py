@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunhelper import platform
+from tunhelper import family, platform
 from tunhelper.admin.findings import ERROR, OK, Finding, error, ok, warning
 from tunhelper.errors import TunhelperError, UsageError
 
@@ -325,6 +325,9 @@ class KeyLine:
     tap: bool = False  # the line gives tap sessions a bridge of their own choosing
     store: StoreConfig | None = None  # the config file's [store], if any
     pool6: Pool | None = None  # the IPv6 pool of a dual-stack line
+    pools: tuple[Pool, ...] = ()  # every pool of the line (both of a dual-stack one)
+    bridge: str = ""  # the bridge its tap sessions join (a --bridge LAN may hold the pool)
+    forwards: tuple[int, ...] = ()  # IP versions of its --route and --client-net
 
 
 def check_key_line(
@@ -386,8 +389,54 @@ def check_key_line(
     plan = settings.bridge  # tap sessions on a bridge the admin chose: --bridge(-name)
     tap = not plan.managed or plan.name != default_name(pool.name)
     return out, KeyLine(
-        where, program, pool, settings.state_dir, gateway, tap, settings.store, settings.pool6
+        where,
+        program,
+        pool,
+        settings.state_dir,
+        gateway,
+        tap,
+        store=settings.store,
+        pool6=settings.pool6,
+        pools=tuple(settings.pools),
+        bridge=settings.bridge.name,
+        forwards=tuple(sorted({family.of(n) for n in [*settings.routes, *settings.client_nets]})),
     )
+
+
+def check_forwarding(lines: list[KeyLine]) -> list[Finding]:
+    """Routes beyond the gateway (--route, --client-net) need the host to forward."""
+    out = []
+    for version in (4, 6):
+        users = [line.where for line in lines if version in line.forwards]
+        if not users:
+            continue
+        on, text = platform.forwarding(version)
+        if on:
+            out.append(ok(text))
+        else:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            out.append(error(f"{users[0]}{more} route IPv{version} beyond the gateway, but {text}"))
+    return out
+
+
+def check_interface_overlap(lines: list[KeyLine]) -> list[Finding]:
+    """Pools inside a network of this host's interfaces: the helper refuses their
+    sessions (a lease there would reroute that network, maybe the ssh connection)."""
+    from tunhelper.server.policy import interface_networks
+
+    out = []
+    for line in lines:
+        for name, network in interface_networks(line.state_dir):
+            for pool in line.pools:
+                if name != line.bridge and pool.overlaps(network):
+                    out.append(
+                        error(
+                            f"{line.where}: pool {pool.name} overlaps {network} on the "
+                            f"server's interface {name}: the helper refuses its sessions; "
+                            "use a pool outside the server's networks"
+                        )
+                    )
+    return out
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
@@ -459,6 +508,8 @@ def check_authorized_keys(
             warning(f"no authorized_keys line runs tunhelper (looked in {', '.join(paths)})")
         )
     out += check_pools(lines)
+    out += check_interface_overlap(lines)
+    out += check_forwarding(lines)
     return out, lines
 
 

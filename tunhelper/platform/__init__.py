@@ -87,8 +87,10 @@ CONCERNS = {
     # tun_node() -> (ok, line): can sshd create tun/tap devices;
     # persistent_devices() -> list[(name, command that renames it)]: devices a client
     #   could make sshd attach to (-w any:N); source_filter() -> (ok, line): does
-    #   filter_sources hold on this host. What ``tunhelper doctor`` reports.
-    "checks": ("tun_node", "persistent_devices", "source_filter"),
+    #   filter_sources hold on this host; forwarding(version) -> (on, line): does the
+    #   host forward IPv4 (4) or IPv6 (6) packets between interfaces (routes beyond the
+    #   gateway need it). What ``tunhelper doctor`` reports.
+    "checks": ("tun_node", "persistent_devices", "source_filter", "forwarding"),
 }
 
 if sys.platform.startswith("linux"):

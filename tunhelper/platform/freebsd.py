@@ -565,6 +565,19 @@ def source_filter() -> tuple[bool, str]:
     )
 
 
+def forwarding(version: int) -> tuple[bool, str]:
+    """``net.inet.ip.forwarding`` / ``net.inet6.ip6.forwarding`` (unverified here)."""
+    name = "net.inet.ip.forwarding" if version == 4 else "net.inet6.ip6.forwarding"
+    result = runner([SYSCTL, "-n", name])
+    value = result.stdout.strip() if result.returncode == 0 else b""
+    if value == b"1":
+        return True, f"{name} = 1: IPv{version} packets are forwarded"
+    return False, (
+        f"{name} is not 1: IPv{version} packets are not forwarded, so routes beyond the "
+        f"gateway reach nothing; set {name}=1 in /etc/sysctl.conf"
+    )
+
+
 # ---------------------------------------------------------------- boot id
 
 

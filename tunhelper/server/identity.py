@@ -34,6 +34,7 @@ from collections.abc import Mapping
 
 from tunhelper import log
 from tunhelper.errors import TunhelperError
+from tunhelper.server import certificate
 
 _MAX_AUTH_INFO = 64 * 1024
 # process start times are computed from whole-second boot times, so they are early
@@ -48,14 +49,16 @@ def fingerprint(blob: bytes) -> str:
 
 
 def parse_auth_info(text: str) -> str | None:
-    """The fingerprint of the first ``publickey TYPE BASE64`` line, if any."""
+    """The identity of the first ``publickey TYPE BASE64`` line, if any: a certificate's
+    ``cert:KEYID`` (:mod:`certificate`: it survives renewals), else the fingerprint."""
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[0] == "publickey":
             try:
-                return fingerprint(base64.b64decode(parts[2], validate=True))
+                blob = base64.b64decode(parts[2], validate=True)
             except (binascii.Error, ValueError):
                 return None
+            return certificate.identity(parts[1], blob) or fingerprint(blob)
     return None
 
 

@@ -69,6 +69,8 @@ def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, t
     if fallback:  # no key vouches for it: never end another session to make room
         settings = replace(settings, refuse_extra=True)
     policy.check_link(settings, device)
+    outer, _ = hooks.remote(environ.get("SSH_CONNECTION"))
+    policy.check_overlap(settings, policy.interface_networks(settings.state_dir), outer)
     sides = _plan(settings, device)
     mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge, _has_ipv6(sides))
     describe = _describe(environ.get("SSH_ORIGINAL_COMMAND"))

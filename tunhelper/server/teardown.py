@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from tunhelper import configure, log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo, SessionDevice
-from tunhelper.server import discover, hooks
+from tunhelper.server import discover, hooks, replaced
 from tunhelper.store import Lease, LeaseStore, StoreConfig, open_store
 
 STDERR_DRAIN_TIMEOUT = 2.0
@@ -168,13 +168,23 @@ class Taken:
         self.items.append(item)
 
     def give_back(self, reason: str) -> None:
-        """Give back everything, each step on its own: one failure never stops the rest."""
+        """Give back everything, each step on its own: one failure never stops the rest.
+
+        A session a newer one replaced first tells its client so (:mod:`replaced`)."""
+        self._tell_if_replaced()
         try:
             while self.items:
                 item = self.items.pop()
                 log.quietly(item.what, item.give_back, self, reason)
         finally:
             self.store.close()
+
+    def _tell_if_replaced(self) -> None:
+        lease = next((x.lease for x in self.items if isinstance(x, Leased)), None)
+        if lease is not None:
+            note = replaced.take_note(self.store.state_dir, lease.token)
+            if note:
+                log.error(note)
 
     def record(self) -> dict[str, Any]:
         """JSON-able, for the keeper process."""

@@ -18,7 +18,12 @@ keeper imports it for the life of a session.
 
 from __future__ import annotations
 
-from tunhelper.platform.linux.checks import persistent_devices, source_filter, tun_node
+from tunhelper.platform.linux.checks import (
+    forwarding,
+    persistent_devices,
+    source_filter,
+    tun_node,
+)
 from tunhelper.platform.linux.dns import apply_dns, revert_dns
 from tunhelper.platform.linux.links import (
     add_address,
