@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
+import time
 
 import psutil
 
@@ -53,6 +54,9 @@ def test_another_live_sessions_auth_file_is_not_borrowed(make_lab) -> None:
     held, thief = victim_and_thief(lab)
     path = auth_file_of(lab, "192.168.3.2")
     assert os.path.exists(path)  # genuine, root's, 0600: only its age gives it away
+    # Process start times are known to about a second (docs/security.md): a file
+    # written within that second of the thief's session could pass; older ones never.
+    time.sleep(1.2)
     line = refused(thief.connect(*setenv(path)), 15)
     assert "SSH_USER_AUTH" in line, line
     victim_still_holds(lab, held)

@@ -42,6 +42,9 @@ CONCERNS = {
     # same_process(pid, start) -> bool: alive, no zombie, started within 1 s of start
     #   (so not a reused pid). Both without psutil on Linux, for the keeper.
     "processes": ("process_start", "same_process"),
+    # open_regular(path, sound) -> int | None: a read-only fd on a file a client named
+    #   (SSH_USER_AUTH), only if sound(stat) accepts it, judged before opening acts on it.
+    "files": ("open_regular",),
     # configure_p2p(device, local, peer, mtu) / deconfigure_p2p(device, local, peer):
     #   a point-to-point address; configure_address(device, address, prefixlen, mtu) /
     #   deconfigure_address(device, address, prefixlen): an address with a prefix (the

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import re
 import select
 import socket
@@ -579,6 +580,27 @@ def forwarding(version: int) -> tuple[bool, str]:
 
 
 # ---------------------------------------------------------------- boot id
+
+
+def open_regular(path: str, sound: Callable[[os.stat_result], bool]) -> int | None:
+    """A read-only fd on ``path`` if ``sound`` accepts what it is, else ``None``.
+
+    Without Linux's reopening through an ``O_PATH`` handle, the path is judged with
+    ``lstat`` first (a device node or FIFO is never opened) and the opened file is
+    checked to be the one judged. Unverified on a FreeBSD host (docs/platforms.md).
+    """
+    try:
+        st = os.lstat(path)
+        if not sound(st):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError:
+        return None
+    again = os.fstat(fd)
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) or not sound(again):
+        os.close(fd)
+        return None
+    return fd
 
 
 def boot_id() -> str:

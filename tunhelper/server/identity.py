@@ -32,7 +32,7 @@ import pwd
 import stat
 from collections.abc import Mapping
 
-from tunhelper import log
+from tunhelper import log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.server import certificate
 
@@ -70,23 +70,21 @@ def read_auth_info(path: str, not_before: float | None = None) -> str | None:
     """
     if not os.path.isabs(path):
         return None
-    try:
-        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        st = os.fstat(handle)
-        if not _sound(st, not_before):
+    refused: list[str] = []
+
+    def sound(st: os.stat_result) -> bool:
+        if _sound(st, not_before):
+            return True
+        refused.append(path)
+        return False
+
+    fd = platform.open_regular(path, sound)
+    if fd is None:
+        if refused:
             log.warning(f"ignoring SSH_USER_AUTH={path}: not this session's sshd's file")
-            return None
-        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError:
         return None
-    finally:
-        os.close(handle)
     try:
-        again = os.fstat(fd)
-        if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) or not _sound(again, not_before):
+        if not _sound(os.fstat(fd), not_before):
             return None
         data = os.read(fd, _MAX_AUTH_INFO)
     except OSError:

@@ -45,6 +45,7 @@ from tunhelper.platform.linux.proc import (
     device_info,
     held_devices,
     holds_pipe,
+    open_regular,
     process_start,
     same_process,
 )
