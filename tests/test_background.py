@@ -10,6 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.lab import wait_until
 from tunhelper.client import background
 from tunhelper.errors import TunhelperError
 
@@ -40,8 +41,8 @@ def test_disconnect_signals_a_connect_it_names(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         ["python3", "-c", "import time; time.sleep(60)", "tunhelper", "connect"],
     )
-    try:
-        assert background._is_connect(psutil.Process(proc.pid).cmdline())
+    try:  # until the child has exec'd python3, its command line may be empty
+        assert wait_until(lambda: background._is_connect(psutil.Process(proc.pid).cmdline()), 5)
         pid_file = tmp_path / "connect.pid"
         pid_file.write_text(pid_line(proc))
         background.disconnect(None, str(pid_file), wait=5)
