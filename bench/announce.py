@@ -8,6 +8,10 @@ whose forced command is the guide's method made dynamic (the baseline):
 
 The two are run alternately, each connection closed (and, for tunhelper, its lease
 released) before the next; medians are compared. Issue target: ratio <= 1.5.
+
+``--postgresql`` (issue 16) adds a third client whose helper's store is a throwaway
+PostgreSQL on this machine (tests/pg.py, over its Unix socket), run in the same
+rotation, and prints its ratio to the SQLite helper's time.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ BASELINE = (
 )
 
 
-def one(client, lab: Lab | None) -> float:
+def one(client, lab: Lab | None, settled=None) -> float:
     start = time.perf_counter()
     session = client.connect()
     address = session.read_address(timeout=30)
@@ -36,7 +40,9 @@ def one(client, lab: Lab | None) -> float:
     if address is None:
         raise SystemExit(f"no address from {client.name}: {session.stderr()}")
     session.close()
-    if lab is not None:  # let the helper finish before the next round
+    if settled is not None:  # let the helper finish before the next round
+        wait_until(settled, 10)
+    elif lab is not None:
         wait_until(lambda: not lab.active_leases(), 10)
     return took
 
@@ -44,7 +50,10 @@ def one(client, lab: Lab | None) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="connections of each (default 20)")
+    parser.add_argument("--postgresql", action="store_true", help="also the PostgreSQL store")
     args = parser.parse_args()
+    if args.postgresql:
+        return with_postgresql(args.rounds)
     missing = missing_prerequisites()
     if missing:
         print(f"announce: this machine lacks {', '.join(missing)} (run tools/install.sh as root)")
@@ -67,6 +76,53 @@ def main() -> int:
         f"ratio tunhelper / baseline: {ratio:.2f} (target <= 1.5: "
         f"{'PASS' if ratio <= 1.5 else 'FAIL'})"
     )
+    return 0
+
+
+def with_postgresql(rounds: int) -> int:
+    import os
+
+    from tests.pg import PostgresServer, missing
+
+    why = missing_prerequisites() or ([missing()] if missing() else [])
+    if why:
+        print(f"announce: this machine lacks {', '.join(why)}")
+        return 1
+    server = PostgresServer().start()
+    try:
+        with Lab(["--pool", "192.168.3.0/24"]) as lab:
+            conf = lab.dir / "pg.conf"
+            conf.write_text(f"[store]\nbackend = postgresql\nconninfo = {server.conninfo()}\n")
+            os.chmod(conf, 0o600)
+            sqlite = lab.add_client("sqlite")
+            pg = lab.add_client(
+                "pg", helper_args=["--pool", "192.168.4.0/24", "--config", str(conf)]
+            )
+            guide = lab.add_client("guide", command=BASELINE)
+
+            def pg_settled() -> bool:
+                rows = server.sql(
+                    "SELECT count(*) FROM leases WHERE state = 'active'", db="tunhelper"
+                )
+                return rows[0][0] == 0
+
+            one(sqlite, lab), one(pg, None, pg_settled), one(guide, None)  # warm caches
+            times: dict[str, list[float]] = {"sqlite": [], "postgresql": [], "baseline": []}
+            for _ in range(rounds):
+                times["sqlite"].append(one(sqlite, lab))
+                times["postgresql"].append(one(pg, None, pg_settled))
+                times["baseline"].append(one(guide, None))
+    finally:
+        server.stop()
+    for name, values in times.items():
+        print(
+            f"{name:10} median {statistics.median(values) * 1000:6.0f} ms  "
+            f"min {min(values) * 1000:6.0f}  max {max(values) * 1000:6.0f}  (n={len(values)})"
+        )
+    med = {name: statistics.median(values) for name, values in times.items()}
+    print(f"ratio postgresql / sqlite: {med['postgresql'] / med['sqlite']:.2f}")
+    print(f"ratio sqlite / baseline: {med['sqlite'] / med['baseline']:.2f}")
+    print(f"ratio postgresql / baseline: {med['postgresql'] / med['baseline']:.2f}")
     return 0
 
 

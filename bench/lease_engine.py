@@ -26,6 +26,9 @@ a long-lived allocator would pay). The /16 layouts:
   search for the lowest never-used slot (lowest-first allocation alone does not
   produce it; an imported or hand-edited table could).
 
+``--postgresql`` runs the same measurements against a shared PostgreSQL store with
+150 processes standing for 3 gateways (bench/lease_pg.py says how).
+
 All holders are live: the liveness callback returns True at once (a real one calls
 psutil for each lease it is asked about; how often it was asked is printed). Needs no
 root; works in a temporary directory only. Exit status 0 if every target is met.
@@ -405,7 +408,17 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=120.0, help="max seconds for (b)")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-cost", action="store_true")
+    ap.add_argument(
+        "--postgresql",
+        action="store_true",
+        help="the shared store instead (bench/lease_pg.py; as root; --procs default 150)",
+    )
     args = ap.parse_args()
+    if args.postgresql:
+        from bench.lease_pg import run
+
+        procs = 150 if args.procs == 50 else args.procs
+        return run(procs, args.seconds, min(args.samples, 100))
     print(
         f"sqlite {sqlite3.sqlite_version}, python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cpus, load {os.getloadavg()[0]:.1f}"

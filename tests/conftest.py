@@ -76,3 +76,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if os.environ.get("CI") and _skipped:
         print(f"\nCI: {len(_skipped)} test(s) skipped, which CI does not allow: {_skipped}")
         session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole test session (tests/pg.py)."""
+    from tests import pg
+
+    why = pg.missing()
+    if why is not None:
+        _unavailable(f"this test needs {why}")
+    if os.geteuid() != 0:
+        _unavailable("this test needs root (initdb runs as the postgres user)")
+    server = pg.PostgresServer().start()
+    yield server
+    server.stop()

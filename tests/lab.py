@@ -85,8 +85,16 @@ class Lab:
         *,
         sshd_options: dict[str, str] | None = None,
         key_options: str = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding",
+        hostname: str | None = None,
+        uplink: tuple[str, str, str] | None = None,
     ) -> None:
+        """``hostname``: sshd (and so its helpers) in a UTS namespace of that name, so that
+        several labs are several gateways, each judging only its own leases. ``uplink``:
+        (namespace, bridge, address/prefix) of a shared underlay this gateway joins, e.g.
+        where a fleet's PostgreSQL listens."""
         self.tag = uuid.uuid4().hex[:6]
+        self.hostname = hostname
+        self.uplink = uplink
         self.dir = Path(tempfile.mkdtemp(prefix=f"tunhelper-lab-{self.tag}-"))
         self.state_dir = str(self.dir / "state")
         self.helper_args = list(helper_args)
@@ -129,6 +137,14 @@ class Lab:
         run("ip", "link", "add", self.bridge, "type", "bridge", ns=ns)
         run("ip", "addr", "add", f"{UNDERLAY}.0.1/16", "dev", self.bridge, ns=ns)
         run("ip", "link", "set", self.bridge, "up", ns=ns)
+        if self.uplink is not None:
+            shared_ns, shared_bridge, address = self.uplink
+            outer = f"thu{self.tag}"
+            run("ip", "link", "add", outer, "netns", shared_ns, "type", "veth", "peer", "name",
+                "uplink", "netns", ns)  # fmt: skip
+            run("ip", "link", "set", outer, "master", shared_bridge, "up", ns=shared_ns)
+            run("ip", "addr", "add", address, "dev", "uplink", ns=ns)
+            run("ip", "link", "set", "uplink", "up", ns=ns)
         run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / "host_key"))
         (self.dir / "authorized_keys").write_text("")
         config = {
@@ -153,12 +169,15 @@ class Lab:
         log = self.dir / "sshd.log"
         self.sshd_log = open(log, "a")  # noqa: SIM115 - lives as long as sshd
         offset = log.stat().st_size
+        # its own hostname: unshare and sh exec, so the pid stays sshd's
+        uts = ("unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', self.hostname)
         self.sshd = subprocess.Popen(
             [
                 "ip",
                 "netns",
                 "exec",
                 self.server_ns,
+                *(uts if self.hostname else ()),
                 SSHD,
                 "-D",
                 "-e",
@@ -260,8 +279,9 @@ class Lab:
         target = str(self.sshd.pid)
         # --root and --wd: sshd's own, which differ from the namespace's root in a chroot
         result = run(
-            "nsenter", "--mount", "--net", "--root", "--wd", "--target", target, *argv, check=False
-        )
+            "nsenter", "--mount", "--net", "--uts", "--root", "--wd", "--target", target, *argv,
+            check=False,
+        )  # fmt: skip
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)} in sshd's namespaces: {result.stderr.strip()}")
         return result

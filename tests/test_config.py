@@ -102,7 +102,7 @@ def test_the_command_line_wins(tmp_path: Path) -> None:
         ("[pool office]\nnetwork = 192.168.3.0/24\nrefuse-extra = perhaps\n", ":3: refuse-extra"),
         ("[pool office]\nnetwork\n", ":2: expected KEY = VALUE"),
         ("mtu = 9000\n", ":1: mtu: outside any"),
-        ("[pools office]\n", ":1: a section is [pool NAME] or [client IDENTITY]"),
+        ("[pools office]\n", ":1: a section is [pool NAME], [client IDENTITY] or [store]"),
         ("[pool lab]\nnetwork = 192.168.3.0/24\n", "--pool office: no [pool office] in"),
         ("[pool office]\nnetwork = 192.168.3.0/24\n[client x]\nmtu = 1\n", ":4: mtu: not a client"),
         ("[pool office]\nnetwork = 192.168.3.0/24\n[client x]\naddress = y\n", ":4: address: "),

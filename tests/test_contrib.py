@@ -44,4 +44,4 @@ def test_authorized_keys_sample_line_uses_tunnel_friendly_options() -> None:
         options, _, key = line.partition(" ssh-")
         assert key, line
         assert "restrict" not in options.split(",")  # it would disable tunnel forwarding
-        assert 'command="/usr/local/bin/tunhelper --pool ' in options  # by its full path
+        assert 'command="/usr/bin/tunhelper --pool ' in options  # the package's full path

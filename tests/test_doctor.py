@@ -183,6 +183,16 @@ def test_overlapping_pools_and_split_state() -> None:
     assert "two gateways" in texts(doctor.check_pools(gateways), "warning")[0]
     apart = [line(1, "--pool 10.0.0.0/24"), line(2, "--pool 10.0.1.0/24")]
     assert doctor.check_pools(apart) == []
+    # the IPv6 pool of a dual-stack line counts as much as its IPv4 one
+    dual = "--pool 10.0.0.0/24 --pool fd00:3::/112"
+    v6 = [line(1, dual), line(2, "--pool 10.0.1.0/24 --pool fd00:3::80/121")]
+    (found,) = texts(doctor.check_pools(v6), "error")
+    assert "fd00:3::/112" in found and "overlap" in found
+    v6_split = [line(1, dual), line(2, "--pool fd00:3::/112 --state-dir /srv/th")]
+    assert "two state directories" in texts(doctor.check_pools(v6_split), "error")[0]
+    assert (
+        doctor.check_pools([line(1, dual), line(2, "--pool 10.0.1.0/24 --pool fd00:4::/112")]) == []
+    )
 
 
 # -- sshd settings ---------------------------------------------------------------------
@@ -289,7 +299,7 @@ def test_state_directory_permissions(tmp_path: Path) -> None:
     assert levels(doctor.check_state_dir(str(tmp_path / "missing"))) == ["ok"]
     d = tmp_path / "state"
     d.mkdir()
-    for mode, level in ((0o700, "ok"), (0o755, "warning"), (0o770, "error"), (0o777, "error")):
+    for mode, level in ((0o700, "ok"), (0o711, "error"), (0o755, "error"), (0o777, "error")):
         d.chmod(mode)
         assert levels(doctor.check_state_dir(str(d))) == [level], oct(mode)
     (tmp_path / "file").write_text("")

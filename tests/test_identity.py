@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import pwd
+import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from tunhelper.errors import TunhelperError
 from tunhelper.server.identity import client_identity, parse_auth_info, read_auth_info
 
 
@@ -80,10 +82,11 @@ def test_file_owned_by_someone_else_is_not_trusted(tmp_path, key) -> None:
 def test_identity_order(tmp_path, key) -> None:
     line, expected = key
     path = auth_file(tmp_path, f"publickey {line}\n")
-    assert client_identity("laptop", {"SSH_USER_AUTH": path}) == expected
-    assert client_identity("laptop", {"SSH_USER_AUTH": "/nonexistent"}) == "laptop"
-    assert client_identity("laptop", {}) == "laptop"
-    assert client_identity(None, {}) == pwd.getpwuid(os.getuid()).pw_name
+    assert client_identity("laptop", {"SSH_USER_AUTH": path}) == (expected, False)
+    with pytest.raises(TunhelperError, match="SSH_USER_AUTH"):
+        client_identity("laptop", {"SSH_USER_AUTH": "/nonexistent"})
+    assert client_identity("laptop", {}) == ("laptop", False)
+    assert client_identity(None, {}) == (pwd.getpwuid(os.getuid()).pw_name, True)
 
 
 def test_a_pseudo_file_whose_text_a_client_controls_is_not_trusted(key) -> None:
@@ -105,10 +108,44 @@ def test_a_pseudo_file_whose_text_a_client_controls_is_not_trusted(key) -> None:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert read_auth_info(str(environ)) is None
-        assert client_identity("laptop", {"SSH_USER_AUTH": f"/proc/{proc.pid}/environ"}) == "laptop"
+        with pytest.raises(TunhelperError):
+            client_identity("laptop", {"SSH_USER_AUTH": f"/proc/{proc.pid}/environ"})
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_file_older_than_the_session_is_not_trusted(tmp_path, key) -> None:
+    """Another (live or stale) session's auth file was written before this one began."""
+    path = auth_file(tmp_path, f"publickey {key[0]}\n")
+    written = os.stat(path).st_mtime
+    assert read_auth_info(path, written - 1) == key[1]  # written after the session began
+    assert read_auth_info(path, written + 1) is None  # before: another session's
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_special_files_are_never_opened(tmp_path, kind) -> None:
+    """A FIFO would block (or be opened by its writer's timing); a device acts on open."""
+    path = str(tmp_path / kind)
+    if kind == "fifo":
+        os.mkfifo(path, 0o600)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("needs root to make a device node")
+        os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null node
+    opened = []
+    real_open = os.open
+
+    def spy(p, flags, *a):
+        if str(p) == path and not flags & os.O_PATH:
+            opened.append(p)
+        return real_open(p, flags, *a)
+
+    import unittest.mock
+
+    with unittest.mock.patch("os.open", spy):
+        assert read_auth_info(path) is None
+    assert opened == []
 
 
 # -- property-based: the auth info text (sshd writes it; a client may point at others) --

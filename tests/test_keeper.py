@@ -2,9 +2,9 @@
 one record, survives ``exec`` into the keeper, and is given back when the session ends.
 
 Runs in a network namespace of its own: a real tun (point-to-point addresses, a client
-network route), a real tap joined to a bridge tunhelper creates, a real lease in a real
-SQLite store, and a down hook. A stand-in for sshd's session process is a ``sleep``;
-ending it must make the keeper give everything back.
+network route, the source filter), a real tap joined to a bridge tunhelper creates, a
+real lease in a real SQLite store, and a down hook. A stand-in for sshd's session
+process is a ``sleep``; ending it must make the keeper give everything back.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ SETUP = textwrap.dedent(
     from tunhelper.pool import Pool
     from tunhelper.server.bridge import BridgePlan
     from tunhelper.server.keeper import become_keeper
-    from tunhelper.server.teardown import Configured, DownHook, Leased, Taken
+    from tunhelper.server.teardown import Configured, DownHook, Guarded, Leased, Taken
     from tunhelper.store import Request, liveness
 
     state, hook = sys.argv[1], sys.argv[2]
@@ -50,6 +50,8 @@ SETUP = textwrap.dedent(
     taken.add(Leased(lease))
     taken.add(Configured(configure.point_to_point(tun, "192.168.77.1", lease.address, 1500)))
     taken.add(Configured(configure.client_networks(tun, ["10.77.0.0/24"], state)))
+    platform.guard_link(tun, [lease.address, "10.77.0.0/24"], None)
+    taken.add(Guarded(tun))
     plan = BridgePlan("thkbr0", managed=True, address="192.168.78.1", prefixlen=24)
     taken.add(Configured(configure.bridge_port(tap, plan, 1500, state)))
     taken.add(DownHook([hook], {"device": tun.name}, 5.0, tun))
@@ -65,6 +67,9 @@ SETUP = textwrap.dedent(
 
 def test_every_kind_of_taken_thing_is_given_back_by_the_keeper(tmp_path: Path) -> None:
     require_lab_prerequisites()
+    from tunhelper.server.teardown import KINDS
+
+    assert set(KINDS) == {"lease", "configured", "down", "guard"}, "add the new kind below"
     ns = f"thk{uuid.uuid4().hex[:8]}"
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -93,6 +98,7 @@ def test_every_kind_of_taken_thing_is_given_back_by_the_keeper(tmp_path: Path) -
             return any(a["local"] == "192.168.77.1" for a in addrs[0]["addr_info"])
 
         assert wait_until(configured, 10)
+        assert "thktun0" in run("nft", "list", "table", "netdev", "tunhelper", ns=ns).stdout
         routes = run("ip", "route", "show", "10.77.0.0/24", ns=ns).stdout
         assert "thktun0" in routes
         assert "thkbr0" in run("ip", "link", "show", "master", "thkbr0", ns=ns).stdout or (
@@ -108,6 +114,8 @@ def test_every_kind_of_taken_thing_is_given_back_by_the_keeper(tmp_path: Path) -
         assert not addrs[0]["addr_info"], addrs
         assert run("ip", "route", "show", "10.77.0.0/24", ns=ns).stdout.strip() == ""
         assert run("ip", "link", "show", "thkbr0", ns=ns, check=False).returncode != 0
+        chains = run("nft", "list", "table", "netdev", "tunhelper", ns=ns, check=False).stdout
+        assert "thktun0" not in chains, chains
         store = open_store(str(state))
         try:
             assert [x.state for x in store.leases()] == [RELEASED]

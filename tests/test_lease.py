@@ -1,4 +1,9 @@
-"""The lease store alone: no OS, no netlink, liveness given as a plain callback."""
+"""The lease store alone: no OS, no netlink, liveness given as a plain callback.
+
+Every test that is about the interface runs against both backends: SQLite, and a real
+PostgreSQL server started by the harness (tests/pg.py); those about SQLite's file only
+against SQLite.
+"""
 
 from __future__ import annotations
 
@@ -19,11 +24,13 @@ from tunhelper.errors import TunhelperError
 from tunhelper.pool import Pool
 from tunhelper.store import (
     ACTIVE,
+    POSTGRESQL,
     RELEASED,
     Lease,
     Owner,
     PoolExhausted,
     Request,
+    StoreConfig,
     open_store,
 )
 from tunhelper.store.sqlite import SqliteLeaseStore
@@ -51,9 +58,42 @@ def always(_: Lease) -> bool:
     return True
 
 
+class Backend:
+    """Opens stores of one backend; the PostgreSQL one empties its database first."""
+
+    def __init__(self, name: str, server=None) -> None:
+        self.name, self.server = name, server
+        self.config = None if server is None else StoreConfig(POSTGRESQL, server.conninfo())
+
+    def open(self, state: str, timeout: float = 10.0):
+        return open_store(state, timeout, self.config)
+
+    def fresh(self, state: str):
+        if self.server is not None:
+            self.server.reset()
+        return self.open(state)
+
+    @property
+    def module(self):
+        if self.server is None:
+            return lease_module
+        import tunhelper.store.postgres as pg_module
+
+        return pg_module
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite")
+    server = request.getfixturevalue("pg_server")
+    server.reset()
+    return Backend("postgresql", server)
+
+
 @pytest.fixture
-def store(tmp_path: Path):
-    s = open_store(str(tmp_path / "state"))
+def store(tmp_path: Path, backend: Backend):
+    s = backend.open(str(tmp_path / "state"))
     yield s
     s.close()
 
@@ -67,8 +107,36 @@ def test_state_dir_writable_by_others_refused(tmp_path: Path) -> None:
     d = tmp_path / "open"
     d.mkdir()
     d.chmod(0o777)
-    with pytest.raises(TunhelperError, match="writable by others"):
+    with pytest.raises(TunhelperError, match="open to others"):
         open_store(str(d))
+
+
+@pytest.mark.parametrize("mode", [0o710, 0o701, 0o750, 0o755])
+def test_state_dir_others_can_enter_refused(tmp_path: Path, mode: int) -> None:
+    """Entering is enough to read 0644 files or hold SQLite's shared lock."""
+    d = tmp_path / "enterable"
+    d.mkdir()
+    d.chmod(mode)
+    with pytest.raises(TunhelperError, match="open to others"):
+        open_store(str(d))
+
+
+def test_everything_in_the_state_dir_is_private(tmp_path: Path) -> None:
+    d = tmp_path / "state"
+    d.mkdir(mode=0o700)
+    (d / "old.lock").write_text("")
+    (d / "old.lock").chmod(0o644)  # as an older version left it
+    store = open_store(str(d))
+    pool = Pool.parse("10.0.0.0/24")
+    holder = Owner("h", "b", 1, 1.0, 2, 2.0, "tun0")
+    store.allocate(
+        Request(pool.name, pool.first, pool.last, set(), "c", holder, pool.address),
+        lambda lease: True,
+    )
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in d.iterdir()}
+    store.close()
+    assert {n for n in modes if n.startswith("leases.sqlite3")} >= {"leases.sqlite3"}
+    assert set(modes.values()) == {0o600}, modes
 
 
 def test_distinct_addresses_never_gateway(store: SqliteLeaseStore) -> None:
@@ -182,8 +250,8 @@ def test_locked_database_waits_then_fails_clearly(tmp_path: Path) -> None:
 # -- many processes at once -------------------------------------------------------
 
 
-def _hold_once(state: str, client: str, barrier, results) -> None:
-    store = open_store(state, timeout=30)
+def _hold_once(backend: Backend, state: str, client: str, barrier, results) -> None:
+    store = backend.open(state, timeout=30)
     barrier.wait()
     try:
         lease = store.allocate(request(client), always)
@@ -192,9 +260,9 @@ def _hold_once(state: str, client: str, barrier, results) -> None:
         results.put(("exhausted", client, None))
 
 
-def _churn(state: str, client: str, rounds: int, marks: str, errors) -> None:
+def _churn(backend: Backend, state: str, client: str, rounds: int, marks: str, errors) -> None:
     pool = Pool.parse("192.168.3.0/28")  # 13 client addresses for 20 processes
-    store = open_store(state, timeout=30)
+    store = backend.open(state, timeout=30)
     for _ in range(rounds):
         try:
             lease = store.allocate(request(client, pool=pool), always)
@@ -214,14 +282,15 @@ def _churn(state: str, client: str, rounds: int, marks: str, errors) -> None:
     store.close()
 
 
-def test_many_processes_one_small_pool_no_duplicates_nothing_lost(tmp_path: Path) -> None:
+def test_many_processes_one_small_pool_no_duplicates_nothing_lost(tmp_path, backend) -> None:
     state = str(tmp_path / "state")
-    open_store(state).close()
+    backend.open(state).close()
     ctx = multiprocessing.get_context("fork")
     n = 12
     barrier, results = ctx.Barrier(n), ctx.Queue()
     procs = [
-        ctx.Process(target=_hold_once, args=(state, f"c{i}", barrier, results)) for i in range(n)
+        ctx.Process(target=_hold_once, args=(backend, state, f"c{i}", barrier, results))
+        for i in range(n)
     ]
     for p in procs:
         p.start()
@@ -231,19 +300,20 @@ def test_many_processes_one_small_pool_no_duplicates_nothing_lost(tmp_path: Path
     granted = [addr for kind, _, addr in outcomes if kind == "ok"]
     assert len(granted) == 5 and len(set(granted)) == 5  # all of a /29, each once
     assert sum(kind == "exhausted" for kind, _, _ in outcomes) == n - 5
-    store = open_store(state)
+    store = backend.open(state)
     active = sorted(lease.address for lease in store.leases() if lease.state == ACTIVE)
     assert active == sorted(granted)  # nothing lost, nothing extra
 
 
-def test_concurrent_churn_never_hands_an_address_out_twice(tmp_path: Path) -> None:
+def test_concurrent_churn_never_hands_an_address_out_twice(tmp_path, backend) -> None:
     state, marks = str(tmp_path / "state"), tmp_path / "marks"
     marks.mkdir()
-    open_store(state).close()
+    backend.open(state).close()
     ctx = multiprocessing.get_context("fork")
     errors = ctx.Queue()
     procs = [
-        ctx.Process(target=_churn, args=(state, f"c{i}", 25, str(marks), errors)) for i in range(20)
+        ctx.Process(target=_churn, args=(backend, state, f"c{i}", 25, str(marks), errors))
+        for i in range(20)
     ]
     for p in procs:
         p.start()
@@ -251,7 +321,7 @@ def test_concurrent_churn_never_hands_an_address_out_twice(tmp_path: Path) -> No
         p.join(120)
     assert all(p.exitcode == 0 for p in procs)
     assert errors.empty(), errors.get()
-    store = open_store(state)
+    store = backend.open(state)
     assert [lease for lease in store.leases() if lease.state == ACTIVE] == []
 
 
@@ -273,14 +343,28 @@ CREATE INDEX leases_by_state ON leases (pool, state, released_at);
 """
 
 
-def write_row(path: str, slot: int, client: str, state: str = ACTIVE, pool: Pool = POOL) -> None:
-    """Write a lease row directly, as an older tunhelper (or an admin) would."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute(
-        "INSERT INTO leases VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (pool.name, slot, pool.address(slot), client, state, f"t{slot}", 1.0 + slot,
-         2.0 + slot if state == RELEASED else None, "host", "boot", 1, 1.0, 2, 2.0, "tun9"),
-    )  # fmt: skip
+def write_row(where, slot: int, client: str, state: str = ACTIVE, pool: Pool = POOL) -> None:
+    """Write a lease row directly, as an older tunhelper (or an admin) would.
+
+    ``where`` is a SQLite file's path, or an open store of either backend."""
+    released = 2.0 + slot if state == RELEASED else None
+    row = (pool.name, slot, pool.address(slot), client, state, f"t{slot}", 1.0 + slot,
+           released, "host", "boot", 1, 1.0, 2, 2.0, "tun9")  # fmt: skip
+    if not isinstance(where, str) and not hasattr(where, "path"):  # PostgreSQL
+        marks = ", ".join("%s" for _ in row)
+        where._db.execute(f"INSERT INTO leases VALUES ({marks})", row)  # noqa: S608
+        return
+    db = sqlite3.connect(where if isinstance(where, str) else where.path, isolation_level=None)
+    db.execute(f"INSERT INTO leases VALUES ({', '.join('?' for _ in row)})", row)  # noqa: S608
+    db.close()
+
+
+def delete_row(store, address: str) -> None:
+    if not hasattr(store, "path"):
+        store._db.execute("DELETE FROM leases WHERE address = %s", (address,))
+        return
+    db = sqlite3.connect(store.path, isolation_level=None)
+    db.execute("DELETE FROM leases WHERE address = ?", (address,))
     db.close()
 
 
@@ -320,9 +404,14 @@ def test_released_and_reclaimed_slots_do_not_count_as_never_used(store) -> None:
 
 def bookkeeping(store: SqliteLeaseStore, pool: Pool = POOL) -> tuple[int, list[int]]:
     """The pool's high-water mark and holes, as the store keeps them."""
-    db = store._db
-    (high,) = db.execute("SELECT high_water FROM pools WHERE pool = ?", (pool.name,)).fetchone()
-    holes = db.execute("SELECT slot FROM pool_holes WHERE pool = ? ORDER BY slot", (pool.name,))
+    db, mark = store._db, "?" if hasattr(store, "path") else "%s"
+    (high,) = db.execute(
+        f"SELECT high_water FROM pools WHERE pool = {mark}", (pool.name,)
+    ).fetchone()
+    holes = db.execute(
+        f"SELECT slot FROM pool_holes WHERE pool = {mark} ORDER BY slot",  # noqa: S608
+        (pool.name,),
+    )
     return high, [s for (s,) in holes]
 
 
@@ -372,8 +461,8 @@ def test_rows_written_behind_its_back_are_never_handed_out_again(store) -> None:
     """An older tunhelper sharing the database writes rows the mark does not know of."""
     assert addresses(store, ["a"]) == ["192.168.3.2"]
     addresses(store, ["b"], excluded=POOL.excluded(["192.168.3.3"]))  # .4; .3 is a hole
-    write_row(store.path, 3, "old-a")  # into the hole
-    write_row(store.path, 5, "old-b")  # just above the mark
+    write_row(store, 3, "old-a")  # into the hole
+    write_row(store, 5, "old-b")  # just above the mark
     assert addresses(store, ["c"]) == ["192.168.3.6"]
     with pytest.raises(PoolExhausted):
         store.allocate(request("d"), always)
@@ -384,9 +473,7 @@ def test_rows_written_behind_its_back_are_never_handed_out_again(store) -> None:
 
 def test_rows_deleted_by_hand_are_found_before_refusing(store) -> None:
     addresses(store, [f"c{i}" for i in range(5)])
-    db = sqlite3.connect(store.path, isolation_level=None)
-    db.execute("DELETE FROM leases WHERE address = '192.168.3.4'")
-    db.close()
+    delete_row(store, "192.168.3.4")
     assert addresses(store, ["late"]) == ["192.168.3.4"]
     with pytest.raises(PoolExhausted):
         store.allocate(request("later"), always)
@@ -453,14 +540,21 @@ _ops = st.lists(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(ops=_ops)
-def test_same_choices_as_the_plain_order_of_preference(tmp_path_factory, ops) -> None:
+def test_same_choices_as_the_plain_order_of_preference(tmp_path_factory, backend, ops) -> None:
     """Random allocations (with random exclusions), releases, deaths of holders and
     rows written by an older version: every choice is the one the plain order makes."""
     clock, state = _Clock(), str(tmp_path_factory.mktemp("s"))
     model, granted, dead = _Model(), [], set()
-    with mock.patch.object(lease_module, "time", clock), closing(open_store(state)) as store:
+    with (
+        mock.patch.object(backend.module, "time", clock),
+        closing(backend.fresh(state)) as store,
+    ):
         for op in ops:
             if op[0] == "allocate":
                 client, excluded = f"c{op[1]}", set(op[2]) | POOL.excluded([])
@@ -489,7 +583,7 @@ def test_same_choices_as_the_plain_order_of_preference(tmp_path_factory, ops) ->
                 dead.add(granted[op[1] % len(granted)].token)
             elif op[0] == "old version writes" and op[1] not in model.rows:
                 state = RELEASED if op[2] else ACTIVE
-                write_row(store.path, op[1], f"old{op[1]}", state)
+                write_row(store, op[1], f"old{op[1]}", state)
                 model.rows[op[1]] = {
                     "slot": op[1], "client": f"old{op[1]}", "state": state,
                     "token": f"t{op[1]}", "since": 1.0 + op[1],

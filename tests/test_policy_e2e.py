@@ -224,3 +224,25 @@ def test_a_named_pool_from_the_config_file_with_a_reservation(make_lab) -> None:
     second = connect_json(vip)
     assert second["address"] == "192.168.3.2"
     assert routes(walkin.ns, "10.77.0.0/16")[0]["dev"] == first["device"]
+
+
+def test_routes_tunhelper_connect_installed_on_the_gateway_do_not_block_client_nets(
+    make_lab,
+) -> None:
+    """A gateway that is itself a client: connect's routes carry the same protocol number
+    (113) as sessions' client networks, but are no session's and must not count."""
+    lab = make_lab()
+    ns = lab.server_ns
+    run("ip", "tuntap", "add", "thclient0", "mode", "tun", ns=ns)  # connect's own tun
+    run("ip", "link", "set", "thclient0", "up", ns=ns)
+    run("ip", "route", "add", "10.88.0.0/16", "dev", "thclient0", "proto", "113", ns=ns)
+    site = lab.add_client("site", helper_args=[*POOL, "--client-net", "10.88.1.0/24"])
+    status = connect_json(site)
+    (route,) = routes(ns, "10.88.1.0/24")
+    assert route["dev"] == lab.server_tun_devices()[0]
+    # a live session's client network still counts
+    other = lab.add_client("other", helper_args=[*POOL, "--client-net", "10.88.1.0/25"])
+    refused = other.tunhelper_connect()
+    assert refused.status() is None and refused.wait(15) == 1
+    assert "--client-net 10.88.1.0/25 overlaps 10.88.1.0/24" in refused.stderr()
+    assert status["connect"].interrupt() == 0

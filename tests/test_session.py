@@ -46,6 +46,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(
         "tunhelper.platform.filter_sources", lambda d: events.append(f"filter {d.name}")
     )
+    monkeypatch.setattr(
+        "tunhelper.platform.guard_link", lambda d, s, g: events.append(f"guard {d.name} {s}")
+    )
+    monkeypatch.setattr("tunhelper.platform.unguard_link", lambda d: events.append("unguard"))
     # Nothing here may touch the real network: the bridge is faked too.
     monkeypatch.setattr(
         "tunhelper.server.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
@@ -88,8 +92,10 @@ def test_full_session_in_order_and_everything_given_back(world) -> None:
     assert events == [
         "configure ('192.168.3.1', '192.168.3.2')",
         "filter tun0",
+        "guard tun0 ['192.168.3.2']",
         "announce 192.168.3.2",
         "hold",
+        "unguard",
         "deconfigure ('192.168.3.1', '192.168.3.2')",
         "end connection",
     ]
@@ -160,7 +166,14 @@ def test_tap_session_joins_the_pool_bridge_and_leaves_it(world, monkeypatch) -> 
         "tunhelper.server.session.announce", lambda a, describe: announced.append(a)
     )
     assert session.serve(settings, {}) == 0
-    assert events == ["join thbrtest", "hold", "leave thbrtest", "end connection"]
+    assert events == [
+        "join thbrtest",
+        "guard tap0 ['192.168.3.2']",
+        "hold",
+        "unguard",
+        "leave thbrtest",
+        "end connection",
+    ]
     (ann,) = announced
     assert (ann.address, ann.prefix, ann.gateway, ann.mode) == (
         "192.168.3.2",
@@ -207,11 +220,13 @@ def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> Non
         (ann,) = announced[-1:]
         assert (ann.address, ann.gateway, ann.prefix) == ("192.168.3.2", "192.168.3.1", 32)
         assert (ann.address6, ann.gateway6, ann.prefix6) == ("fd00:3::2", "fd00:3::1", 128)
-    assert events[:6] == [
+    assert events[:8] == [
         "configure ('192.168.3.1', '192.168.3.2')",
         "configure ('fd00:3::1', 'fd00:3::2')",
         "filter tun0",
+        "guard tun0 ['192.168.3.2', 'fd00:3::2']",
         "hold",
+        "unguard",
         "deconfigure ('fd00:3::1', 'fd00:3::2')",
         "deconfigure ('192.168.3.1', '192.168.3.2')",
     ]
@@ -269,12 +284,13 @@ def test_the_keeper_gives_back_from_the_record_the_session_wrote(world, dual) ->
     taken.store.close()  # the keeper, not this process, gives things back
     (record,) = captured
     kinds = [x["kind"] for x in record["taken"]]
-    assert kinds == ["lease"] * (1 + dual) + ["configured"] * (1 + dual)
+    assert kinds == ["lease"] * (1 + dual) + ["configured"] * (1 + dual) + ["guard"]
     assert [x.state for x in leases(settings)] == [ACTIVE] * (2 if dual else 1)
     events.clear()
     assert teardown.finish(record, found, "ended") == 0
     assert [x.state for x in leases(settings)] == [RELEASED] * (2 if dual else 1)
     assert sum(e.startswith("deconfigure") for e in events) == 1 + dual
+    assert events.count("unguard") == 1
 
 
 def _live_lease_for(settings, client: str) -> None:
@@ -472,7 +488,14 @@ def test_a_dual_stack_tap_session_announces_the_ipv6_pools_prefix(world, monkeyp
     plan = dataclasses.replace(BRIDGE, address6="fd00:3::1", prefixlen6=112)
     settings = dataclasses.replace(settings, pool6=Pool.parse("fd00:3::/112"), bridge=plan)
     assert session.serve(settings, {}) == 0
-    assert events == ["join thbrtest", "hold", "leave thbrtest", "end connection"]
+    assert events == [
+        "join thbrtest",
+        "guard tap0 ['192.168.3.2', 'fd00:3::2']",
+        "hold",
+        "unguard",
+        "leave thbrtest",
+        "end connection",
+    ]
     (ann,) = announced
     assert (ann.address, ann.prefix, ann.gateway, ann.mode) == (
         "192.168.3.2",

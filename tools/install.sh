@@ -9,7 +9,8 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
-packages=(openssh-server openssh-client iproute2 iputils-ping python3-venv iperf3 man-db nftables)
+packages=(openssh-server openssh-client iproute2 iputils-ping python3-venv iperf3 man-db nftables
+    postgresql)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -31,5 +32,5 @@ fi
 if [[ ! -x .venv/bin/python ]]; then
     python3 -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,pg]'
 echo "install.sh: tunhelper $(.venv/bin/tunhelper --version | cut -d' ' -f2) in $(pwd)/.venv"

@@ -25,7 +25,8 @@ else
 fi
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-packages=(python3-pytest python3-hypothesis python3-prometheus-client lintian)
+packages=(python3-pytest python3-hypothesis python3-prometheus-client python3-psycopg postgresql
+    lintian)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

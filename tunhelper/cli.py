@@ -82,17 +82,30 @@ def _disconnect(argv: list[str]) -> int:
 def _leases(argv: list[str]) -> int:
     from tunhelper import options
     from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
 
     args = options.leases_parser().parse_args(argv)
-    return leases.leases(args.state_dir, args.format, args.pool, args.client, args.output)
+    return leases.leases(
+        args.state_dir, args.format, args.pool, args.client, args.output, store_config(args.config)
+    )
 
 
 def _release(argv: list[str]) -> int:
     from tunhelper import options
     from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
 
     args = options.release_parser().parse_args(argv)
-    return leases.release(args.state_dir, args.address, args.force)
+    return leases.release(args.state_dir, args.address, args.force, store_config(args.config))
+
+
+def _renew(argv: list[str]) -> int:
+    from tunhelper import options
+    from tunhelper.admin import leases
+    from tunhelper.conffile import store_config
+
+    args = options.renew_parser().parse_args(argv)
+    return leases.renew(args.state_dir, store_config(args.config))
 
 
 def _repair(argv: list[str]) -> int:
@@ -113,13 +126,35 @@ def _doctor(argv: list[str]) -> int:
     return doctor.run(args.sshd_config, args.authorized_keys, args.state_dir)
 
 
+def _client(command: str, argv: list[str]) -> int:
+    from tunhelper import options
+    from tunhelper.admin import clients
+
+    helper: list[str] = []
+    if command == "add" and "--" in argv:  # the helper's options follow the first --
+        argv, helper = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
+    args = options.PARSERS[f"client {command}"]().parse_args(argv)
+    if os.geteuid() != 0:
+        raise TunhelperError(f"client {command} must run as root: it reads root's authorized_keys")
+    path = args.authorized_keys or clients.default_path()
+    if command == "add":
+        return clients.add(path, args.name, args.key, [*args.helper, *helper], args.program)
+    if command == "list":
+        return clients.list_clients(path, args.json)
+    return clients.revoke(path, args.name)
+
+
 COMMANDS = {
     "connect": _connect,
     "disconnect": _disconnect,
     "leases": _leases,
     "release": _release,
     "repair": _repair,
+    "renew": _renew,
     "doctor": _doctor,
+    "client add": lambda argv: _client("add", argv),
+    "client list": lambda argv: _client("list", argv),
+    "client revoke": lambda argv: _client("revoke", argv),
 }
 
 
@@ -141,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     _isolate(argv)
     try:
+        if argv[:1] == ["client"]:  # two words: client add|list|revoke
+            command = COMMANDS.get(" ".join(argv[:2]))
+            if command is None:
+                raise UsageError("tunhelper client: give add, list or revoke (see --help)")
+            return command(argv[2:])
         command = COMMANDS.get(argv[0]) if argv else None
         if command is not None:
             return command(argv[1:])

@@ -15,6 +15,11 @@
     max-sessions = 2
     up = /usr/local/sbin/tunnel-up --verbose
 
+    [store]                     # optional: the lease store (default: SQLite in --state-dir)
+    backend = postgresql        # a fleet of gateways sharing one pool
+    conninfo = host=db1,db2 dbname=tunhelper user=tunhelper target_session_attrs=read-write
+    lifetime = 600              # seconds another gateway's lease lives unless renewed
+
     [client laptop]             # a client identity: --client NAME, or SHA256:... of a key
     pool = office               # optional: only for this pool
     address = 192.168.3.10      # reserved: other clients of the pool never get it
@@ -25,22 +30,29 @@ Pool keys are the forced command's long options without ``--`` (``network`` is t
 pool's CIDR); each value is checked by the same code as the option, and a bad one is
 reported as ``FILE:LINE: KEY: what is wrong``. Options given on the command line win.
 The file is read only if root owns it and nobody else can write it: it configures a
-program that runs as root.
+program that runs as root. A ``[store]`` that holds a password needs the file private
+(mode 0600); libpq's own ``~/.pgpass`` of root and ``service = NAME`` (root's
+``~/.pg_service.conf``) keep it out of this file altogether.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import stat
 from dataclasses import dataclass, field
 
-from tunhelper import family
+from tunhelper import defaults, family
 from tunhelper.errors import UsageError
 from tunhelper.options import DEFAULT_ROUTE, SERVE_OPTION, Option, given_options
 
 CLIENT_KEYS = ("pool", "address", "client-net")
 FAMILY_KEYS = ("route", "dns")  # pool keys whose family must be one the pool has
+STORE_KEYS = ("backend", "conninfo", "service", "lifetime")
+MIN_LIFETIME, MAX_LIFETIME = 5.0, 86400.0
+# A password in a libpq keyword/value string, or in a URL's user:password@.
+_PASSWORD = re.compile(r"(^|\s)password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 
 
 @dataclass
@@ -52,7 +64,7 @@ class Entry:
 
 @dataclass
 class Section:
-    kind: str  # "pool" or "client"
+    kind: str  # "pool", "client" or "store"
     name: str
     line: int
     entries: list[Entry] = field(default_factory=list)
@@ -95,8 +107,11 @@ def read(path: str) -> list[Section]:
         where = f"{path}:{number}"
         if line.startswith("["):
             words = line.strip("[]").split()
+            if words == ["store"] and line.endswith("]"):
+                sections.append(Section("store", "", number))
+                continue
             if not line.endswith("]") or len(words) != 2 or words[0] not in ("pool", "client"):
-                raise UsageError(f"{where}: a section is [pool NAME] or [client IDENTITY]")
+                raise UsageError(f"{where}: a section is [pool NAME], [client IDENTITY] or [store]")
             sections.append(Section(words[0], words[1], number))
             continue
         key, sep, value = line.partition("=")
@@ -106,7 +121,73 @@ def read(path: str) -> list[Section]:
         if not sections:
             raise UsageError(f"{where}: {key}: outside any [pool NAME] or [client ...] section")
         sections[-1].entries.append(Entry(key, value, number))
+    secret = [
+        e for x in sections if x.kind == "store" for e in x.entries if _PASSWORD.search(e.value)
+    ]
+    if secret and st.st_mode & 0o077:
+        raise UsageError(
+            f"{path}:{secret[0].line}: {secret[0].key}: holds a password, so the file must "
+            f"be private: chmod 600 {path} (or move the password to root's ~/.pgpass)"
+        )
     return sections
+
+
+def store(path: str, sections: list[Section]):
+    """The ``[store]`` section as a :class:`tunhelper.store.StoreConfig`, or None."""
+    from tunhelper.store import DEFAULT_LIFETIME, POSTGRESQL, SQLITE, StoreConfig
+
+    found = [s for s in sections if s.kind == "store"]
+    if not found:
+        return None
+    section = found[-1]
+    values: dict[str, Entry] = {}
+    for entry in section.entries:
+        if entry.key not in STORE_KEYS:
+            raise UsageError(
+                f"{path}:{entry.line}: {entry.key}: not a store setting ({', '.join(STORE_KEYS)})"
+            )
+        values[entry.key] = entry
+    backend = values["backend"].value if "backend" in values else SQLITE
+    if backend not in (SQLITE, POSTGRESQL):
+        raise UsageError(
+            f"{path}:{values['backend'].line}: backend: give sqlite or postgresql, not {backend!r}"
+        )
+    conninfo = values["conninfo"].value if "conninfo" in values else ""
+    if "service" in values:
+        if conninfo:
+            raise UsageError(
+                f"{path}:{values['service'].line}: service: give conninfo or service, not both"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", values["service"].value):
+            raise UsageError(f"{path}:{values['service'].line}: service: not a service name")
+        conninfo = f"service={values['service'].value}"
+    if backend == POSTGRESQL and not conninfo:
+        raise UsageError(
+            f"{path}:{section.line}: [store] with backend = postgresql needs conninfo = ... "
+            "or service = NAME"
+        )
+    lifetime = DEFAULT_LIFETIME
+    if "lifetime" in values:
+        entry = values["lifetime"]
+        try:
+            lifetime = float(entry.value)
+        except ValueError:
+            lifetime = -1.0
+        if not MIN_LIFETIME <= lifetime <= MAX_LIFETIME:
+            raise UsageError(
+                f"{path}:{entry.line}: lifetime: give seconds from {MIN_LIFETIME:g} to "
+                f"{MAX_LIFETIME:g}, not {entry.value!r}"
+            )
+    return StoreConfig(backend, conninfo, lifetime, path)
+
+
+def store_config(config: str | None):
+    """The store the admin configured: ``config``'s [store], else the default file's if
+    it exists (a fleet's gateways need not repeat --config on every key), else None."""
+    path = config or defaults.CONFIG_PATH
+    if config is None and not os.path.exists(path):
+        return None
+    return store(path, read(path))
 
 
 def _check(option: Option, value: str, where: str, key: str) -> object:

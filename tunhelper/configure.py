@@ -10,6 +10,7 @@ including a failure half-way, removes exactly what was applied:
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -134,19 +135,28 @@ def bridge_port(device: DeviceInfo, plan: bridge.BridgePlan, mtu: int, state_dir
     return _applying(BridgePort(device, plan, state_dir), bridge.join, device, plan, mtu, state_dir)
 
 
-def client_networks(device: DeviceInfo, networks: list[str], state_dir: str) -> Applied:
+def client_networks(
+    device: DeviceInfo,
+    networks: list[str],
+    state_dir: str,
+    sessions: Collection[str] | None = None,
+) -> Applied:
     """Route the networks behind a client to its tun, unless another live session has them.
 
     The kernel's routing table is the record: tunhelper's routes carry its own protocol
     number and vanish with their session's device. Checking and adding happen under a
     lock, so two sessions cannot both claim one network. Tun only: the device alone
-    says where, for either family.
+    says where, for either family. ``sessions``: the devices of the store's live
+    sessions; a route through any other device (``tunhelper connect`` on this same
+    host installs its routes with the same protocol number) is not another session's.
     """
     from tunhelper.pool import overlap
 
     with lock.held(state_dir, "routes"):
         for network in networks:
             for other, other_device in platform.our_routes():
+                if sessions is not None and other_device not in sessions:
+                    continue  # a client's route on this host, not a session's
                 if overlap(network, other):
                     raise TunhelperError(
                         f"--client-net {network} overlaps {other}, routed to another live "

@@ -11,6 +11,7 @@ DEVICE_WAIT = 5.0  # how long the helper waits for sshd's device (--wait)
 CONNECT_WAIT = 30.0  # how long connect waits for the announcement (connect --wait)
 MAX_WAIT = 60.0  # the most any --wait or --db-timeout may be
 DB_TIMEOUT = 10.0  # how long to wait for a lease database another process holds
+LOCK_TIMEOUT = 10.0  # how long to wait for a lock file (bridges, routes) another holds
 HOOK_TIMEOUT = 10.0  # how long an --up/--down hook may run
 MAX_HOOK_TIMEOUT = 300.0
 TAKEOVER_WAIT = 5.0  # how long a new session waits for the one it replaces to end

@@ -26,9 +26,11 @@ DESCRIPTION = """\
 Automatic addressing for OpenSSH tun/tap forwarding. Run as the forced command of a
 key in root's authorized_keys:
 
-  command="/usr/local/bin/tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
+  command="/usr/bin/tunhelper --pool 192.168.3.0/24" ssh-ed25519 AAAA... laptop
 
-and connect with 'ssh -w any SERVER': tunhelper finds the device sshd opened for the
+(/usr/bin/tunhelper is the Debian package's; for a pip or source install give the
+path 'command -v tunhelper' prints, e.g. /opt/tunhelper/bin/tunhelper), and connect
+with 'ssh -T -w any SERVER': tunhelper finds the device sshd opened for the
 session, leases the client an address, configures the device, prints the client's
 address as the first line of output, and holds until the session ends."""
 
@@ -41,7 +43,11 @@ admin commands:
                    [--output FILE] [--state-dir D]  list leases (or metrics)
   tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
   tunhelper repair [--state-dir D]                 remove bridges killed helpers left
+  tunhelper renew [--config PATH]                  renew this gateway's shared leases
   tunhelper doctor [options]                       check sshd, keys and state; one line each
+  tunhelper client add NAME --key KEY -- OPTION... add a client's authorized_keys line
+  tunhelper client list [--json]                   the clients and their live leases
+  tunhelper client revoke NAME                     remove a client, end its sessions
 """
 
 DOCTOR_DESCRIPTION = """\
@@ -66,14 +72,21 @@ checks:
               no-port-forwarding, no-agent-forwarding, no-X11-forwarding; its
               arguments, checked by the helper's own parsers; the program given by
               absolute path; pools of different lines neither overlapping nor split
-              across state directories
+              across state directories;
+              no pool (either family) inside a network of this host's interfaces
+              (the helper refuses those sessions); IPv4/IPv6 forwarding on for keys
+              with --route or --client-net of that family
   devices     /dev/net/tun is there; no persistent tunN/tapN device a client could ask
               sshd to attach to (ssh -w any:N); net.ipv4.conf.all.rp_filter not loose
               (2), which would let a client send packets in another client's name
   state       each state directory (--state-dir, else those the keys name) owned by
               root and not writable by others; its lease database opened read-only and
               checked by SQLite (PRAGMA integrity_check), with what to do if it is not
-              sound"""
+              sound
+  store       a shared [store] (backend = postgresql) the keys' config files name:
+              the file's mode, the connection, the schema version (read only: never
+              created or migrated here), this clock against the database's, and pools
+              overlapping another gateway's with a different prefix"""
 
 
 CONNECT_EPILOG = """\
@@ -489,6 +502,16 @@ def _add_state_dir(parser: argparse.ArgumentParser) -> None:
     _add(parser, SERVE_OPTION["state-dir"], defaults.DEFAULT_STATE_DIR)
 
 
+def _add_store_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=path,
+        metavar="PATH",
+        help=f"the config file whose [store] names the lease store (default "
+        f"{defaults.CONFIG_PATH} if it exists; without a [store]: SQLite in --state-dir)",
+    )
+
+
 def leases_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tunhelper leases", description="List the leases and their state.")
     p.add_argument(
@@ -513,6 +536,7 @@ def leases_parser() -> argparse.ArgumentParser:
         "stdout: for node_exporter's textfile collector",
     )
     _add_state_dir(p)
+    _add_store_config(p)
     return p
 
 
@@ -523,6 +547,18 @@ def release_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="free it even though a live session still uses it"
     )
     _add_state_dir(p)
+    _add_store_config(p)
+    return p
+
+
+def renew_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper renew",
+        description="Renew this gateway's live leases in a shared lease store (one statement) "
+        "and release its dead ones; run by tunhelper-renew.timer.",
+    )
+    _add_state_dir(p)
+    _add_store_config(p)
     return p
 
 
@@ -655,6 +691,59 @@ def disconnect_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _add_authorized_keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--authorized-keys",
+        type=path,
+        metavar="PATH",
+        help="root's authorized_keys (default: the first of sshd's AuthorizedKeysFile)",
+    )
+
+
+def client_add_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper client add",
+        description="Add a client: one authorized_keys line with the restrictions, the full "
+        "path of this tunhelper with the OPTIONs (checked by the helper's own parsers), "
+        "the key, and NAME as its comment. The edit is atomic; other lines are kept.",
+        epilog="example: tunhelper client add laptop --key 'ssh-ed25519 AAAA...' -- "
+        "--pool 192.168.3.0/24 --max-leases 2",
+    )
+    p.add_argument("name", metavar="NAME", type=client_name, help="the client's name")
+    p.add_argument("--key", required=True, metavar="KEY", help="its public key line")
+    p.add_argument(
+        "--program",
+        type=path,
+        metavar="PATH",
+        help="tunhelper's full path on the line (default: this one's)",
+    )
+    _add_authorized_keys(p)
+    p.add_argument(
+        "helper", nargs="*", metavar="OPTION", help="after --: the helper's options (--pool ...)"
+    )
+    return p
+
+
+def client_list_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper client list",
+        description="List the authorized_keys lines that run tunhelper, with live leases.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects")
+    _add_authorized_keys(p)
+    return p
+
+
+def client_revoke_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper client revoke",
+        description="Remove a client's line and end its live sessions at once.",
+    )
+    p.add_argument("name", metavar="NAME", type=client_name, help="the client's name")
+    _add_authorized_keys(p)
+    return p
+
+
 # Every command's parser, by command name ("" is the forced command). The man page is
 # checked against this registry (tests/test_manpage.py): a command added here without
 # its options documented, or documented options it lacks, fails the tests.
@@ -663,7 +752,11 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "leases": leases_parser,
     "release": release_parser,
     "repair": repair_parser,
+    "renew": renew_parser,
     "doctor": doctor_parser,
+    "client add": client_add_parser,
+    "client list": client_list_parser,
+    "client revoke": client_revoke_parser,
     "connect": connect_parser,
     "disconnect": disconnect_parser,
 }

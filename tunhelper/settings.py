@@ -17,6 +17,7 @@ from tunhelper.errors import UsageError
 from tunhelper.options import DEFAULT_ROUTE, serve_parser
 from tunhelper.pool import Pool
 from tunhelper.server.bridge import BridgePlan, default_name
+from tunhelper.store import StoreConfig
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class Settings:
     clients: dict[str, ClientSection] = field(default_factory=dict)  # from the config file
     db_timeout: float = defaults.DB_TIMEOUT  # bounded wait for a database another process holds
     max_leases: int | None = None  # live sessions per client identity; None: no limit
+    store: StoreConfig | None = None  # the config file's [store]; None: SQLite in state_dir
 
     @property
     def pools(self) -> list[Pool]:
@@ -80,6 +82,9 @@ def serve_settings(argv: list[str]) -> Settings:
     if named:
         conffile.apply_pool(args, argv, path, sections)
     client_sections = conffile.clients(path, sections)
+    # The store: this file's [store], or the default file's even when no pool comes
+    # from it, so that a fleet's keys need not all say --config.
+    store = conffile.store(path, sections) if sections else conffile.store_config(None)
     pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
     pools = [p for p in (pool, pool6) if p is not None]
     versions = {p.version for p in pools}
@@ -142,6 +147,7 @@ def serve_settings(argv: list[str]) -> Settings:
         hook_timeout=args.hook_timeout,
         pool_label=label,
         clients=client_sections,
+        store=store,
     )
 
 

@@ -27,13 +27,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunhelper import platform
+from tunhelper import family, platform
 from tunhelper.admin.findings import ERROR, OK, Finding, error, ok, warning
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
     from tunhelper.admin.openssh import Version
     from tunhelper.pool import Pool
+    from tunhelper.store import StoreConfig
 
 SSHD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 SSHD_TIMEOUT = 30.0
@@ -322,6 +323,11 @@ class KeyLine:
     state_dir: str
     gateway: str | None
     tap: bool = False  # the line gives tap sessions a bridge of their own choosing
+    store: StoreConfig | None = None  # the config file's [store], if any
+    pool6: Pool | None = None  # the IPv6 pool of a dual-stack line
+    pools: tuple[Pool, ...] = ()  # every pool of the line (both of a dual-stack one)
+    bridge: str = ""  # the bridge its tap sessions join (a --bridge LAN may hold the pool)
+    forwards: tuple[int, ...] = ()  # IP versions of its --route and --client-net
 
 
 def check_key_line(
@@ -382,15 +388,76 @@ def check_key_line(
     gateway = None if pool.gateway is None else str(pool.gateway)
     plan = settings.bridge  # tap sessions on a bridge the admin chose: --bridge(-name)
     tap = not plan.managed or plan.name != default_name(pool.name)
-    return out, KeyLine(where, program, pool, settings.state_dir, gateway, tap)
+    return out, KeyLine(
+        where,
+        program,
+        pool,
+        settings.state_dir,
+        gateway,
+        tap,
+        store=settings.store,
+        pool6=settings.pool6,
+        pools=tuple(settings.pools),
+        bridge=settings.bridge.name,
+        forwards=tuple(sorted({family.of(n) for n in [*settings.routes, *settings.client_nets]})),
+    )
+
+
+def check_forwarding(lines: list[KeyLine]) -> list[Finding]:
+    """Routes beyond the gateway (--route, --client-net) need the host to forward."""
+    out = []
+    for version in (4, 6):
+        users = [line.where for line in lines if version in line.forwards]
+        if not users:
+            continue
+        on, text = platform.forwarding(version)
+        if on:
+            out.append(ok(text))
+        else:
+            more = f" and {len(users) - 1} more" if len(users) > 1 else ""
+            out.append(error(f"{users[0]}{more} route IPv{version} beyond the gateway, but {text}"))
+    return out
+
+
+def check_interface_overlap(lines: list[KeyLine]) -> list[Finding]:
+    """Pools inside a network of this host's interfaces: the helper refuses their
+    sessions (a lease there would reroute that network, maybe the ssh connection)."""
+    from tunhelper.server.policy import interface_networks
+
+    out = []
+    for line in lines:
+        for name, network in interface_networks(line.state_dir):
+            for pool in line.pools:
+                if name != line.bridge and pool.overlaps(network):
+                    out.append(
+                        error(
+                            f"{line.where}: pool {pool.name} overlaps {network} on the "
+                            f"server's interface {name}: the helper refuses its sessions; "
+                            "use a pool outside the server's networks"
+                        )
+                    )
+    return out
 
 
 def check_pools(lines: list[KeyLine]) -> list[Finding]:
-    """Pools that overlap hand the same address to two clients unless they are one pool."""
+    """Pools that overlap hand the same address to two clients unless they are one pool.
+
+    Each family's pool of a dual-stack line counts, the IPv6 one as much as the other.
+    """
+    pools = [
+        (line, pool, None if pool.gateway is None else str(pool.gateway))
+        for line in lines
+        for pool in (line.pool, line.pool6)
+        if pool is not None
+    ]
     out = []
-    for i, a in enumerate(lines):
-        for b in lines[i + 1 :]:
-            net_a, net_b = a.pool.network, b.pool.network
+    for i, (a, pool_a, gateway_a) in enumerate(pools):
+        for b, pool_b, gateway_b in pools[i + 1 :]:
+            if a is b:
+                continue  # one line's two families never overlap
+            net_a, net_b = pool_a.network, pool_b.network
+            if net_a.version != net_b.version:
+                continue
             if net_a not in net_b and net_b not in net_a:  # CIDRs overlap only by nesting
                 continue
             if net_a != net_b:
@@ -407,11 +474,11 @@ def check_pools(lines: list[KeyLine]) -> list[Finding]:
                         f"({a.state_dir}, {b.state_dir}): one address can go to two clients"
                     )
                 )
-            elif a.gateway != b.gateway:
+            elif gateway_a != gateway_b:
                 out.append(
                     warning(
                         f"{a.where} and {b.where}: pool {net_a} with two gateways "
-                        f"({a.gateway}, {b.gateway}): a client may be given the other's gateway"
+                        f"({gateway_a}, {gateway_b}): a client may be given the other's gateway"
                     )
                 )
     return out
@@ -441,6 +508,8 @@ def check_authorized_keys(
             warning(f"no authorized_keys line runs tunhelper (looked in {', '.join(paths)})")
         )
     out += check_pools(lines)
+    out += check_interface_overlap(lines)
+    out += check_forwarding(lines)
     return out, lines
 
 
@@ -471,6 +540,17 @@ def check_source_filter() -> list[Finding]:
     return [ok(line) if holds else warning(line)]
 
 
+def check_stale_guards() -> list[Finding]:
+    """Source filters of sessions whose device is gone: inert, but to be removed."""
+    return [
+        warning(
+            f"source filter {name} was left by a killed session (it matches no device); "
+            "run: tunhelper repair"
+        )
+        for name in platform.stale_guards()
+    ]
+
+
 def check_state_dir(path: str) -> list[Finding]:
     try:
         st = os.stat(path)  # as the helper does: a link to a sound directory is fine
@@ -487,8 +567,13 @@ def check_state_dir(path: str) -> list[Finding]:
                 f"chown root {path} && chmod 700 {path}"
             )
         ]
-    if st.st_mode & 0o005:
-        return [warning(f"{path} is readable by others (client identities); chmod 700 {path}")]
+    if st.st_mode & 0o077:
+        return [
+            error(
+                f"{path} is open to others (they could read every lease or lock the "
+                f"database, and sessions refuse it); run: chmod 700 {path}"
+            )
+        ]
     return [ok(f"{path}: owned by root, mode {stat.S_IMODE(st.st_mode):04o}")]
 
 
@@ -567,6 +652,7 @@ def findings(
     yield from check_tun()
     yield from check_persistent_devices()
     yield from check_source_filter()
+    yield from check_stale_guards()
     if state_dir is not None:
         dirs = [state_dir]
     else:
@@ -578,6 +664,26 @@ def findings(
         yield from state
         if all(f.level != ERROR for f in state):
             yield from check_database(d)
+    yield from check_stores(lines)
+
+
+def check_stores(lines: list[KeyLine]) -> Iterator[Finding]:
+    """Each shared store the keys' config files name (else the default file's)."""
+    from tunhelper.admin.doctor_store import check_store
+
+    stores = {line.store for line in lines if line.store is not None}
+    if not stores and not lines:
+        try:
+            from tunhelper.conffile import store_config
+
+            default = store_config(None)
+        except UsageError as e:
+            yield error(str(e))
+            return
+        stores = {default} if default is not None else set()
+    for config in sorted(stores, key=lambda c: c.where):
+        pools = [line.pool.name for line in lines if line.store == config]
+        yield from check_store(config, pools)
 
 
 def run(sshd_config: str | None, authorized_keys: str | None, state_dir: str | None) -> int:

@@ -12,10 +12,10 @@ import sys
 import time
 from typing import Any
 
-from tunhelper import family
+from tunhelper import family, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.server import bridge
-from tunhelper.store import ACTIVE, Lease, open_store
+from tunhelper.store import ACTIVE, Lease, StoreConfig, open_store
 from tunhelper.store.liveness import Liveness
 
 STALE = "stale"  # recorded active, but its helper and session are both gone
@@ -67,10 +67,11 @@ def leases(
     pool: str | None = None,
     client: str | None = None,
     output: str | None = None,
+    config: StoreConfig | None = None,
 ) -> int:
     """List the leases (``--pool``: that pool only; ``--client``: clients containing it),
     as a table, JSON or Prometheus text; ``output``: written there atomically."""
-    store = open_store(state_dir)
+    store = open_store(state_dir, config=config)
     left = bridge.left_behind(state_dir)
     if left:
         print(
@@ -114,14 +115,14 @@ def leases(
     return 0
 
 
-def release(state_dir: str, address: str, force: bool) -> int:
+def release(state_dir: str, address: str, force: bool, config: StoreConfig | None = None) -> int:
     """Free a lease by hand; one that a live session still uses needs ``--force``."""
     import contextlib
     import ipaddress
 
     with contextlib.suppress(ValueError):  # IPv6 as the store keeps it: fd00:3::0:42 is ::42
         address = str(ipaddress.IPv6Address(address)) if family.of(address) == 6 else address
-    store = open_store(state_dir)
+    store = open_store(state_dir, config=config)
     try:
         alive = Liveness()
         held = [
@@ -146,4 +147,22 @@ def repair(state_dir: str) -> int:
     """Remove the bridges tunhelper created that killed helpers left without sessions."""
     for name in bridge.repair(state_dir):
         print(f"removed bridge {name}: a killed helper had left it without sessions")
+    for name in platform.remove_stale_guards():
+        print(f"removed source filter {name}: a killed session had left it")
+    return 0
+
+
+def renew(state_dir: str, config: StoreConfig | None = None) -> int:
+    """Renew this host's live leases in a shared store and release its dead ones.
+
+    Run by ``tunhelper-renew.timer`` more often than the lease lifetime: another
+    gateway counts this host's leases live only until they expire. Also does the
+    releases queued while the database was away (opening the store does them)."""
+    store = open_store(state_dir, config=config)
+    try:
+        alive = Liveness()
+        live, dead = store.renew(alive.host, alive)
+    finally:
+        store.close()
+    print(f"renewed {live} live lease(s) of {alive.host}, released {dead} dead one(s)")
     return 0

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import psutil
 
 from tunhelper import configure, family, log, platform, protocol
-from tunhelper.client import background, fulltunnel, notify, reconnect, sshconfig
+from tunhelper.client import background, diagnose, fulltunnel, notify, reconnect, sshconfig
 from tunhelper.client.state import State, recover
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import SIGNAL, hold
@@ -43,7 +43,6 @@ EXIT_AUTH = 5  # ssh could not authenticate (key, host key): never retried
 EXIT_INTERRUPTED = 130  # a signal before the link was up
 
 DEVICE_WAIT = 5.0  # ssh opens its device before it asks for the channel: normally instant
-SSH_EXIT_WAIT = 10.0  # after the server closed the session, for ssh's exit status
 
 
 @dataclass(frozen=True)
@@ -225,11 +224,14 @@ def _session(
     if line is None:
         if closed:  # the server said why on stderr, above; ssh is about to exit
             with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(SSH_EXIT_WAIT)
-            tee.join()
+                proc.wait(diagnose.END_WAIT)  # ssh may stay on an open tunnel
+            tee.join(0.3)  # what ssh wrote is in by now: it went out before the EOF
             code = proc.poll()
             if reconnect.is_auth_failure(tee.text):
                 raise Failed("ssh could not authenticate: not retrying", EXIT_AUTH, retry=False)
+            why = diagnose.explain(tee.text, code, options.tap)  # issue 19 items 4, 5
+            if why is not None:
+                raise Failed(why, retry=False)
             status = "the connection was closed" if code is None else f"ssh exited ({code})"
             # The server's helper says why in a "tunhelper:" line (relayed above), then
             # ends the connection: a refusal, never retried. ssh alone: the network.

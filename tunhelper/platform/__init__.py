@@ -42,6 +42,9 @@ CONCERNS = {
     # same_process(pid, start) -> bool: alive, no zombie, started within 1 s of start
     #   (so not a reused pid). Both without psutil on Linux, for the keeper.
     "processes": ("process_start", "same_process"),
+    # open_regular(path, sound) -> int | None: a read-only fd on a file a client named
+    #   (SSH_USER_AUTH), only if sound(stat) accepts it, judged before opening acts on it.
+    "files": ("open_regular",),
     # configure_p2p(device, local, peer, mtu) / deconfigure_p2p(device, local, peer):
     #   a point-to-point address; configure_address(device, address, prefixlen, mtu) /
     #   deconfigure_address(device, address, prefixlen): an address with a prefix (the
@@ -50,6 +53,13 @@ CONCERNS = {
     # filter_sources(device): drop packets arriving on a session's device from addresses
     #   not routed through it, so a client cannot send in another client's name.
     "filter": ("filter_sources",),
+    # guard_link(device, sources, gateway_link): let a session's device accept only
+    #   its client's sources (addresses or networks; on tap also its ARP/ND and one
+    #   pinned MAC; gateway_link: the bridge whose link-local addresses no client may
+    #   claim); unguard_link(device): remove that filter (a vanished one is fine);
+    # stale_guards() -> list[str]: filters left by sessions whose device is gone;
+    # remove_stale_guards() -> list[str]: remove those (``tunhelper repair``).
+    "sourcefilter": ("guard_link", "unguard_link", "stale_guards", "remove_stale_guards"),
     # bridge_ports(name) -> list[str] | None (None: no such bridge),
     # create_bridge(name, address, prefixlen, mtu), add_address(name, address,
     # prefixlen) (a further gateway, the IPv6 one), delete_bridge(name),
@@ -80,8 +90,10 @@ CONCERNS = {
     # tun_node() -> (ok, line): can sshd create tun/tap devices;
     # persistent_devices() -> list[(name, command that renames it)]: devices a client
     #   could make sshd attach to (-w any:N); source_filter() -> (ok, line): does
-    #   filter_sources hold on this host. What ``tunhelper doctor`` reports.
-    "checks": ("tun_node", "persistent_devices", "source_filter"),
+    #   filter_sources hold on this host; forwarding(version) -> (on, line): does the
+    #   host forward IPv4 (4) or IPv6 (6) packets between interfaces (routes beyond the
+    #   gateway need it). What ``tunhelper doctor`` reports.
+    "checks": ("tun_node", "persistent_devices", "source_filter", "forwarding"),
 }
 
 if sys.platform.startswith("linux"):

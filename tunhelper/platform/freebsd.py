@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import re
 import select
 import socket
@@ -441,6 +442,26 @@ def filter_sources(device: DeviceInfo) -> None:
     raise PlatformError(errno.EOPNOTSUPP, "source filtering is not implemented on FreeBSD")
 
 
+def guard_link(device: DeviceInfo, sources: list[str], gateway_link: str | None) -> None:
+    """Not done on FreeBSD (it would be pf/ipfw rules per interface): refused with
+    EOPNOTSUPP, so the session goes on with a warning, as with :func:`filter_sources`."""
+    raise PlatformError(errno.EOPNOTSUPP, "source validation is not implemented on FreeBSD")
+
+
+def unguard_link(device: DeviceInfo) -> None:
+    """Nothing to remove: :func:`guard_link` never installs anything here."""
+
+
+def stale_guards() -> list[str]:
+    """None can exist (see :func:`guard_link`)."""
+    return []
+
+
+def remove_stale_guards() -> list[str]:
+    """None can exist (see :func:`guard_link`)."""
+    return []
+
+
 def _route_family(network: str) -> tuple[str, list[str]]:
     """The network in canonical form and route(8)'s family flag (``-inet6`` for IPv6)."""
     net = ipaddress.ip_network(network)
@@ -545,7 +566,41 @@ def source_filter() -> tuple[bool, str]:
     )
 
 
+def forwarding(version: int) -> tuple[bool, str]:
+    """``net.inet.ip.forwarding`` / ``net.inet6.ip6.forwarding`` (unverified here)."""
+    name = "net.inet.ip.forwarding" if version == 4 else "net.inet6.ip6.forwarding"
+    result = runner([SYSCTL, "-n", name])
+    value = result.stdout.strip() if result.returncode == 0 else b""
+    if value == b"1":
+        return True, f"{name} = 1: IPv{version} packets are forwarded"
+    return False, (
+        f"{name} is not 1: IPv{version} packets are not forwarded, so routes beyond the "
+        f"gateway reach nothing; set {name}=1 in /etc/sysctl.conf"
+    )
+
+
 # ---------------------------------------------------------------- boot id
+
+
+def open_regular(path: str, sound: Callable[[os.stat_result], bool]) -> int | None:
+    """A read-only fd on ``path`` if ``sound`` accepts what it is, else ``None``.
+
+    Without Linux's reopening through an ``O_PATH`` handle, the path is judged with
+    ``lstat`` first (a device node or FIFO is never opened) and the opened file is
+    checked to be the one judged. Unverified on a FreeBSD host (docs/platforms.md).
+    """
+    try:
+        st = os.lstat(path)
+        if not sound(st):
+            return None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY)
+    except OSError:
+        return None
+    again = os.fstat(fd)
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino) or not sound(again):
+        os.close(fd)
+        return None
+    return fd
 
 
 def boot_id() -> str:

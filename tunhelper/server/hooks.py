@@ -1,9 +1,11 @@
 """The admin's ``--up`` and ``--down`` commands.
 
 Run without a shell (argv from the admin's authorized_keys line, split with shlex),
-bounded in time (the whole process group is killed at the limit), with a clean,
-documented environment: nothing the client sent reaches a hook. Their output goes to
-syslog, never to the client's stdout, which carries the announcement.
+with default signal dispositions and an empty signal mask (so ``timeout`` and ``kill``
+work in a down hook), bounded in time (the whole process group is killed at the
+limit), with a clean, documented environment: nothing the client sent reaches a
+hook. Their output goes to syslog, never to the client's stdout, which carries the
+announcement.
 
 Environment (all values strings; empty when not applicable):
 ``TUNHELPER_EVENT`` (up or down), ``TUNHELPER_DEVICE``, ``TUNHELPER_MODE`` (tun or
@@ -50,6 +52,20 @@ def remote(ssh_connection: str | None) -> tuple[str, str]:
     return "", ""
 
 
+_RESET = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGPIPE)
+
+
+def _default_signals() -> None:
+    """In the hook's child: default dispositions and an empty mask.
+
+    A down hook runs after the helper ignores and blocks its end signals, and ignored
+    signals survive exec: ``timeout`` or ``kill`` inside the hook would do nothing.
+    """
+    for s in _RESET:
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
 def run(event: str, argv: list[str], env: dict[str, str], timeout: float) -> None:
     """Run a hook; a failure or timeout is a :class:`TunhelperError` naming it."""
     what = f"{event} hook {argv[0]}"
@@ -62,6 +78,7 @@ def run(event: str, argv: list[str], env: dict[str, str], timeout: float) -> Non
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so a timeout kills it all
             cwd="/",
+            preexec_fn=_default_signals,
         )
     except OSError as e:
         raise TunhelperError(f"{what} could not run: {e.strerror}") from None

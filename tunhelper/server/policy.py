@@ -8,12 +8,17 @@ one key's connections settles on the limit instead of slipping past it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import socket
 import time
+from collections.abc import Iterable
 
 from tunhelper import defaults, family, log
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
+from tunhelper.server import bridge, replaced
 from tunhelper.settings import Settings
 from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore, liveness
 
@@ -33,6 +38,64 @@ def check_link(settings: Settings, device: DeviceInfo) -> None:
             f"--client-net {settings.client_nets[0]} is routed through tun links only: "
             "connect without --tap (ssh -w any), or use a key without --client-net for tap"
         )
+
+
+def check_overlap(
+    settings: Settings, networks: Iterable[tuple[str, str]], outer: str | None
+) -> None:
+    """Refuse a pool that would reroute this session's own ssh connection.
+
+    A lease inside a network of the server's interfaces (or equal to the client's outer
+    address) gets a host route through the tun that swallows the ssh connection the
+    announcement must travel on: the session hangs. ``networks`` are ``(interface,
+    network)`` pairs (:func:`interface_networks`); ``outer`` the client's address from
+    ``SSH_CONNECTION``. The pool's own bridge is skipped: a ``--bridge`` slice of a LAN
+    is meant to lie inside that LAN's network.
+    """
+    for pool in settings.pools:
+        if outer and pool.offset(outer) is not None:
+            raise TunhelperError(
+                f"pool {pool.name} holds this connection's own address {outer}: its lease "
+                "would carry the ssh connection into the tunnel; use a pool outside the "
+                "networks clients connect from"
+            )
+        for name, network in networks:
+            if name != settings.bridge.name and pool.overlaps(network):
+                raise TunhelperError(
+                    f"pool {pool.name} overlaps {network} on the server's interface {name}: "
+                    "a lease there would reroute traffic of that network (perhaps this very "
+                    "ssh connection) into a tunnel; use a pool outside the server's networks"
+                )
+
+
+def interface_networks(state_dir: str | None = None) -> list[tuple[str, str]]:
+    """``(interface, network)`` of every address on this host with a prefix shorter than
+    a host's, link-local ones and tunhelper's own bridges (marked in ``state_dir``) left
+    out: those carry a pool by design."""
+    import ipaddress
+
+    import psutil
+
+    ours: set[str] = set()
+    if state_dir is not None:
+        with contextlib.suppress(OSError):
+            ours = set(os.listdir(os.path.join(state_dir, bridge.MARKERS)))
+    out = []
+    for name, addrs in psutil.net_if_addrs().items():
+        if name in ours:
+            continue
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6) or not a.netmask:
+                continue
+            try:
+                address = ipaddress.ip_address(a.address.split("%", 1)[0])
+                bits = bin(int(ipaddress.ip_address(a.netmask))).count("1")
+            except ValueError:
+                continue
+            if address.is_link_local or bits >= address.max_prefixlen:
+                continue  # host addresses are excluded one by one (local_addresses)
+            out.append((name, str(ipaddress.ip_network(f"{address}/{bits}", strict=False))))
+    return out
 
 
 def for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
@@ -78,7 +141,8 @@ def make_room(store: LeaseStore, settings: Settings, client: str, alive: Alive) 
             f"{limit} allows; end one first"
         )
     oldest = mine[:extra]
-    _end_sessions(oldest, client, limit)
+    _refuse_if_elsewhere(oldest, limit)
+    _end_sessions(oldest, client, limit, settings.state_dir)
     tokens = {lease.token for lease in oldest}
     deadline = time.monotonic() + defaults.TAKEOVER_WAIT
     while time.monotonic() < deadline:
@@ -115,7 +179,8 @@ def settle_sessions(
             )
         return
     if mine.token in tokens[-limit:]:
-        _end_sessions(live[:-limit], client, limit)
+        _refuse_if_elsewhere(live[:-limit], limit)  # we give way: the limit still holds
+        _end_sessions(live[:-limit], client, limit, settings.state_dir)
 
 
 def check_limit(store: LeaseStore, settings: Settings, client: str, alive: Alive) -> None:
@@ -141,7 +206,34 @@ def _live_sessions(store: LeaseStore, pool: str, client: str, alive: Alive) -> l
     return sorted(live, key=lambda x: (x.since, x.token))
 
 
-def _end_sessions(leases: list[Lease], client: str, limit: int) -> None:
+def _refuse_if_elsewhere(leases: list[Lease], limit: int) -> None:
+    """A session on another gateway of a shared store is not ended from here: refused.
+
+    Only its own gateway can end it (its pids mean nothing here), and waiting for that
+    gateway's next renewal would hold the client for up to a lease lifetime. So the new
+    session is refused at once, naming the gateway; a session whose gateway died stops
+    counting once its lease expires.
+    """
+    this = liveness.this_host()
+    for lease in leases:
+        if lease.host != this:
+            left = ""
+            if lease.expires is not None:
+                seconds = max(0.0, lease.expires - time.time())
+                left = f" (its lease expires in {seconds:.0f}s unless renewed)"
+            raise TunhelperError(
+                f"this client's session {lease.address} is live on gateway {lease.host}, "
+                f"the most --max-sessions {limit} allows: end it there first{left}"
+            )
+
+
+def _end_sessions(leases: list[Lease], client: str, limit: int, state_dir: str) -> None:
     for lease in leases:
         log.info(f"ending session {lease.address} of {client}: --max-sessions {limit}")
+        replaced.leave_note(
+            state_dir,
+            lease.token,
+            f"session {lease.address} replaced by a newer session of this key "
+            f"(--max-sessions {limit}): ending it",
+        )
         liveness.end(lease)

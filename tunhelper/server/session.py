@@ -9,6 +9,7 @@ left on an unconfigured link.
 
 from __future__ import annotations
 
+import errno
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -23,11 +24,11 @@ from tunhelper.pool import Pool
 from tunhelper.protocol import Announcement, announce, wants_description
 from tunhelper.server import bridge, discover, hooks, identity, policy
 from tunhelper.server.keeper import become_keeper
-from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Leased, Taken
+from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Guarded, Leased, Taken
 from tunhelper.server.teardown import end_connection as end_connection
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted, ignore_end_signals
-from tunhelper.store import Lease, Request, liveness
+from tunhelper.store import ACTIVE, Lease, Request, liveness
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Side:
 def serve(settings: Settings, environ: Mapping[str, str]) -> int:
     """Run the session; return the exit code. Errors reach the client as one line."""
     found: SessionDevice | None = None
-    taken = Taken(settings.state_dir, settings.db_timeout)
+    taken = Taken(settings.state_dir, settings.db_timeout, settings.store)
 
     def session() -> None:
         nonlocal found
@@ -63,9 +64,13 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, taken: Taken) -> str:
     """Steps 2 to 5; return why the session ended (only if it was held in place)."""
     device = found.device
-    client = identity.client_identity(settings.client, environ)
+    client, fallback = identity.client_identity(settings.client, environ, found.session_start)
     settings, reserved_for_others = policy.for_client(settings, client)
+    if fallback:  # no key vouches for it: never end another session to make room
+        settings = replace(settings, refuse_extra=True)
     policy.check_link(settings, device)
+    outer, _ = hooks.remote(environ.get("SSH_CONNECTION"))
+    policy.check_overlap(settings, policy.interface_networks(settings.state_dir), outer)
     sides = _plan(settings, device)
     mtu = configure.choose_mtu(device.mode, settings.mtu, settings.bridge, _has_ipv6(sides))
     describe = _describe(environ.get("SSH_ORIGINAL_COMMAND"))
@@ -162,8 +167,42 @@ def _configure(
         applied = configure.bridge_port(device, settings.bridge, mtu, settings.state_dir)
         taken.add(Configured(applied))
     if settings.client_nets:  # tun only (policy.check_link): the device says where
-        nets = configure.client_networks(device, settings.client_nets, settings.state_dir)
+        nets = configure.client_networks(
+            device, settings.client_nets, settings.state_dir, _session_devices(taken)
+        )
         taken.add(Configured(nets))
+    _guard(settings, device, sides, taken)
+
+
+def _session_devices(taken: Taken) -> set[str]:
+    """The devices of the store's live sessions (other than ours, whose routes come now)."""
+    alive = liveness.Liveness()
+    return {x.device for x in taken.store.get().leases() if x.state == ACTIVE and alive(x)}
+
+
+def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Taken) -> None:
+    """Only the client's own sources may arrive on its link (platform.guard_link).
+
+    Fails closed: a filter that cannot be installed refuses the session, except where
+    the platform has none at all (EOPNOTSUPP, FreeBSD), which is warned about as
+    doctor does (docs/platforms.md).
+    """
+    sources = [s.lease.address for s in sides if s.lease is not None]
+    if device.mode == "tun":
+        sources += [str(net) for net in settings.client_nets]
+    gateway_link = settings.bridge.name if device.mode == "tap" else None
+    try:
+        platform.guard_link(device, sources, gateway_link)
+    except platform.PlatformError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            log.warning(f"{e.strerror}: the client on {device.name} could send in another's name")
+            return
+        taken.add(Guarded(device))  # a partly loaded filter is removed too
+        raise TunhelperError(
+            f"could not install the source filter on {device.name} ({e.strerror}); "
+            "check that nftables works on this host (tunhelper doctor)"
+        ) from e
+    taken.add(Guarded(device))
 
 
 def _announcement(

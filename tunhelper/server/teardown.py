@@ -22,8 +22,8 @@ from typing import Any, Protocol
 from tunhelper import configure, log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo, SessionDevice
-from tunhelper.server import discover, hooks
-from tunhelper.store import Lease, LeaseStore, open_store
+from tunhelper.server import discover, hooks, replaced
+from tunhelper.store import Lease, LeaseStore, StoreConfig, open_store
 
 STDERR_DRAIN_TIMEOUT = 2.0
 NOT_SET_UP = "the session was not set up"
@@ -32,13 +32,15 @@ NOT_SET_UP = "the session was not set up"
 class _Store:
     """The lease store, opened when the first lease is taken or given back."""
 
-    def __init__(self, state_dir: str, db_timeout: float) -> None:
-        self.state_dir, self.db_timeout = state_dir, db_timeout
+    def __init__(
+        self, state_dir: str, db_timeout: float, config: StoreConfig | None = None
+    ) -> None:
+        self.state_dir, self.db_timeout, self.config = state_dir, db_timeout, config
         self._store: LeaseStore | None = None
 
     def get(self) -> LeaseStore:
         if self._store is None:
-            self._store = open_store(self.state_dir, self.db_timeout)
+            self._store = open_store(self.state_dir, self.db_timeout, self.config)
         return self._store
 
     def close(self) -> None:
@@ -130,14 +132,35 @@ class DownHook:
         return cls(**{**fields, "device": DeviceInfo(**fields["device"])})
 
 
-KINDS: dict[str, Any] = {cls.kind: cls for cls in (Leased, Configured, DownHook)}
+@dataclass(frozen=True)
+class Guarded:
+    """The source filter on the session's device (platform.guard_link)."""
+
+    device: DeviceInfo
+    kind = "guard"
+    what = "remove the source filter"
+
+    def give_back(self, taken: Taken, reason: str) -> None:
+        platform.unguard_link(self.device)
+
+    def fields(self) -> dict[str, Any]:
+        return {"device": self.device._asdict()}
+
+    @classmethod
+    def load(cls, fields: dict[str, Any]) -> Guarded:
+        return cls(DeviceInfo(**fields["device"]))
+
+
+KINDS: dict[str, Any] = {cls.kind: cls for cls in (Leased, Configured, DownHook, Guarded)}
 
 
 class Taken:
     """The session's things, in the order taken; given back in reverse."""
 
-    def __init__(self, state_dir: str, db_timeout: float) -> None:
-        self.store = _Store(state_dir, db_timeout)
+    def __init__(
+        self, state_dir: str, db_timeout: float, store_config: StoreConfig | None = None
+    ) -> None:
+        self.store = _Store(state_dir, db_timeout, store_config)
         self.items: list[Item] = []
         self.counters: tuple[int, int] | None = None  # the device's last byte counts
 
@@ -145,7 +168,10 @@ class Taken:
         self.items.append(item)
 
     def give_back(self, reason: str) -> None:
-        """Give back everything, each step on its own: one failure never stops the rest."""
+        """Give back everything, each step on its own: one failure never stops the rest.
+
+        A session a newer one replaced first tells its client so (:mod:`replaced`)."""
+        self._tell_if_replaced()
         try:
             while self.items:
                 item = self.items.pop()
@@ -153,17 +179,30 @@ class Taken:
         finally:
             self.store.close()
 
+    def _tell_if_replaced(self) -> None:
+        lease = next((x.lease for x in self.items if isinstance(x, Leased)), None)
+        if lease is not None:
+            note = replaced.take_note(self.store.state_dir, lease.token)
+            if note:
+                log.error(note)
+
     def record(self) -> dict[str, Any]:
         """JSON-able, for the keeper process."""
         return {
             "state_dir": self.store.state_dir,
             "db_timeout": self.store.db_timeout,
+            "store": None if self.store.config is None else asdict(self.store.config),
             "taken": [{"kind": item.kind, **item.fields()} for item in self.items],
         }
 
     @classmethod
     def load(cls, record: dict[str, Any]) -> Taken:
-        taken = cls(record["state_dir"], record["db_timeout"])
+        config = record.get("store")  # a keeper started before the shared store: none
+        taken = cls(
+            record["state_dir"],
+            record["db_timeout"],
+            None if config is None else StoreConfig(**config),
+        )
         for fields in record["taken"]:
             fields = dict(fields)
             taken.add(KINDS[fields.pop("kind")].load(fields))

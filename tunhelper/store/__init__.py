@@ -12,14 +12,18 @@ address's last client, which is what makes addresses sticky.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
 from tunhelper.errors import TunhelperError
 from tunhelper.store.base import (
     ACTIVE,
+    DEFAULT_LIFETIME,
     LEASE_FIELDS,
+    POSTGRESQL,
     RELEASED,
+    SQLITE,
     AddressTaken,
     Alive,
     Lease,
@@ -27,19 +31,24 @@ from tunhelper.store.base import (
     Owner,
     PoolExhausted,
     Request,
+    StoreConfig,
 )
 
 __all__ = [
     "ACTIVE",
     "AddressTaken",
     "Alive",
+    "DEFAULT_LIFETIME",
     "LEASE_FIELDS",
     "Lease",
     "LeaseStore",
     "Owner",
+    "POSTGRESQL",
     "PoolExhausted",
     "RELEASED",
     "Request",
+    "SQLITE",
+    "StoreConfig",
     "open_store",
 ]
 
@@ -51,11 +60,25 @@ def _read_only(path: str) -> bool:
         return False
 
 
-def open_store(state_dir: str, timeout: float = 10.0) -> LeaseStore:
-    """Open (creating 0700 if missing) the state directory and its lease database.
+def _make_private(state_dir: str) -> None:
+    """Files an older version created 0644 in the directory become 0600."""
+    with contextlib.suppress(OSError), os.scandir(state_dir) as entries:
+        for entry in entries:
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISREG(st.st_mode) and st.st_mode & 0o077:
+                os.chmod(entry.path, 0o600)
 
-    A state directory that others could write would let them forge leases, so one that
-    is not owned by us or is writable by group or others is refused.
+
+def open_store(
+    state_dir: str, timeout: float = 10.0, config: StoreConfig | None = None
+) -> LeaseStore:
+    """Open (creating 0700 if missing) the state directory and its lease database:
+    SQLite in the state directory, or the PostgreSQL database ``config`` names (the
+    state directory then keeps only the releases the database missed).
+
+    A state directory that others could write would let them forge leases, and one they
+    could enter would let them read every lease or hold SQLite's locks (stalling every
+    session): one not owned by us or open to group or others is refused.
     """
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
@@ -66,17 +89,28 @@ def open_store(state_dir: str, timeout: float = 10.0) -> LeaseStore:
         ) from None
     if not stat.S_ISDIR(st.st_mode):
         raise TunhelperError(f"state directory {state_dir} is not a directory; check --state-dir")
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+    if st.st_uid != os.geteuid() or st.st_mode & 0o077:
         raise TunhelperError(
-            f"state directory {state_dir} is writable by others; run: chown root {state_dir} "
-            f"&& chmod 700 {state_dir}"
+            f"state directory {state_dir} is open to others (they could read every lease or "
+            f"lock the database); run: chown root {state_dir} && chmod 700 {state_dir}"
         )
+    os.umask(0o077)  # the database, its WAL and SHM, lock files, markers: all 0600
+    _make_private(state_dir)
     if not os.access(state_dir, os.W_OK):
         # Else SQLite says only "unable to open database file", which reads like damage.
         why = "read-only file system" if _read_only(state_dir) else "permission denied"
         raise TunhelperError(
             f"cannot write to state directory {state_dir} ({why}); check its mount and --state-dir"
         )
+    if config is not None and config.backend == POSTGRESQL:
+        try:
+            from tunhelper.store.postgres import PostgresLeaseStore
+        except ImportError:
+            raise TunhelperError(
+                f"{config.where or '[store]'}: backend = postgresql needs psycopg 3: "
+                "apt install python3-psycopg (or pip install 'tunhelper[pg]')"
+            ) from None
+        return PostgresLeaseStore(config, state_dir, timeout)
     from tunhelper.store.sqlite import DB_NAME, SqliteLeaseStore
 
     return SqliteLeaseStore(os.path.join(state_dir, DB_NAME), timeout)

@@ -1,7 +1,7 @@
 """The lease store's interface: what a lease is, what an allocation asks, what a store offers.
 
-Backends (:mod:`~tunhelper.store.sqlite`) import this module, never the package, which
-chooses among them (:func:`tunhelper.store.open_store`).
+Backends (:mod:`~tunhelper.store.sqlite`, :mod:`~tunhelper.store.postgres`) import this
+module, never the package, which chooses among them (:func:`tunhelper.store.open_store`).
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class Lease:
     session_pid: int
     session_start: float
     device: str
+    expires: float | None = None  # a shared store's lifetime; None: judged by its owner only
 
     @property
     def owner(self) -> Owner:
@@ -73,7 +74,24 @@ class Lease:
         )
 
 
-LEASE_FIELDS = [f.name for f in fields(Lease)]
+# The columns every store keeps; a shared store keeps ``expires`` as well.
+LEASE_FIELDS = [f.name for f in fields(Lease) if f.name != "expires"]
+SQLITE, POSTGRESQL = "sqlite", "postgresql"
+DEFAULT_LIFETIME = 600.0  # seconds a shared store's lease lives unless renewed
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """Which store to open: the config file's ``[store]`` (SQLite when there is none).
+
+    ``conninfo`` is a libpq connection string (or ``service=NAME``); it may hold a
+    password, so it comes only from a root-owned file, never argv or the environment.
+    """
+
+    backend: str = SQLITE
+    conninfo: str = ""
+    lifetime: float = DEFAULT_LIFETIME
+    where: str = ""  # the config file, for messages
 
 
 @dataclass(frozen=True)
@@ -108,5 +126,7 @@ class LeaseStore(Protocol):
     def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]: ...
 
     def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
+
+    def renew(self, host: str, alive: Alive) -> tuple[int, int]: ...
 
     def close(self) -> None: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import psutil
 
@@ -71,7 +72,9 @@ class Liveness:
 
     def __call__(self, lease: Lease) -> bool:
         if lease.host != self.host:
-            return True  # another gateway's lease: only that gateway can judge it
+            # Another gateway's lease: only that gateway can judge it, and a shared
+            # store's lease lives until its lifetime runs out unless that gateway renews it.
+            return lease.expires is None or lease.expires > time.time()
         if lease.boot_id != self.boot_id:
             return False  # from before a reboot: every session of it is gone
         return running(lease.helper_pid, lease.helper_start) or running(

@@ -158,6 +158,20 @@ class SqliteLeaseStore:
             raise _db_error(self.path, e) from None
         return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
 
+    def renew(self, host: str, alive: Alive) -> tuple[int, int]:
+        """One gateway's own store has no lifetimes to renew: release its dead leases."""
+        with self._transaction():
+            rows = self._db.execute(
+                _SELECT + " WHERE host = ? AND state = ?", (host, ACTIVE)
+            ).fetchall()
+            dead = [lease for lease in (Lease(*r) for r in rows) if not alive(lease)]
+            for lease in dead:
+                self._db.execute(
+                    "UPDATE leases SET state = ?, released_at = ? WHERE token = ? AND state = ?",
+                    (RELEASED, time.time(), lease.token, ACTIVE),
+                )
+        return len(rows) - len(dead), len(dead)
+
     def close(self) -> None:
         self._db.close()
 
@@ -337,7 +351,7 @@ class SqliteLeaseStore:
             **asdict(request.owner),
         )
         self._db.execute("DELETE FROM leases WHERE pool = ? AND slot = ?", (request.pool, slot))
-        self._db.execute(_INSERT, tuple(asdict(lease).values()))
+        self._db.execute(_INSERT, tuple(getattr(lease, f) for f in LEASE_FIELDS))
         return lease
 
     # -- plumbing ----------------------------------------------------------------

@@ -5,6 +5,7 @@
   sent and read without pyroute2 (the connect path's time target, issue 5);
 - :mod:`.links`: everything else configured through pyroute2 (loaded lazily, lean);
 - :mod:`.sysctl`: strict reverse-path filtering on a session's tun;
+- :mod:`.sourcefilter`: per-session source validation (an nftables netdev chain);
 - :mod:`.dns`: the client's resolver manager;
 - :mod:`.watch`: waiting for the end of a session (pidfd + netlink);
 - :mod:`.checks`: what ``tunhelper doctor`` asks of the host.
@@ -17,7 +18,12 @@ keeper imports it for the life of a session.
 
 from __future__ import annotations
 
-from tunhelper.platform.linux.checks import persistent_devices, source_filter, tun_node
+from tunhelper.platform.linux.checks import (
+    forwarding,
+    persistent_devices,
+    source_filter,
+    tun_node,
+)
 from tunhelper.platform.linux.dns import apply_dns, revert_dns
 from tunhelper.platform.linux.links import (
     add_address,
@@ -39,10 +45,17 @@ from tunhelper.platform.linux.proc import (
     device_info,
     held_devices,
     holds_pipe,
+    open_regular,
     process_start,
     same_process,
 )
 from tunhelper.platform.linux.rtnetlink import configure_p2p
+from tunhelper.platform.linux.sourcefilter import (
+    guard_link,
+    remove_stale_guards,
+    stale_guards,
+    unguard_link,
+)
 from tunhelper.platform.linux.sysctl import filter_sources
 from tunhelper.platform.linux.watch import wait_for_end
 

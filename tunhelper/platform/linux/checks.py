@@ -13,6 +13,8 @@ from tunhelper.platform.linux import proc
 
 TUN_NODE = "/dev/net/tun"
 ALL_RP_FILTER = "/proc/sys/net/ipv4/conf/all/rp_filter"
+FORWARDING = {4: "/proc/sys/net/ipv4/ip_forward", 6: "/proc/sys/net/ipv6/conf/all/forwarding"}
+_SYSCTL_NAME = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 _SSHD_NAME = re.compile(r"(tun|tap)[0-9]+")  # what sshd names the devices it creates
 
 
@@ -45,11 +47,18 @@ def persistent_devices() -> list[tuple[str, str]]:
 
 
 def source_filter() -> tuple[bool, str]:
-    """Does the per-device filter of ``filter_sources`` hold? ``(holds, one line)``.
+    """Does the per-device filtering hold? ``(holds, one line)``.
 
-    The kernel applies the larger of a device's ``rp_filter`` and ``all``'s, and loose
-    (2) lets a client send as another.
+    Source validation needs nft (sessions are refused without it);
+
+    for ``filter_sources`` the kernel applies the larger of a device's ``rp_filter`` and
+    ``all``'s, and loose (2) lets a client send as another over IPv4.
     """
+    from tunhelper.platform.linux.sourcefilter import nft_missing
+
+    missing = nft_missing()
+    if missing:
+        return False, missing
     try:
         with open(ALL_RP_FILTER, encoding="ascii") as f:
             value = f.read().strip()
@@ -65,3 +74,19 @@ def source_filter() -> tuple[bool, str]:
             "client's name; set it to 1 (or 0)"
         )
     return True, f"net.ipv4.conf.all.rp_filter is {value}: session devices filter strictly"
+
+
+def forwarding(version: int) -> tuple[bool, str]:
+    """Does this host forward packets of IP ``version``? ``(on, one line)``."""
+    path, name = FORWARDING[version], _SYSCTL_NAME[version]
+    try:
+        with open(path, encoding="ascii") as f:
+            value = f.read().strip()
+    except OSError as e:
+        return False, f"{path}: {e.strerror}: cannot tell whether IPv{version} is forwarded"
+    if value == "1":
+        return True, f"{name} = 1: IPv{version} packets are forwarded"
+    return False, (
+        f"{name} = {value}: IPv{version} packets are not forwarded, so routes beyond the "
+        f"gateway reach nothing; set {name} = 1 in /etc/sysctl.d/ (contrib/ has a file)"
+    )

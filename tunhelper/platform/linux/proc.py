@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Callable
 
 from tunhelper.platform.base import START_TOLERANCE, DeviceInfo
 
@@ -143,3 +144,31 @@ def same_process(pid: int, start: float) -> bool:
         return False
     started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     return abs(started - start) <= START_TOLERANCE
+
+
+def open_regular(path: str, sound: Callable[[os.stat_result], bool]) -> int | None:
+    """A read-only fd on ``path`` if ``sound`` accepts what it is, else ``None``.
+
+    Judged before anything can act on the path: opened with ``O_PATH`` (which opens
+    nothing: a device node is not armed, a FIFO not waited on), checked with
+    ``fstat``, then reopened through that very handle, so a file swapped in between is
+    not the one read.
+    """
+    try:
+        handle = os.open(path, os.O_PATH | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(handle)
+        if not sound(st):
+            return None
+        fd = os.open(f"/proc/self/fd/{handle}", os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError:
+        return None
+    finally:
+        os.close(handle)
+    again = os.fstat(fd)
+    if (again.st_dev, again.st_ino) != (st.st_dev, st.st_ino):
+        os.close(fd)
+        return None
+    return fd

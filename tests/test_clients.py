@@ -1,0 +1,95 @@
+"""tunhelper client add/revoke on a file: atomic, byte for byte, checked (no sshd needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tunhelper.admin import clients
+from tunhelper.errors import TunhelperError, UsageError
+
+OTHER = (
+    b"# root's own notes\r\n"
+    b'command="/bin/true" ssh-ed25519 '
+    b"AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMeWithTheClientsOwnKey00 x\n"
+    b"\n"
+)
+
+
+@pytest.fixture
+def key(tmp_path: Path) -> str:
+    path = tmp_path / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+    return (tmp_path / "k.pub").read_text().strip()
+
+
+def add(path: Path, name: str, key: str, *helper: str) -> int:
+    return clients.add(str(path), name, key, list(helper), "/usr/bin/tunhelper")
+
+
+def test_add_appends_one_checked_line_and_keeps_the_rest(tmp_path: Path, key: str) -> None:
+    keys = tmp_path / "authorized_keys"
+    keys.write_bytes(OTHER)
+    os.chmod(keys, 0o640)
+    add(keys, "laptop", key, "--pool", "192.168.3.0/24", "--state-dir", str(tmp_path / "s"))
+    data = keys.read_bytes()
+    assert data.startswith(OTHER) and keys.stat().st_mode & 0o777 == 0o640
+    (line,) = data[len(OTHER) :].decode().splitlines()
+    kind, blob = key.split()[:2]
+    assert line == (
+        f'{clients.RESTRICTIONS},command="/usr/bin/tunhelper --pool 192.168.3.0/24 '
+        f'--state-dir {tmp_path / "s"}" {kind} {blob} laptop'
+    )
+    (listed,) = clients.clients(data.splitlines(keepends=True))
+    assert listed.name == "laptop" and listed.fingerprint.startswith("SHA256:")
+    assert sorted(os.listdir(tmp_path)) == ["authorized_keys", "k", "k.pub"]  # no temp left
+
+
+@pytest.mark.parametrize(
+    "helper, why",
+    [
+        ([], "after --"),
+        (["--pool", "192.168.3.0/33"], "not a network"),
+        (["--pool", "192.168.3.0/24", "--route", "0.0.0.0/0"], "--route"),
+        (["leases"], "not the command"),
+        (["--help"], "--help"),
+    ],
+)
+def test_helper_options_are_checked_by_the_helpers_parsers(
+    tmp_path: Path, key: str, helper: list[str], why: str
+) -> None:
+    keys = tmp_path / "authorized_keys"
+    keys.write_bytes(OTHER)
+    with pytest.raises((UsageError, TunhelperError), match=why):
+        add(keys, "laptop", key, *helper)
+    assert keys.read_bytes() == OTHER
+
+
+def test_bad_keys_and_duplicates_are_refused(tmp_path: Path, key: str) -> None:
+    keys = tmp_path / "authorized_keys"
+    keys.write_bytes(OTHER)
+    pool = ["--pool", "192.168.3.0/24"]
+    with pytest.raises(UsageError, match="ssh-keygen cannot read"):
+        add(keys, "a", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBad", *pool)
+    with pytest.raises(UsageError, match="public key line"):
+        add(keys, "a", "no-pty ssh-ed25519 AAAA", *pool)
+    add(keys, "a", key, *pool)
+    with pytest.raises(TunhelperError, match="already has this key"):
+        add(keys, "b", key, *pool)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k2")])
+    other = (tmp_path / "k2.pub").read_text()
+    with pytest.raises(TunhelperError, match="already has a client named a"):
+        add(keys, "a", other, *pool)
+
+
+def test_revoke_restores_the_file_byte_for_byte(tmp_path: Path, key: str) -> None:
+    keys = tmp_path / "authorized_keys"
+    keys.write_bytes(OTHER)
+    add(keys, "laptop", key, "--pool", "192.168.3.0/24", "--state-dir", str(tmp_path / "s"))
+    clients.revoke(str(keys), "laptop")
+    assert keys.read_bytes() == OTHER
+    with pytest.raises(TunhelperError, match="no client named laptop"):
+        clients.revoke(str(keys), "laptop")

@@ -1,0 +1,303 @@
+"""``tunhelper client add|list|revoke``: root's authorized_keys as the list of clients.
+
+The counterpart of easy-rsa plus ccd, or ``wg set peer ... remove``: a client is one
+authorized_keys line whose forced command runs tunhelper, named by the line's comment.
+``add`` writes a line the helper itself accepts (its own parsers check the options),
+``revoke`` removes it and ends that key's live sessions at once. Every edit is atomic
+(a temporary file in the same directory, fsync, rename, with the file's owner and
+mode) and keeps every other line and comment byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+
+from tunhelper.admin import doctor
+from tunhelper.errors import TunhelperError, UsageError
+
+# What `restrict` stands for today, spelled out: unlike `restrict`, a future OpenSSH
+# cannot widen it to tunnel forwarding (10.5 did).
+RESTRICTIONS = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc"
+_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
+_KEYGEN_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class Client:
+    """One authorized_keys line that runs tunhelper."""
+
+    number: int  # 1-based line number
+    name: str  # the line's comment (what `client add` wrote as NAME)
+    key_type: str
+    blob: str  # the key's base64
+    args: list[str]  # the helper's arguments
+
+    @property
+    def fingerprint(self) -> str:
+        import base64
+        import binascii
+
+        from tunhelper.server.identity import fingerprint
+
+        try:
+            return fingerprint(base64.b64decode(self.blob, validate=True))
+        except (binascii.Error, ValueError):
+            return "?"
+
+
+def default_path(sshd_config: str | None = None) -> str:
+    """Root's first authorized_keys file as sshd sees it (``sshd -T``), else the usual."""
+    sshd = shutil.which("sshd", path=doctor.SSHD_PATH)
+    if sshd is not None:
+        with contextlib.suppress(TunhelperError):
+            paths = doctor.authorized_keys_paths(doctor.sshd_settings(sshd, sshd_config))
+            if paths:
+                return paths[0]
+    return "/root/.ssh/authorized_keys"
+
+
+def read_lines(path: str) -> list[bytes]:
+    """The file's lines, each with its own line ending (none if missing)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().splitlines(keepends=True)
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise TunhelperError(f"cannot read {path}: {e.strerror}") from None
+
+
+def clients(lines: list[bytes]) -> list[Client]:
+    out = []
+    for number, raw in enumerate(lines, 1):
+        try:
+            split = doctor.split_key_line(raw.decode("utf-8", errors="replace"))
+            if split is None:
+                continue
+            options = doctor.parse_options(split[0])
+            commands = [v for n, v in options if n == "command" and v is not None]
+            found = doctor.tunhelper_args(commands[0]) if commands else None
+        except ValueError:
+            continue
+        if found is None:
+            continue
+        words = split[1].split(None, 2)
+        if len(words) < 2:
+            continue
+        comment = words[2].strip() if len(words) > 2 else ""
+        out.append(Client(number, comment, words[0], words[1], found[1]))
+    return out
+
+
+def program() -> str:
+    """The full path of the running tunhelper, for the line's command=."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0) == "tunhelper" and os.access(argv0, os.X_OK):
+        return os.path.abspath(argv0)
+    beside = os.path.join(os.path.dirname(sys.executable), "tunhelper")  # a venv's, pip's
+    found = beside if os.access(beside, os.X_OK) else shutil.which("tunhelper")
+    if found is None:
+        raise TunhelperError("cannot tell where tunhelper is installed: give --program PATH")
+    return os.path.abspath(found)
+
+
+def check_key(key: str) -> tuple[str, str, str]:
+    """``(type, base64, fingerprint)`` of a public key, as ssh-keygen reads it."""
+    words = key.split()
+    if len(words) < 2 or not doctor._KEY_TYPE.fullmatch(words[0]):
+        raise UsageError("--key: give a public key line, e.g. 'ssh-ed25519 AAAA... comment'")
+    if not doctor._BASE64.fullmatch(words[1]) or "-cert-v01" in words[0]:
+        raise UsageError(f"--key: not a plain public key of type {words[0]}")
+    keygen = shutil.which("ssh-keygen")
+    if keygen is None:
+        raise TunhelperError("ssh-keygen not found: install openssh-client")
+    with tempfile.NamedTemporaryFile("w", suffix=".pub") as f:
+        f.write(f"{words[0]} {words[1]}\n")
+        f.flush()
+        result = subprocess.run(
+            [keygen, "-l", "-f", f.name],
+            capture_output=True,
+            text=True,
+            timeout=_KEYGEN_TIMEOUT,
+            check=False,
+        )
+    fields = result.stdout.split()
+    if result.returncode != 0 or len(fields) < 2 or not fields[1].startswith("SHA256:"):
+        raise UsageError(f"--key: ssh-keygen cannot read it as a {words[0]} public key")
+    return words[0], words[1], fields[1]
+
+
+def check_helper_args(args: list[str]) -> None:
+    """The helper's own parsers and cross-checks, as a session would run them."""
+    from tunhelper.options import PARSERS
+    from tunhelper.settings import serve_settings
+
+    if not args:
+        raise UsageError("give the helper's options after --, e.g. -- --pool 192.168.3.0/24")
+    if args[0] in PARSERS:
+        raise UsageError(f"the helper's options, not the command {args[0]!r}")
+    for arg in args:
+        if not arg.isprintable():
+            raise UsageError(f"option {arg!r}: no control characters on an authorized_keys line")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            serve_settings(args)
+    except SystemExit:
+        raise UsageError("--help and --version have no place on a client's line") from None
+
+
+def key_line(name: str, key_type: str, blob: str, command: list[str]) -> bytes:
+    """The authorized_keys line: restrictions, the forced command, the key, NAME."""
+    quoted = shlex.join(command).replace('"', '\\"')  # sshd's quoting: only \" is special
+    return f'{RESTRICTIONS},command="{quoted}" {key_type} {blob} {name}\n'.encode()
+
+
+def write_atomically(path: str, lines: list[bytes]) -> None:
+    """Replace ``path`` in one step, keeping its owner and mode (new file: root's, 0600)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        st = os.stat(path)
+        mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
+    except FileNotFoundError:
+        mode, uid, gid = 0o600, os.geteuid(), os.getegid()
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".authorized_keys.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"".join(lines))
+            os.fchmod(f.fileno(), mode)
+            os.fchown(f.fileno(), uid, gid)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(temp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def add(path: str, name: str, key: str, helper_args: list[str], prog: str | None) -> int:
+    if not _NAME.fullmatch(name):
+        raise UsageError(f"NAME {name!r}: 1 to 64 of A-Z a-z 0-9 . _ @ : + -")
+    key_type, blob, fp = check_key(key)
+    check_helper_args(helper_args)
+    command = prog or program()
+    if not os.path.isabs(command):
+        raise UsageError(f"--program {command}: give the full path")
+    lines = read_lines(path)
+    for c in clients(lines):
+        if c.name == name:
+            raise TunhelperError(f"{path}:{c.number} already has a client named {name}")
+    for number, raw in enumerate(lines, 1):
+        if blob.encode() in raw.split():
+            raise TunhelperError(f"{path}:{number} already has this key ({fp})")
+    if lines and not lines[-1].endswith(b"\n"):
+        lines[-1] += b"\n"
+    lines.append(key_line(name, key_type, blob, [command, *helper_args]))
+    write_atomically(path, lines)
+    print(f"added {name} ({fp}) to {path}: {shlex.join(helper_args)}")
+    return 0
+
+
+def _state_dir(args: list[str]) -> str:
+    from tunhelper.defaults import DEFAULT_STATE_DIR
+
+    for i, arg in enumerate(args):
+        if arg == "--state-dir" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--state-dir="):
+            return arg.split("=", 1)[1]
+    return DEFAULT_STATE_DIR
+
+
+def _identities(c: Client) -> set[str]:
+    """What the client's leases are recorded under: its key, or its --client name."""
+    out = {c.fingerprint}
+    for i, arg in enumerate(c.args):
+        if arg == "--client" and i + 1 < len(c.args):
+            out.add(c.args[i + 1])
+    return out
+
+
+def live_leases(c: Client) -> list:
+    """The client's live leases, in the state directory its line names."""
+    from tunhelper.store import ACTIVE, open_store
+    from tunhelper.store.liveness import Liveness
+
+    state_dir = _state_dir(c.args)
+    if not os.path.isdir(state_dir):
+        return []  # no session has run yet
+    store = open_store(state_dir)
+    try:
+        alive = Liveness()
+        return [
+            x
+            for who in sorted(_identities(c))
+            for x in store.leases(None, who)
+            if x.state == ACTIVE and alive(x)
+        ]
+    finally:
+        store.close()
+
+
+def list_clients(path: str, as_json: bool) -> int:
+    rows = []
+    for c in clients(read_lines(path)):
+        leases = live_leases(c)
+        rows.append(
+            {
+                "name": c.name,
+                "line": c.number,
+                "fingerprint": c.fingerprint,
+                "options": c.args,
+                "leases": [{"address": x.address, "device": x.device} for x in leases],
+            }
+        )
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        held = ", ".join(f"{x['address']} on {x['device']}" for x in row["leases"]) or "-"
+        print(
+            f"{row['name'] or '(no name)'}\tline {row['line']}\t{row['fingerprint']}\t"
+            f"{shlex.join(row['options'])}\tlive: {held}"
+        )
+    return 0
+
+
+def revoke(path: str, name: str) -> int:
+    from tunhelper.server import replaced
+    from tunhelper.store.liveness import end
+
+    lines = read_lines(path)
+    mine = [c for c in clients(lines) if c.name == name]
+    if not mine:
+        raise TunhelperError(f"{path} has no client named {name}: see tunhelper client list")
+    gone = {c.number for c in mine}
+    write_atomically(path, [x for n, x in enumerate(lines, 1) if n not in gone])
+    ended = 0
+    for c in mine:
+        for lease in live_leases(c):
+            replaced.leave_note(
+                _state_dir(c.args), lease.token, f"client {name} was revoked: ending session"
+            )
+            end(lease)
+            ended += 1
+    numbers = ", ".join(map(str, sorted(gone)))
+    print(f"revoked {name}: removed line {numbers} of {path}, ended {ended} session(s)")
+    return 0
