@@ -38,6 +38,8 @@ fi
 mirror=${mirror:-http://deb.debian.org/debian}
 
 root=$(mktemp -d /var/tmp/tunhelper-trixie.XXXXXX)
+# mktemp makes the tree 0700; postgres and nobody must be able to reach into it
+chmod 755 "$root"
 logs=$PWD/ci-logs
 mkdir -p "$logs"
 
