@@ -134,6 +134,18 @@ def chains(lab: Lab) -> list[str]:
     return [x["chain"]["name"] for x in json.loads(out.stdout)["nftables"] if "chain" in x]
 
 
+def pins(lab: Lab) -> list[str]:
+    """Every MAC and link-local the table-wide sets hold for tap ports."""
+    out = run("nft", "-j", "list", "table", "netdev", "tunhelper", ns=lab.server_ns, check=False)
+    if out.returncode != 0:
+        return []
+    shared = ("macs", "linklocals")
+    items = json.loads(out.stdout)["nftables"]
+    return [
+        e for x in items if x.get("set", {}).get("name") in shared for e in x["set"].get("elem", [])
+    ]
+
+
 def chain_of(lab: Lab, device: str) -> str:
     (chain,) = [c for c in chains(lab) if c.rpartition("_")[0] == device]
     return chain
@@ -244,3 +256,99 @@ def test_after_sigkill_no_filter_matches_a_later_device(make_lab, mode) -> None:
     for status in (victim, own):
         assert status["connect"].interrupt() == 0
     assert wait_until(lambda: chains(lab) == [], 10), chains(lab)
+    assert pins(lab) == []  # what the tap ports pinned left with them
+
+
+def link_local(ns: str, device: str) -> str:
+    """The device's link-local address, once duplicate address detection is done."""
+
+    def usable() -> str | None:
+        (link,) = json.loads(run("ip", "-j", "-6", "addr", "show", "dev", device, ns=ns).stdout)
+        return next(
+            (
+                a["local"]
+                for a in link.get("addr_info", [])
+                if a.get("scope") == "link" and not a.get("tentative")
+            ),
+            None,
+        )
+
+    assert wait_until(usable, 5)
+    return str(usable())
+
+
+def bridge_ports(lab: Lab, mac: str) -> set[str]:
+    """The bridge ports the gateway's forwarding database puts ``mac`` behind."""
+    out = json.loads(run("bridge", "-j", "fdb", "show", ns=lab.server_ns).stdout)
+    return {e["ifname"] for e in out if e.get("mac") == mac and "master" in e}
+
+
+def plain_tap(client, mac: str) -> tuple:
+    """A hostile client's plain ``ssh -w``: its tap gets ``mac`` before its first frame."""
+    session = client.connect("-o", "Tunnel=ethernet")
+    address = session.read_address()
+    assert address, session.stderr()
+    (tap,) = client.tun_devices("tap")
+    run("ip", "link", "set", tap, "address", mac, ns=client.ns)
+    run("ip", "addr", "add", f"{address}/24", "dev", tap, ns=client.ns)
+    run("ip", "link", "set", tap, "up", ns=client.ns)
+    return session, address
+
+
+def test_a_tap_client_cannot_take_another_clients_mac_or_link_local(make_lab) -> None:
+    lab = make_lab(DUAL)
+    victim_host, thief, claimer = (lab.add_client(n) for n in ("victim", "thief", "claimer"))
+    victim = connect(victim_host, "tap")
+    port = server_device(lab, victim["address"])
+    honest = mac_of(victim_host.ns, victim["device"])
+    honest_ll = link_local(victim_host.ns, victim["device"])
+    assert ping(victim_host, GATEWAY) and ping(victim_host, f"ff02::1%{victim['device']}")
+    assert bridge_ports(lab, honest) == {port}
+    assert neighbour(lab, honest_ll) == honest
+
+    # Another port sending from the victim's MAC: dropped before the bridge learns it.
+    session, stolen = plain_tap(thief, honest)
+    assert not session.ping(GATEWAY)
+    assert bridge_ports(lab, honest) == {port}
+    assert ping(victim_host, GATEWAY) and lab.ping_from_server(victim["address"])
+
+    # Another port claiming the victim's link-local address in neighbour discovery.
+    own = connect(claimer, "tap")
+    mac = mac_of(claimer.ns, own["device"])
+    assert ping(claimer, GATEWAY6)
+
+    def claim() -> None:
+        time.sleep(1.1)  # past the neighbour table's lock time
+        run(sys.executable, "-c", CLAIM, own["device"], mac, honest_ll, GATEWAY, ns=claimer.ns)
+        time.sleep(0.3)
+
+    claim()
+    assert neighbour(lab, honest_ll) == honest
+
+    # The controls: without the filters the gateway believes both.
+    chain = chain_of(lab, server_device(lab, own["address"]))
+    run("nft", "delete", "chain", "netdev", "tunhelper", chain, ns=lab.server_ns)
+    claim()
+    assert neighbour(lab, honest_ll) == mac
+    thief_port = server_device(lab, stolen)
+    thief_chain = chain_of(lab, thief_port)
+    run("nft", "delete", "chain", "netdev", "tunhelper", thief_chain, ns=lab.server_ns)
+    session.ping(GATEWAY)
+    assert bridge_ports(lab, honest) == {thief_port}
+
+
+def test_a_client_back_after_sigkill_gets_its_mac_again(make_lab) -> None:
+    """What a killed session pinned is freed by the next tap session's guard."""
+    lab = make_lab(DUAL)
+    client = lab.add_client()
+    fixed = "02:00:00:00:00:17"  # a client whose tap MAC is the same every time
+    session, address = plain_tap(client, fixed)
+    assert session.ping(GATEWAY)
+    device = server_device(lab, address)
+    keeper = next(x["pid"] for x in lab.leases() if x["address"] == address)
+    os.kill(keeper, signal.SIGKILL)  # its pins stay in the shared set, for now
+    session.close()
+    assert wait_until(lambda: device not in lab.server_addresses(), 10)
+
+    again, _ = plain_tap(client, fixed)
+    assert again.ping(GATEWAY)

@@ -17,17 +17,25 @@ What passes (``docs/security.md``, "Source validation"):
 
 - tun: IPv4/IPv6 packets whose source is one of the session's addresses or inside
   one of its ``--client-net`` networks;
-- tap: frames from one source MAC, pinned to the first frame the port sends; the same
-  sources for IP; ARP whose sender is the IPv4 lease (or 0.0.0.0, a probe); IPv6 from
-  the link-local and unspecified addresses neighbour discovery needs; neighbour
-  advertisements only for the IPv6 lease or a link-local target other than the
-  gateway's own; never router advertisements or redirects.
+- tap: frames from one source MAC, pinned to the first one the port sends that no
+  other port has pinned (the table-wide set ``macs``), so a client can neither change
+  its MAC nor take another client's; ARP whose sender is that MAC and the IPv4 lease
+  (or 0.0.0.0, a probe); the same IP sources as on tun; IPv6 from one link-local
+  address, pinned the same way (``linklocals``; never the gateway's), and from the
+  unspecified address for neighbour discovery; neighbour advertisements only for the
+  port's own IPv6 lease or pinned link-local; never router advertisements or
+  redirects.
+
+A port's pins leave the table-wide sets with its chain: at teardown, in ``tunhelper
+repair``, and (for chains whose device is gone) when the next tap port is guarded,
+so a client back after a SIGKILL on the gateway gets its MAC again.
 
 The rules are loaded by ``nft -f -`` in one transaction: one short process per session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 
@@ -38,6 +46,12 @@ TABLE = "tunhelper"
 _NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft")
 _TIMEOUT = 10.0
 _NA = "icmpv6 type nd-neighbor-advert"
+MACS, LINK_LOCALS = "macs", "linklocals"  # every tap port's pinned MAC and link-local
+# The IPv6 source as a raw 128-bit field, so that one set can hold it and be compared
+# with a neighbour advertisement's target (@th,64,128); nft types ``ip6 saddr`` apart.
+_SRC6 = "@nh,64,128"
+_TARGET = "@th,64,128"
+_TARGET_IS_LINK_LOCAL = "@th,64,16 & 0xffc0 == 0xfe80"
 
 
 def _nft() -> str:
@@ -113,29 +127,56 @@ def guard_script(
         f"{head} meta iif != {device.index} accept",  # a later device of the same name
     ]
     if device.mode == "tap":
-        lines += [
-            f"add set netdev {TABLE} {chain} {{ type ether_addr; size 1; flags dynamic; }}",
-            f"{head} add @{chain} {{ ether saddr }}",  # the first MAC seen, then only it
-            f"{head} ether saddr != @{chain} drop",
-            f"{head} icmpv6 type {{ nd-router-advert, nd-redirect }} drop",  # the gateway's
-        ]
-        lines += [f"{head} {_NA} @th,64,128 {_hex(a)} drop" for a in gateway_link_local]
-        lines += [
-            f"{head} {_NA} @th,64,128 {_hex(n.network_address)} accept"
-            for n in v6
-            if n.prefixlen == 128
-        ]
-        lines += [f"{head} {_NA} @th,64,16 & 0xffc0 == 0xfe80 accept", f"{head} {_NA} drop"]
+        lines += _tap_rules(chain, v6, gateway_link_local)
     lines += [f"{head} ip saddr {n} accept" for n in v4]
     lines += [f"{head} ip6 saddr {n} accept" for n in v6]
     if device.mode == "tap":
         lines += [f"{head} arp saddr ip {n} accept" for n in v4 if n.prefixlen == 32]
         lines.append(f"{head} arp saddr ip 0.0.0.0 accept")  # a probe claims nothing
         if v6:
-            lines.append(f"{head} ip6 saddr fe80::/10 accept")
+            lines.append(f"{head} ip6 saddr fe80::/10 accept")  # the pinned one, by now
             lines.append(f"{head} ip6 saddr :: meta l4proto ipv6-icmp accept")  # DAD, MLD
     lines.append(f"{head} drop")
     return "".join(f"{line}\n" for line in lines)
+
+
+def _tap_rules(
+    chain: str, v6: list[ipaddress.IPv6Network], gateway: list[ipaddress.IPv6Address]
+) -> list[str]:
+    """Pin the port's MAC and link-local (each unique among ports), police ARP and ND."""
+    head = f"add rule netdev {TABLE} {chain}"
+    ll, link_local = f"{chain}_ll", "ip6 saddr fe80::/10"
+    leases = [_hex(n.network_address) for n in v6 if n.prefixlen == 128]
+    lines = [
+        f"add set netdev {TABLE} {MACS} {{ type ether_addr; flags dynamic; }}",
+        f"add set netdev {TABLE} {LINK_LOCALS} {{ typeof {_SRC6}; flags dynamic; }}",
+        f"add set netdev {TABLE} {chain} {{ type ether_addr; size 1; flags dynamic; }}",
+        f"add set netdev {TABLE} {ll} {{ typeof {_SRC6}; size 1; flags dynamic; }}",
+        # The first MAC seen that no other port holds, then only it; ARP says the same.
+        f"{head} ether saddr != @{chain} ether saddr @{MACS} drop",
+        f"{head} add @{chain} {{ ether saddr }}",
+        f"{head} ether saddr != @{chain} drop",
+        f"{head} add @{MACS} {{ ether saddr }}",
+        f"{head} arp saddr ether != @{chain} drop",
+        f"{head} icmpv6 type {{ nd-router-advert, nd-redirect }} drop",  # the gateway's
+    ]
+    if gateway:
+        listed = ", ".join(str(a) for a in gateway)
+        lines.append(f"{head} ip6 saddr {{ {listed} }} drop")
+    lines += [  # one link-local, pinned the same way
+        f"{head} {link_local} {_SRC6} != @{ll} {_SRC6} @{LINK_LOCALS} drop",
+        f"{head} {link_local} add @{ll} {{ {_SRC6} }}",
+        f"{head} {link_local} {_SRC6} != @{ll} drop",
+        f"{head} {link_local} add @{LINK_LOCALS} {{ {_SRC6} }}",
+        # Advertisements only for its own addresses: its pinned link-local, its lease.
+        f"{head} {_NA} {_TARGET_IS_LINK_LOCAL} {_TARGET} != @{ll} drop",
+    ]
+    global_target = _TARGET_IS_LINK_LOCAL.replace("==", "!=")
+    if leases:
+        lines.append(f"{head} {_NA} {global_target} {_TARGET} != {{ {', '.join(leases)} }} drop")
+    else:
+        lines.append(f"{head} {_NA} {global_target} drop")
+    return lines
 
 
 def guard_link(device: DeviceInfo, sources: list[str], gateway_link: str | None) -> None:
@@ -147,59 +188,103 @@ def guard_link(device: DeviceInfo, sources: list[str], gateway_link: str | None)
     if not valid_ifname(device.name) or (gateway_link and not valid_ifname(gateway_link)):
         raise ValueError(f"bad interface name {device.name!r}")
     protected = _link_local(gateway_link) if gateway_link else []
+    if device.mode == "tap":
+        _release_stale_pins()
     _run(guard_script(device, sources, protected), "-f", "-")
 
 
 def unguard_link(device: DeviceInfo) -> None:
-    """Remove the device's chain (and MAC set); one already gone is fine."""
+    """Remove the device's chain, its pin sets and its pins; one already gone is fine."""
     if not valid_ifname(device.name):
         raise ValueError(f"bad interface name {device.name!r}")
-    _remove(chain_name(device), device.mode == "tap")
+    _remove([chain_name(device)])
 
 
-def _remove(chain: str, with_set: bool) -> None:
-    script = f"delete chain netdev {TABLE} {chain}\n"
-    if with_set:
-        script += f"delete set netdev {TABLE} {chain}\n"
+class _Table:
+    """One listing of our table: chains, and each set's elements."""
+
+    def __init__(self) -> None:
+        import json
+
+        try:
+            listed = json.loads(_run("", "-j", "list", "table", "netdev", TABLE))
+        except (OSError, ValueError):
+            listed = {}
+        items = listed.get("nftables", [])
+        self.chains = [i["chain"]["name"] for i in items if "chain" in i]
+        self.sets = {
+            i["set"]["name"]: [str(e) for e in i["set"].get("elem", []) if not isinstance(e, dict)]
+            for i in items
+            if "set" in i
+        }
+
+    def removal(self, chain: str) -> list[str]:
+        """The commands that remove ``chain``, its sets, and its pins from the shared sets."""
+        script = [f"delete chain netdev {TABLE} {chain}"] if chain in self.chains else []
+        return script + self.unpinning(chain, f"delete set netdev {TABLE}")
+
+    def unpinning(self, chain: str, verb: str = f"flush set netdev {TABLE}") -> list[str]:
+        """``verb`` on each of the chain's pin sets, and its pins out of the shared sets."""
+        script = []
+        for own, shared in ((chain, MACS), (f"{chain}_ll", LINK_LOCALS)):
+            if own not in self.sets:
+                continue
+            script.append(f"{verb} {own}")
+            pinned = [e for e in self.sets[own] if e in self.sets.get(shared, [])]
+            if pinned:
+                script.append(f"delete element netdev {TABLE} {shared} {{ {', '.join(pinned)} }}")
+        return script
+
+
+def _remove(chains: list[str]) -> None:
+    """Remove chains and what they pinned, in one transaction; retried once, since a
+    port pinning its MAC or another helper's removal may change the table meanwhile."""
+    for attempt in (1, 2):
+        table = _Table()
+        script = [line for chain in chains for line in table.removal(chain)]
+        if not script:
+            return
+        try:
+            _run("".join(f"{line}\n" for line in script), "-f", "-")
+            return
+        except OSError:
+            if attempt == 2 and any(c in _Table().chains for c in chains):
+                raise  # only a chain still there is a failure
+
+
+def _chains() -> list[str]:
+    return _Table().chains
+
+
+def _live(chain: str) -> bool:
+    """Whether the chain's device is still the one it was made for (name and index)."""
+    name, _, index = chain.rpartition("_")
     try:
-        _run(script, "-f", "-")
+        with open(f"/sys/class/net/{name}/ifindex", encoding="ascii") as f:
+            return f.read().strip() == index
     except OSError:
-        if chain in _chains():  # only a chain still there is a failure
-            raise
-
-
-def _chains() -> dict[str, bool]:
-    """Our chains, each with whether it has a MAC set of the same name."""
-    import json
-
-    try:
-        listed = json.loads(_run("", "-j", "list", "table", "netdev", TABLE))
-    except (OSError, ValueError):
-        return {}
-    items = listed.get("nftables", [])
-    sets = {i["set"]["name"] for i in items if "set" in i}
-    return {i["chain"]["name"]: i["chain"]["name"] in sets for i in items if "chain" in i}
+        return False
 
 
 def stale_guards() -> list[str]:
     """Chains whose device is gone or is now another device: what doctor reports."""
-    stale = []
-    for chain in _chains():
-        name, _, index = chain.rpartition("_")
-        try:
-            with open(f"/sys/class/net/{name}/ifindex", encoding="ascii") as f:
-                live = f.read().strip() == index
-        except OSError:
-            live = False
-        if not live:
-            stale.append(chain)
-    return sorted(stale)
+    return sorted(c for c in _Table().chains if not _live(c))
+
+
+def _release_stale_pins() -> None:
+    """Free what dead ports pinned, so that their clients' MACs and link-locals can be
+    pinned again (the chains stay for doctor and repair). Best effort: a session that
+    races us frees the same pins."""
+    table = _Table()
+    script = [line for c in table.chains if not _live(c) for line in table.unpinning(c)]
+    if script:
+        with contextlib.suppress(OSError):
+            _run("".join(f"{line}\n" for line in script), "-f", "-")
 
 
 def remove_stale_guards() -> list[str]:
-    """``tunhelper repair``: remove every stale chain; return their names."""
-    chains = _chains()
+    """``tunhelper repair``: remove every stale chain and its pins; return their names."""
     stale = stale_guards()
-    for chain in stale:
-        _remove(chain, chains.get(chain, False))
+    if stale:
+        _remove(stale)
     return stale
