@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,13 @@ def test_add_appends_one_checked_line_and_keeps_the_rest(tmp_path: Path, key: st
     )
     (listed,) = clients.clients(data.splitlines(keepends=True))
     assert listed.name == "laptop" and listed.fingerprint.startswith("SHA256:")
-    assert sorted(os.listdir(tmp_path)) == ["authorized_keys", "k", "k.pub"]  # no temp left
+    # no temporary file left; the lock file that serialises edits stays
+    assert sorted(os.listdir(tmp_path)) == [
+        ".authorized_keys.lock",
+        "authorized_keys",
+        "k",
+        "k.pub",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -93,3 +100,25 @@ def test_revoke_restores_the_file_byte_for_byte(tmp_path: Path, key: str) -> Non
     assert keys.read_bytes() == OTHER
     with pytest.raises(TunhelperError, match="no client named laptop"):
         clients.revoke(str(keys), "laptop")
+
+
+def test_concurrent_edits_lose_no_line(tmp_path: Path) -> None:
+    """Admins (or scripts) adding at once: each read-modify-write waits its turn."""
+    keys = tmp_path / "authorized_keys"
+    keys.write_bytes(OTHER)
+    public = []
+    for i in range(6):
+        path = tmp_path / f"k{i}"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
+        public.append((tmp_path / f"k{i}.pub").read_text().strip())
+    pool = ["--pool", "192.168.3.0/24", "--state-dir", str(tmp_path / "s")]
+    with ThreadPoolExecutor(len(public)) as ex:
+        done = list(ex.map(lambda i: add(keys, f"c{i}", public[i], *pool), range(len(public))))
+    assert done == [0] * len(public)
+    data = keys.read_bytes()
+    assert data.startswith(OTHER)
+    names = sorted(c.name for c in clients.clients(data.splitlines(keepends=True)))
+    assert names == [f"c{i}" for i in range(len(public))]
+    clients.revoke(str(keys), "c3")
+    names = [c.name for c in clients.clients(keys.read_bytes().splitlines(keepends=True))]
+    assert "c3" not in names and len(names) == len(public) - 1

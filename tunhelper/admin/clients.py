@@ -5,7 +5,8 @@ authorized_keys line whose forced command runs tunhelper, named by the line's co
 ``add`` writes a line the helper itself accepts (its own parsers check the options),
 ``revoke`` removes it and ends that key's live sessions at once. Every edit is atomic
 (a temporary file in the same directory, fsync, rename, with the file's owner and
-mode) and keeps every other line and comment byte for byte.
+mode) and keeps every other line and comment byte for byte; edits are serialised by
+a lock file beside authorized_keys, so two admins' edits never lose one another.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tunhelper.admin import doctor
@@ -41,6 +43,7 @@ class Client:
     key_type: str
     blob: str  # the key's base64
     args: list[str]  # the helper's arguments
+    authority: bool = False  # a cert-authority line: the key is a CA's
 
     @property
     def fingerprint(self) -> str:
@@ -95,7 +98,8 @@ def clients(lines: list[bytes]) -> list[Client]:
         if len(words) < 2:
             continue
         comment = words[2].strip() if len(words) > 2 else ""
-        out.append(Client(number, comment, words[0], words[1], found[1]))
+        authority = any(n == "cert-authority" for n, _ in options)
+        out.append(Client(number, comment, words[0], words[1], found[1], authority))
     return out
 
 
@@ -191,6 +195,21 @@ def write_atomically(path: str, lines: list[bytes]) -> None:
         os.close(dir_fd)
 
 
+@contextlib.contextmanager
+def _editing(path: str) -> Iterator[None]:
+    """Hold the lock on ``path``'s edits (``.authorized_keys.lock`` beside it): a
+    read-modify-write that another one overlapped would drop its line."""
+    from tunhelper.server import lock
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    try:
+        with lock.held(directory, f".{os.path.basename(path)}"):
+            yield
+    except OSError as e:
+        raise TunhelperError(f"cannot lock {path} for editing: {e.strerror}") from None
+
+
 def add(path: str, name: str, key: str, helper_args: list[str], prog: str | None) -> int:
     if not _NAME.fullmatch(name):
         raise UsageError(f"NAME {name!r}: 1 to 64 of A-Z a-z 0-9 . _ @ : + -")
@@ -199,6 +218,13 @@ def add(path: str, name: str, key: str, helper_args: list[str], prog: str | None
     command = prog or program()
     if not os.path.isabs(command):
         raise UsageError(f"--program {command}: give the full path")
+    with _editing(path):
+        _add(path, name, key_type, blob, fp, [command, *helper_args])
+    print(f"added {name} ({fp}) to {path}: {shlex.join(helper_args)}")
+    return 0
+
+
+def _add(path: str, name: str, key_type: str, blob: str, fp: str, command: list[str]) -> None:
     lines = read_lines(path)
     for c in clients(lines):
         if c.name == name:
@@ -208,10 +234,8 @@ def add(path: str, name: str, key: str, helper_args: list[str], prog: str | None
             raise TunhelperError(f"{path}:{number} already has this key ({fp})")
     if lines and not lines[-1].endswith(b"\n"):
         lines[-1] += b"\n"
-    lines.append(key_line(name, key_type, blob, [command, *helper_args]))
+    lines.append(key_line(name, key_type, blob, command))
     write_atomically(path, lines)
-    print(f"added {name} ({fp}) to {path}: {shlex.join(helper_args)}")
-    return 0
 
 
 def _state_dir(args: list[str]) -> str:
@@ -284,12 +308,13 @@ def revoke(path: str, name: str) -> int:
     from tunhelper.server import replaced
     from tunhelper.store.liveness import end
 
-    lines = read_lines(path)
-    mine = [c for c in clients(lines) if c.name == name]
-    if not mine:
-        raise TunhelperError(f"{path} has no client named {name}: see tunhelper client list")
-    gone = {c.number for c in mine}
-    write_atomically(path, [x for n, x in enumerate(lines, 1) if n not in gone])
+    with _editing(path):
+        lines = read_lines(path)
+        mine = [c for c in clients(lines) if c.name == name]
+        if not mine:
+            raise TunhelperError(f"{path} has no client named {name}: see tunhelper client list")
+        gone = {c.number for c in mine}
+        write_atomically(path, [x for n, x in enumerate(lines, 1) if n not in gone])
     ended = 0
     for c in mine:
         for lease in live_leases(c):
@@ -300,4 +325,12 @@ def revoke(path: str, name: str) -> int:
             ended += 1
     numbers = ", ".join(map(str, sorted(gone)))
     print(f"revoked {name}: removed line {numbers} of {path}, ended {ended} session(s)")
+    for c in mine:
+        if c.authority:
+            print(
+                f"line {c.number} was a cert-authority line: sessions of its certificates "
+                "are recorded by key ID (cert:KEYID), not by this key, and were left "
+                "running: find them with tunhelper leases, and list the certificates in "
+                "sshd's RevokedKeys"
+            )
     return 0
