@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -265,6 +266,22 @@ def test_another_gateways_lease_lives_until_it_expires(server, tmp_path: Path) -
     time.sleep(2.2)
     got = mine.allocate(request("new", host=here.host), here)
     assert got.address == "10.9.0.2"  # the oldest expired one
+
+
+def test_a_rebooted_gateway_reclaims_its_own_leases_at_once(server, tmp_path: Path) -> None:
+    """Its own leases from before the reboot are dead at once, though unexpired; another
+    gateway's equally unexpired ones are not touched."""
+    here = Liveness()
+    store = open_store(str(tmp_path / "s"), 5, config(server, lifetime=600))
+    before = Owner(here.host, f"not-{here.boot_id}", 4000, 1.0, 4001, 2.0, "tun0")
+    for i in range(4):
+        store.allocate(replace(request(f"c{i}", n=i), owner=before), always)
+    store.allocate(request("elsewhere", host=f"{here.host}-other"), always)
+    assert len(store.leases()) == 5 and all(x.expires > time.time() + 500 for x in store.leases())
+    got = store.allocate(request("new", host=here.host), here)
+    assert got.address == "10.9.0.2"  # the first of the pre-reboot leases, reclaimed now
+    held = {x.address: x.client for x in store.leases() if x.state == ACTIVE}
+    assert held["10.9.0.6"] == "elsewhere"  # the other gateway's lease stays
 
 
 def test_renew_moves_on_live_leases_and_releases_dead_ones(server, tmp_path: Path) -> None:
