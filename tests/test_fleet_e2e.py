@@ -8,7 +8,9 @@ would; a lease lives LIFETIME seconds unless renewed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -78,6 +80,13 @@ class Fleet:
             for lab in list(self.renewing):
                 with contextlib.suppress(Exception):  # the database may be away on purpose
                     self.renew(lab)
+
+    def admin(self, lab: Lab, *args: str) -> subprocess.CompletedProcess:
+        """A ``tunhelper`` admin command on ``lab``'s gateway, with its config and state."""
+        return lab.in_server_mounts(
+            tunhelper_command(), *args, "--config", str(lab.dir / "tunhelper.conf"),
+            "--state-dir", lab.state_dir, check=False,
+        )  # fmt: skip
 
     def leases(self) -> list[dict]:
         assert self.server is not None
@@ -168,6 +177,20 @@ def test_no_duplicates_across_gateways_and_the_key_keeps_its_address(fleet: Flee
     errors = [x for x in refused.stderr().splitlines() if x.startswith("tunhelper:")]
     assert len(errors) == 1 and f"live on gateway gw2-{fleet.tag}" in errors[0], errors
     assert again.ping(GATEWAY, count=2)  # the held session is untouched
+
+    # The admin commands see the whole fleet from any gateway.
+    third = fleet.gateways[2]
+    listed = json.loads(fleet.admin(third, "leases", "--json").stdout)
+    held = {x["address"]: x["host"] for x in listed if x["state"] == "active"}
+    assert held == {x["address"]: x["host"] for x in fleet.active()}
+    table = fleet.admin(third, "leases").stdout.splitlines()
+    assert table[1].split()[:3] == ["address", "state", "gateway"], table
+    row = next(x.split() for x in table if x.startswith(f"{again.address} "))
+    assert row[1:3] == ["active", f"gw2-{fleet.tag}"], table
+    refused_release = fleet.admin(third, "release", again.address)
+    assert refused_release.returncode != 0
+    assert f"held by gateway gw2-{fleet.tag}" in refused_release.stderr, refused_release.stderr
+    assert again.ping(GATEWAY, count=2)
 
 
 def test_a_destroyed_gateways_leases_are_reclaimed_after_one_lifetime(fleet: Fleet) -> None:

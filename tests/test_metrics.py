@@ -215,6 +215,18 @@ def test_table_of_a_thousand_leases_is_sorted_aligned_and_filterable(thousand: P
     assert json.loads(leases_cmd(thousand, "--json", "--client", "nobody").stdout) == []
 
 
+def test_a_fleets_table_names_the_gateway_of_each_lease() -> None:
+    rows = [row("10.7.0.2", "active", host="gw1"), row("10.7.0.3", "active", host="gw2")]
+    lines = table.render(rows, 1_700_000_060.0).splitlines()
+    assert lines[1].split() == list(table.FLEET_COLUMNS)
+    assert [x.split()[:3] for x in lines[2:]] == [
+        ["10.7.0.2", "active", "gw1"],
+        ["10.7.0.3", "active", "gw2"],
+    ]
+    one = table.render([row("10.7.0.2", "active", host="gw1")], 1_700_000_060.0)
+    assert one.splitlines()[1].split() == list(table.COLUMNS)  # one gateway: as before
+
+
 def test_prometheus_output_of_a_thousand_leases(thousand: Path, tmp_path: Path) -> None:
     out = tmp_path / "tunhelper.prom"
     leases_cmd(thousand, "--format", "prometheus", "--output", str(out))

@@ -132,8 +132,15 @@ def release(state_dir: str, address: str, force: bool, config: StoreConfig | Non
             raise TunhelperError(f"no active lease for {address}; see 'tunhelper leases'")
         live = [lease for lease in held if alive(lease)]
         if live and not force:
+            lease = live[0]
+            if lease.host != alive.host:  # a shared store: another gateway's, unexpired
+                raise TunhelperError(
+                    f"{address} is held by gateway {lease.host} (helper pid "
+                    f"{lease.helper_pid} there): end that session on {lease.host}, or, if "
+                    "that gateway is gone for good, use --force to free it before it expires"
+                )
             raise TunhelperError(
-                f"{address} is in use by a live session (helper pid {live[0].helper_pid}); "
+                f"{address} is in use by a live session (helper pid {lease.helper_pid}); "
                 "end that session, or use --force to free it anyway"
             )
         store.release_address(address)

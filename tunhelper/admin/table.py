@@ -1,6 +1,8 @@
 """``tunhelper leases`` as a terminal table an admin can read at a glance, also with a
 thousand sessions: sorted by pool, state (live sessions first) and address, each
-session's age, bytes each way and gateway-side device, and one summary line per pool."""
+session's age, bytes each way and gateway-side device, and one summary line per pool.
+A shared store's leases of several gateways add a ``gateway`` column: the host that
+holds each one."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import ipaddress
 from typing import Any
 
 COLUMNS = ("address", "state", "device", "age", "in", "out", "pid", "client")
+FLEET_COLUMNS = ("address", "state", "gateway", "device", "age", "in", "out", "pid", "client")
 _STATE_ORDER = {"active": 0, "stale": 1, "released": 2}
 
 
@@ -50,10 +53,13 @@ def render(rows: list[dict[str, Any]], now: float) -> str:
     """The table, one header per pool, then a summary line of the pool."""
     out: list[str] = []
     ordered = sorted(rows, key=_sort_key)
+    fleet = len({r.get("host") for r in rows}) > 1
+    columns = FLEET_COLUMNS if fleet else COLUMNS
     cells = [
         (
             r["address"],
             r["state"],
+            *((r.get("host") or "-",) if fleet else ()),
             r["device"] if r["state"] != "released" else "-",
             age(now - r["since_unix"]) if r["state"] != "released" else "-",
             size(r["bytes_in"]),
@@ -63,7 +69,7 @@ def render(rows: list[dict[str, Any]], now: float) -> str:
         )
         for r in ordered
     ]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(COLUMNS)]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
 
     def line(values: tuple[str, ...]) -> str:
         return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
@@ -81,8 +87,8 @@ def render(rows: list[dict[str, Any]], now: float) -> str:
             f"pool {pool}: {counts['active']} active, {counts['stale']} stale, "
             f"{counts['released']} released"
         )
-        out.append(line(COLUMNS))
+        out.append(line(columns))
         out += [line(c) for c in mine]
     if not out:
-        out.append(line(COLUMNS))  # no lease yet: the header alone
+        out.append(line(columns))  # no lease yet: the header alone
     return "\n".join(out) + "\n"
