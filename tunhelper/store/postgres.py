@@ -31,11 +31,11 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tunhelper.errors import TunhelperError
+from tunhelper.store import order
 from tunhelper.store.base import (
     ACTIVE,
     LEASE_FIELDS,
     RELEASED,
-    AddressTaken,
     Alive,
     Lease,
     PoolExhausted,
@@ -225,10 +225,7 @@ class PostgresLeaseStore:
             if found[1] is not None:
                 raise self._changed(request, found[0])
             high = self._rebuild(request)
-        raise PoolExhausted(
-            f"pool {request.pool} is exhausted: every address is held by a live "
-            "session; try again later, or ask the admin for a larger --pool"
-        )
+        raise PoolExhausted(order.EXHAUSTED.format(pool=request.pool))
 
     def _changed(self, request: Request, slot: int) -> TunhelperError:
         return TunhelperError(
@@ -370,41 +367,22 @@ class PostgresLeaseStore:
         self._db.execute("SELECT 1 FROM pools WHERE pool = %s FOR UPDATE", (request.pool,))
         return self._rebuild(request)  # a pool new to the store: rows may exist already
 
-    def _usable(self, request: Request, slot: int) -> bool:
-        return request.first <= slot <= request.last and slot not in request.excluded
-
     def _sticky(self, request: Request, alive: Alive) -> tuple[int, str | None] | None:
         rows = self._db.execute(
             _SELECT + " WHERE pool = %s AND client = %s ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
-        for lease in (Lease(*r) for r in rows):
-            if self._usable(request, lease.slot) and (lease.state == RELEASED or not alive(lease)):
-                return lease.slot, lease.token
-        return None
+        lease = order.sticky(request, (Lease(*r) for r in rows), alive)
+        return None if lease is None else (lease.slot, lease.token)
 
     def _reserved(self, request: Request, alive: Alive) -> tuple[int, str | None]:
-        slot = request.reserved
-        assert slot is not None
-        address = request.address_of(slot)
-        if not self._usable(request, slot):
-            raise AddressTaken(
-                f"--address {address} cannot be handed out here (the gateway, or already on "
-                "one of the server's interfaces); reserve another address"
-            )
+        assert request.reserved is not None
         row = self._db.execute(
-            _SELECT + " WHERE pool = %s AND slot = %s", (request.pool, slot)
+            _SELECT + " WHERE pool = %s AND slot = %s", (request.pool, request.reserved)
         ).fetchone()
-        if row is None:
-            return slot, None
-        lease = Lease(*row)
-        if lease.state == ACTIVE and alive(lease):
-            raise AddressTaken(
-                f"--address {address} is held by another live session (client "
-                f"{lease.client}, helper pid {lease.helper_pid}, gateway {lease.host}); end "
-                "that session or reserve another address"
-            )
-        return slot, lease.token
+        lease = None if row is None else Lease(*row)
+        slot = order.check_reserved(request, lease, alive)
+        return slot, None if lease is None else lease.token
 
     def _fresh(self, request: Request, high: int) -> tuple[int, None] | None:
         """The lowest never-used slot: the lowest usable hole, else above the mark."""
@@ -433,7 +411,7 @@ class PostgresLeaseStore:
                 (request.pool, RELEASED),
             )
             for slot, token in cur:
-                if self._usable(request, slot):
+                if order.usable(request, slot):
                     return slot, token
         return None
 
@@ -445,10 +423,8 @@ class PostgresLeaseStore:
             cur.execute(
                 _SELECT + " WHERE pool = %s AND state = %s ORDER BY since", (request.pool, ACTIVE)
             )
-            for lease in (Lease(*r) for r in cur):
-                if self._usable(request, lease.slot) and not alive(lease):
-                    return lease.slot, lease.token
-        return None
+            lease = order.reclaimable(request, (Lease(*r) for r in cur), alive)
+        return None if lease is None else (lease.slot, lease.token)
 
     # -- the never-used slots: high-water mark and holes ------------------------------
 

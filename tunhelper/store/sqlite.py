@@ -18,11 +18,11 @@ from dataclasses import asdict
 from typing import Callable
 
 from tunhelper.errors import TunhelperError
+from tunhelper.store import order
 from tunhelper.store.base import (
     ACTIVE,
     LEASE_FIELDS,
     RELEASED,
-    AddressTaken,
     Alive,
     Lease,
     PoolExhausted,
@@ -109,10 +109,7 @@ class SqliteLeaseStore:
                 self._rebuild(request)
                 slot = self._fresh(request)
             if slot is None:
-                raise PoolExhausted(
-                    f"pool {request.pool} is exhausted: every address is held by a live "
-                    "session; try again later, or ask the admin for a larger --pool"
-                )
+                raise PoolExhausted(order.EXHAUSTED.format(pool=request.pool))
             return self._grant(request, slot)
 
     def release(self, lease: Lease) -> bool:
@@ -177,45 +174,24 @@ class SqliteLeaseStore:
 
     # -- allocation steps, in order of preference ----------------------------------
 
-    def _usable(self, request: Request, slot: int) -> bool:
-        return request.first <= slot <= request.last and slot not in request.excluded
-
     def _sticky(self, request: Request, alive: Alive) -> int | None:
         """The client's own previous address, if no live session holds it."""
         rows = self._db.execute(
             _SELECT + " WHERE pool = ? AND client = ? ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
-        for lease in (Lease(*r) for r in rows):
-            if not self._usable(request, lease.slot):
-                continue
-            if lease.state == RELEASED or not alive(lease):
-                return lease.slot
-        return None
+        lease = order.sticky(request, (Lease(*r) for r in rows), alive)
+        return None if lease is None else lease.slot
 
     def _reserved(self, request: Request, alive: Alive) -> int:
         """The reserved slot, unless a live session holds it."""
-        slot = request.reserved
-        assert slot is not None
-        address = request.address_of(slot)
-        if not self._usable(request, slot):
-            raise AddressTaken(
-                f"--address {address} cannot be handed out here (the gateway, or already on "
-                "one of the server's interfaces); reserve another address"
-            )
+        assert request.reserved is not None
         row = self._db.execute(
-            _SELECT + " WHERE pool = ? AND slot = ?", (request.pool, slot)
+            _SELECT + " WHERE pool = ? AND slot = ?", (request.pool, request.reserved)
         ).fetchone()
+        slot = order.check_reserved(request, None if row is None else Lease(*row), alive)
         if row is None:
             self._mark_used(request, slot, self._high_water(request))
-        else:
-            lease = Lease(*row)
-            if lease.state == ACTIVE and alive(lease):
-                raise AddressTaken(
-                    f"--address {address} is held by another live session (client "
-                    f"{lease.client}, helper pid {lease.helper_pid}); end that session or "
-                    "reserve another address"
-                )
         return slot
 
     def _fresh(self, request: Request) -> int | None:
@@ -248,7 +224,7 @@ class SqliteLeaseStore:
             "SELECT slot FROM leases WHERE pool = ? AND state = ? ORDER BY released_at",
             (request.pool, RELEASED),
         )
-        return _first_slot(rows, lambda slot: self._usable(request, slot))
+        return _first_slot(rows, lambda slot: order.usable(request, slot))
 
     def _reclaim(self, request: Request, alive: Alive) -> int | None:
         """Active leases whose helper and session are both gone are free again.
@@ -261,10 +237,8 @@ class SqliteLeaseStore:
             (request.pool, ACTIVE),
         )
         try:
-            for lease in (Lease(*r) for r in rows):
-                if self._usable(request, lease.slot) and not alive(lease):
-                    return lease.slot
-            return None
+            lease = order.reclaimable(request, (Lease(*r) for r in rows), alive)
+            return None if lease is None else lease.slot
         finally:
             rows.close()
 
