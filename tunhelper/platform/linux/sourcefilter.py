@@ -153,10 +153,13 @@ def _tap_rules(
         f"add set netdev {TABLE} {chain} {{ type ether_addr; size 1; flags dynamic; }}",
         f"add set netdev {TABLE} {ll} {{ typeof {_SRC6}; size 1; flags dynamic; }}",
         # The first MAC seen that no other port holds, then only it; ARP says the same.
+        # Sets are written only until the pin is made (an add to the full set of size
+        # 1 ends the rule, so a refused MAC never reaches the shared set); after that
+        # a frame costs lookups only.
         f"{head} ether saddr != @{chain} ether saddr @{MACS} drop",
-        f"{head} add @{chain} {{ ether saddr }}",
+        f"{head} ether saddr != @{chain} add @{chain} {{ ether saddr }} "
+        f"add @{MACS} {{ ether saddr }}",
         f"{head} ether saddr != @{chain} drop",
-        f"{head} add @{MACS} {{ ether saddr }}",
         f"{head} arp saddr ether != @{chain} drop",
         f"{head} icmpv6 type {{ nd-router-advert, nd-redirect }} drop",  # the gateway's
     ]
@@ -165,9 +168,9 @@ def _tap_rules(
         lines.append(f"{head} ip6 saddr {{ {listed} }} drop")
     lines += [  # one link-local, pinned the same way
         f"{head} {link_local} {_SRC6} != @{ll} {_SRC6} @{LINK_LOCALS} drop",
-        f"{head} {link_local} add @{ll} {{ {_SRC6} }}",
+        f"{head} {link_local} {_SRC6} != @{ll} add @{ll} {{ {_SRC6} }} "
+        f"add @{LINK_LOCALS} {{ {_SRC6} }}",
         f"{head} {link_local} {_SRC6} != @{ll} drop",
-        f"{head} {link_local} add @{LINK_LOCALS} {{ {_SRC6} }}",
         # Advertisements only for its own addresses: its pinned link-local, its lease.
         f"{head} {_NA} {_TARGET_IS_LINK_LOCAL} {_TARGET} != @{ll} drop",
     ]
