@@ -24,7 +24,7 @@ from tests.lab import Lab, run, tunhelper_command, wait_until
 
 GATEWAY = "192.168.3.1"
 POOL = "192.168.3.0/24"
-LIFETIME = 10.0
+LIFETIME = 20.0  # long enough to ask, on a loaded CI machine, before it runs out
 RENEW_EVERY = 2.0
 UNDERLAY = "10.232.0"  # the fleet's shared network: PostgreSQL on .1, gateways .11 up
 
@@ -51,7 +51,7 @@ class Fleet:
         self.server = pg.PostgresServer(listen=f"{UNDERLAY}.1", netns=self.ns).start()
         for i in range(count):
             lab = Lab(
-                ("--pool", POOL, "--db-timeout", "3"),
+                ("--pool", POOL, "--db-timeout", "8"),
                 hostname=f"gw{i + 1}-{self.tag}",
                 uplink=(self.ns, self.bridge, f"{UNDERLAY}.{11 + i}/24"),
             )
