@@ -134,7 +134,7 @@ class Lab:
         ns = self.server_ns
         enable_ipv6(ns)
         run("ip", "link", "set", "lo", "up", ns=ns)
-        run("ip", "link", "add", self.bridge, "type", "bridge", ns=ns)
+        run("ip", "link", "add", self.bridge, "address", fixed_mac(), "type", "bridge", ns=ns)
         run("ip", "addr", "add", f"{UNDERLAY}.0.1/16", "dev", self.bridge, ns=ns)
         run("ip", "link", "set", self.bridge, "up", ns=ns)
         if self.uplink is not None:
@@ -559,6 +559,16 @@ def refused(session: Session, timeout: float) -> str:
     lines = [line for line in text.splitlines() if line.startswith("tunhelper:")]
     assert len(lines) == 1, text
     return lines[0]
+
+
+def fixed_mac() -> str:
+    """A MAC for a bridge the tests make. Without one, Linux gives a bridge the lowest
+    MAC of its ports, which changes when that port goes (a client, a gateway of a fleet
+    destroyed on purpose), and every neighbour entry for the bridge's address then
+    points at a MAC no one has, for tens of seconds."""
+    mac = bytearray(os.urandom(6))
+    mac[0] = (mac[0] & 0xFE) | 0x02  # unicast, locally administered
+    return mac.hex(":")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:

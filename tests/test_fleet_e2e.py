@@ -20,7 +20,7 @@ import pytest
 
 from tests import pg
 from tests.conftest import _unavailable, require_lab_prerequisites
-from tests.lab import Lab, run, tunhelper_command, wait_until
+from tests.lab import Lab, fixed_mac, run, tunhelper_command, wait_until
 
 GATEWAY = "192.168.3.1"
 POOL = "192.168.3.0/24"
@@ -45,7 +45,7 @@ class Fleet:
     def start(self, count: int) -> None:
         run("ip", "netns", "add", self.ns)
         run("ip", "link", "set", "lo", "up", ns=self.ns)
-        run("ip", "link", "add", self.bridge, "type", "bridge", ns=self.ns)
+        run("ip", "link", "add", self.bridge, "address", fixed_mac(), "type", "bridge", ns=self.ns)
         run("ip", "addr", "add", f"{UNDERLAY}.1/24", "dev", self.bridge, ns=self.ns)
         run("ip", "link", "set", self.bridge, "up", ns=self.ns)
         self.server = pg.PostgresServer(listen=f"{UNDERLAY}.1", netns=self.ns).start()
