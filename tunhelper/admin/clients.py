@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from tunhelper.admin import doctor
+from tunhelper.admin.atomic import write_atomically
 from tunhelper.errors import TunhelperError, UsageError
 
 # What `restrict` stands for today, spelled out: unlike `restrict`, a future OpenSSH
@@ -166,35 +167,6 @@ def key_line(name: str, key_type: str, blob: str, command: list[str]) -> bytes:
     return f'{RESTRICTIONS},command="{quoted}" {key_type} {blob} {name}\n'.encode()
 
 
-def write_atomically(path: str, lines: list[bytes]) -> None:
-    """Replace ``path`` in one step, keeping its owner and mode (new file: root's, 0600)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        st = os.stat(path)
-        mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
-    except FileNotFoundError:
-        mode, uid, gid = 0o600, os.geteuid(), os.getegid()
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=".authorized_keys.", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(b"".join(lines))
-            os.fchmod(f.fileno(), mode)
-            os.fchown(f.fileno(), uid, gid)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @contextlib.contextmanager
 def _editing(path: str) -> Iterator[None]:
     """Hold the lock on ``path``'s edits (``.authorized_keys.lock`` beside it): a
@@ -235,7 +207,7 @@ def _add(path: str, name: str, key_type: str, blob: str, fp: str, command: list[
     if lines and not lines[-1].endswith(b"\n"):
         lines[-1] += b"\n"
     lines.append(key_line(name, key_type, blob, command))
-    write_atomically(path, lines)
+    write_atomically(path, b"".join(lines))
 
 
 def _state_dir(args: list[str]) -> str:
@@ -314,7 +286,7 @@ def revoke(path: str, name: str) -> int:
         if not mine:
             raise TunhelperError(f"{path} has no client named {name}: see tunhelper client list")
         gone = {c.number for c in mine}
-        write_atomically(path, [x for n, x in enumerate(lines, 1) if n not in gone])
+        write_atomically(path, b"".join(x for n, x in enumerate(lines, 1) if n not in gone))
     ended = 0
     for c in mine:
         for lease in live_leases(c):

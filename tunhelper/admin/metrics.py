@@ -16,7 +16,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -198,23 +197,12 @@ def render(rows: Iterable[dict[str, Any]], refusals: dict[str, int]) -> str:
 
 
 def write_atomically(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader (the
-    textfile collector) sees the old file or the new one, never half of one."""
+    """Write ``text`` to ``path`` so that a reader (the textfile collector) sees the old
+    file or the new one, never half of one; 0644, as node_exporter runs as its own user."""
+    from tunhelper.admin import atomic
     from tunhelper.errors import TunhelperError
 
-    directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tunhelper-", suffix=".tmp", dir=directory)
+        atomic.write_atomically(path, text.encode(), 0o644)
     except OSError as e:
-        raise TunhelperError(f"cannot write {path}: {e.strerror}; check --output") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # node_exporter runs as its own user
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         raise TunhelperError(f"cannot write {path}: {e.strerror}; check --output") from None
