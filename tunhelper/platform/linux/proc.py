@@ -78,14 +78,21 @@ def tun_flags(name: str, sysfs: str = SYSFS_NET) -> int | None:
         return None
 
 
-def device_info(name: str) -> DeviceInfo | None:
-    """The device's index and mode from sysfs; ``None`` if it is gone or not tun/tap."""
+def ifindex(name: str) -> int | None:
+    """The interface's index from sysfs; ``None`` if there is no such interface."""
     if not valid_ifname(name):
         return None
     try:
         with open(f"{SYSFS_NET}/{name}/ifindex", encoding="ascii") as f:
-            index = int(f.read())
+            return int(f.read())
     except (OSError, ValueError):
+        return None
+
+
+def device_info(name: str) -> DeviceInfo | None:
+    """The device's index and mode from sysfs; ``None`` if it is gone or not tun/tap."""
+    index = ifindex(name)
+    if index is None:
         return None
     flags = tun_flags(name)
     if flags is None:

@@ -40,7 +40,7 @@ import ipaddress
 import os
 
 from tunhelper.platform.base import DeviceInfo
-from tunhelper.platform.linux.proc import valid_ifname
+from tunhelper.platform.linux.proc import ifindex, valid_ifname
 
 TABLE = "tunhelper"
 _NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft")
@@ -262,11 +262,7 @@ def _chains() -> list[str]:
 def _live(chain: str) -> bool:
     """Whether the chain's device is still the one it was made for (name and index)."""
     name, _, index = chain.rpartition("_")
-    try:
-        with open(f"/sys/class/net/{name}/ifindex", encoding="ascii") as f:
-            return f.read().strip() == index
-    except OSError:
-        return False
+    return str(ifindex(name)) == index
 
 
 def stale_guards() -> list[str]:
