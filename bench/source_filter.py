@@ -15,16 +15,14 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.throughput import iperf  # noqa: E402
 from tests.lab import Lab, missing_prerequisites, run  # noqa: E402
 
-GATEWAY = "192.168.3.1"
 GUARD = """
 import sys
 from tunhelper import platform
@@ -37,21 +35,6 @@ import sys
 from tunhelper import platform
 platform.unguard_link(platform.device_info(sys.argv[1]))
 """
-
-
-def iperf(lab: Lab, client, seconds: int) -> float:
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", lab.server_ns, "iperf3", "-s", "-1", "-B", GATEWAY],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        time.sleep(0.3)
-        out = run("iperf3", "-c", GATEWAY, "-t", str(seconds), "-J", ns=client.ns).stdout
-    finally:
-        server.kill()
-        server.wait()
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
 
 
 def chains(lab: Lab) -> list[str]:

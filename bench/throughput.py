@@ -23,6 +23,22 @@ from tests.lab import Lab, missing_prerequisites, run  # noqa: E402
 GATEWAY = "192.168.3.1"
 
 
+def iperf(lab: Lab, client, seconds: int) -> float:
+    """One iperf3 run, client -> gateway through the tunnel: Mbit/s received."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", lab.server_ns, "iperf3", "-s", "-1", "-B", GATEWAY],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)
+        out = run("iperf3", "-c", GATEWAY, "-t", str(seconds), "-J", ns=client.ns).stdout
+    finally:
+        server.kill()
+        server.wait()
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
 def measure(
     helper_args: list[str],
     ssh_options: list[str],
@@ -41,19 +57,7 @@ def measure(
         status = json.loads(conn.status() or "{}")
         if not status:
             raise SystemExit(f"connect failed: {conn.stderr()}")
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", lab.server_ns, "iperf3", "-s", "-1", "-B", GATEWAY],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            time.sleep(0.3)
-            out = run("iperf3", "-c", GATEWAY, "-t", str(seconds), "-J", ns=client.ns).stdout
-        finally:
-            server.kill()
-            server.wait()
-        bits = json.loads(out)["end"]["sum_received"]["bits_per_second"]
-        return {"mtu": status["mtu"], "mbit_s": bits / 1e6}
+        return {"mtu": status["mtu"], "mbit_s": iperf(lab, client, seconds)}
 
 
 def main() -> int:
