@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -122,3 +123,28 @@ def test_concurrent_edits_lose_no_line(tmp_path: Path) -> None:
     clients.revoke(str(keys), "c3")
     names = [c.name for c in clients.clients(keys.read_bytes().splitlines(keepends=True))]
     assert "c3" not in names and len(names) == len(public) - 1
+
+
+def test_list_finds_leases_where_the_lines_config_file_puts_them(tmp_path: Path, key: str) -> None:
+    """A [pool] section's state-dir counts, as it does for the line's helper."""
+    from tunhelper.pool import Pool
+    from tunhelper.store import Request, open_store
+    from tunhelper.store.liveness import current
+
+    state = tmp_path / "state"
+    conf = tmp_path / "tunhelper.conf"
+    conf.write_text(f"[pool office]\nnetwork = 192.168.3.0/24\nstate-dir = {state}\n")
+    keys = tmp_path / "authorized_keys"
+    add(keys, "laptop", key, "--config", str(conf), "--pool", "office")
+    (client,) = clients.clients(keys.read_bytes().splitlines(keepends=True))
+    pool = Pool.parse("192.168.3.0/24")
+    owner = current(os.getpid(), time.time(), "tun0")  # this process: a live session
+    request = Request(
+        pool.name, pool.first, pool.last, set(), client.fingerprint, owner, pool.address
+    )
+    store = open_store(str(state))
+    lease = store.allocate(request, lambda _: True)
+    store.close()
+    settings = clients._settings(client)
+    assert settings is not None and settings.state_dir == str(state)
+    assert [x.address for x in clients.live_leases(client, settings)] == [lease.address]

@@ -23,10 +23,14 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunhelper.admin import doctor
 from tunhelper.admin.atomic import write_atomically
 from tunhelper.errors import TunhelperError, UsageError
+
+if TYPE_CHECKING:
+    from tunhelper.settings import Settings
 
 # What `restrict` stands for today, spelled out: unlike `restrict`, a future OpenSSH
 # cannot widen it to tunnel forwarding (10.5 did).
@@ -210,40 +214,36 @@ def _add(path: str, name: str, key_type: str, blob: str, fp: str, command: list[
     write_atomically(path, b"".join(lines))
 
 
-def _state_dir(args: list[str]) -> str:
-    from tunhelper.defaults import DEFAULT_STATE_DIR
+def _settings(c: Client) -> Settings | None:
+    """The line's settings as its helper reads them (the helper's parsers and config
+    file, so a [pool] section's state-dir and the [store] count); ``None`` for a line
+    the helper would refuse (doctor says why)."""
+    from tunhelper.settings import serve_settings
 
-    for i, arg in enumerate(args):
-        if arg == "--state-dir" and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith("--state-dir="):
-            return arg.split("=", 1)[1]
-    return DEFAULT_STATE_DIR
-
-
-def _identities(c: Client) -> set[str]:
-    """What the client's leases are recorded under: its key, or its --client name."""
-    out = {c.fingerprint}
-    for i, arg in enumerate(c.args):
-        if arg == "--client" and i + 1 < len(c.args):
-            out.add(c.args[i + 1])
-    return out
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return serve_settings(c.args)
+    except (TunhelperError, SystemExit):
+        return None
 
 
-def live_leases(c: Client) -> list:
-    """The client's live leases, in the state directory its line names."""
+def live_leases(c: Client, settings: Settings | None) -> list:
+    """The client's live leases, in the store its line's helper uses: recorded under
+    its key, or its --client name."""
     from tunhelper.store import ACTIVE, open_store
     from tunhelper.store.liveness import Liveness
 
-    state_dir = _state_dir(c.args)
-    if not os.path.isdir(state_dir):
+    if settings is None:
+        return []
+    if settings.store is None and not os.path.isdir(settings.state_dir):
         return []  # no session has run yet
-    store = open_store(state_dir)
+    store = open_store(settings.state_dir, config=settings.store)
     try:
         alive = Liveness()
+        identities = {c.fingerprint, *([settings.client] if settings.client else [])}
         return [
             x
-            for who in sorted(_identities(c))
+            for who in sorted(identities)
             for x in store.leases(None, who)
             if x.state == ACTIVE and alive(x)
         ]
@@ -254,7 +254,7 @@ def live_leases(c: Client) -> list:
 def list_clients(path: str, as_json: bool) -> int:
     rows = []
     for c in clients(read_lines(path)):
-        leases = live_leases(c)
+        leases = live_leases(c, _settings(c))
         rows.append(
             {
                 "name": c.name,
@@ -289,9 +289,11 @@ def revoke(path: str, name: str) -> int:
         write_atomically(path, b"".join(x for n, x in enumerate(lines, 1) if n not in gone))
     ended = 0
     for c in mine:
-        for lease in live_leases(c):
+        settings = _settings(c)
+        for lease in live_leases(c, settings):
+            assert settings is not None  # it found leases
             replaced.leave_note(
-                _state_dir(c.args), lease.token, f"client {name} was revoked: ending session"
+                settings.state_dir, lease.token, f"client {name} was revoked: ending session"
             )
             end(lease)
             ended += 1
