@@ -8,6 +8,7 @@ following links (``O_NOFOLLOW|O_EXCL``) and read only if they are our regular fi
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import os
@@ -145,3 +146,10 @@ def disconnect(device: str | None, pid_file: str | None, wait: float = 10.0) -> 
                 time.sleep(0.02)  # the connect removes its own pid file as it ends
         done.append(path)
     return done
+
+
+def disconnect_command(args: argparse.Namespace) -> int:
+    """The ``disconnect`` command (tunhelper.commands): one line per connect ended."""
+    for path in disconnect(args.device, args.pid_file):
+        print(f"ended {path}")
+    return 0

@@ -15,6 +15,7 @@ replays after a SIGKILL (:mod:`state`).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -26,12 +27,12 @@ from dataclasses import dataclass
 
 import psutil
 
-from tunhelper import configure, family, log, platform, protocol
+from tunhelper import family, log, platform, protocol
 from tunhelper.client import background, diagnose, fulltunnel, notify, reconnect, sshconfig
 from tunhelper.client.state import State, recover
-from tunhelper.errors import TunhelperError
-from tunhelper.hold import SIGNAL, hold
-from tunhelper.server import discover
+from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.link import configure, discover
+from tunhelper.link.hold import SIGNAL, hold
 from tunhelper.signals import Interrupted, catch_end_signals, ignore_end_signals
 
 # Exit codes: why connect ended.
@@ -469,3 +470,34 @@ def _stop(proc: subprocess.Popen, ssh: psutil.Process, tee: _Tee | None = None) 
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def connect_command(args: argparse.Namespace) -> int:
+    """The ``connect`` command (tunhelper.commands): a profile's words join argv's."""
+    if args.profile is not None:
+        from tunhelper import options
+        from tunhelper.client import profile
+
+        if args.destination:
+            raise UsageError("give the destinations in the profile or on the command line")
+        # as if the profile's words followed argv's: its options win, flags add up
+        args = options.connect_parser().parse_args(profile.read(args.profile), namespace=args)
+    if not args.destination:
+        raise UsageError("connect needs a DESTINATION (or --profile NAME)")
+    return run(
+        Options(
+            destination=args.destination[0],
+            more=tuple(args.destination[1:]),
+            reconnect=args.reconnect,
+            shuffle=args.shuffle,
+            kill_switch=args.kill_switch,
+            multiplex=args.multiplex,
+            aes=not args.no_aes_gcm,
+            ssh_cmd=args.ssh_cmd,
+            tap=args.tap,
+            wait=args.wait,
+            as_json=args.json,
+            background=args.background,
+            pid_file=args.pid_file,
+        )
+    )
