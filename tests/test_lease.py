@@ -107,7 +107,7 @@ def test_state_dir_writable_by_others_refused(tmp_path: Path) -> None:
     d = tmp_path / "open"
     d.mkdir()
     d.chmod(0o777)
-    with pytest.raises(TunhelperError, match="open to others"):
+    with pytest.raises(TunhelperError, match="writable by others"):
         open_store(str(d))
 
 

@@ -182,10 +182,10 @@ def render(rows: Iterable[dict[str, Any]], refusals: dict[str, int]) -> str:
 def write_atomically(path: str, text: str) -> None:
     """Write ``text`` to ``path`` so that a reader (the textfile collector) sees the old
     file or the new one, never half of one; 0644, as node_exporter runs as its own user."""
-    from tunhelper.admin import atomic
+    from tunhelper import statedir
     from tunhelper.errors import TunhelperError
 
     try:
-        atomic.write_atomically(path, text.encode(), 0o644)
+        statedir.write_atomically(path, text.encode(), 0o644)
     except OSError as e:
         raise TunhelperError(f"cannot write {path}: {e.strerror}; check --output") from None
