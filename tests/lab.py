@@ -55,9 +55,35 @@ def tunhelper_command() -> str:
     return str(candidate) if candidate.exists() else shutil.which("tunhelper") or "tunhelper"
 
 
+# The client's run directory (tunhelper.defaults.RUN_DIR: connect's state files and pid
+# files). It is one per host, and a namespace does not separate it: see in_netns().
+CLIENT_RUN_DIR = "/run/tunhelper"
+
+
+def private_run_dir(ns: str) -> Path:
+    """The run directory that tunhelper sees in namespace ``ns`` (removed with the lab)."""
+    return Path(tempfile.gettempdir()) / f"tunhelper-run-{ns}"
+
+
+def in_netns(ns: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` run in namespace ``ns``. tunhelper itself also gets a run directory of the
+    namespace's own, as a host of its own would: connect replays the state files of dead
+    connects it finds there and disconnect ends every connect it finds, so in a shared
+    /run/tunhelper a test's connect would undo or end another test's connect (tests run
+    side by side). ``ip netns exec`` runs it in a mount namespace of its own, where the
+    bind mount stays; sh execs, so the pid stays the command's."""
+    if not argv or argv[0] != tunhelper_command():
+        return ["ip", "netns", "exec", ns, *argv]
+    private = private_run_dir(ns)
+    private.mkdir(mode=0o755, exist_ok=True)
+    os.makedirs(CLIENT_RUN_DIR, mode=0o755, exist_ok=True)  # the mount point
+    mount = 'mount --bind "$0" "$1" && shift && exec "$@"'
+    return ["ip", "netns", "exec", ns, "sh", "-c", mount, str(private), CLIENT_RUN_DIR, *argv]
+
+
 def run(*argv: str, ns: str | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
     if ns is not None:
-        argv = ("ip", "netns", "exec", ns, *argv)
+        argv = tuple(in_netns(ns, argv))
     return subprocess.run(argv, check=check, capture_output=True, text=True, **kw)
 
 
@@ -225,6 +251,7 @@ class Lab:
             self.sshd_log.close()
         for ns in reversed(self.namespaces):
             run("ip", "netns", "del", ns, check=False)
+            shutil.rmtree(private_run_dir(ns), ignore_errors=True)
         self.namespaces.clear()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -430,18 +457,9 @@ class Client:
 
     def tunhelper_connect(self, *args: str, server: str = f"root@{UNDERLAY}.0.1") -> Connect:
         """Start ``tunhelper connect`` in this client's namespace; returns at once."""
-        argv = [
-            "ip",
-            "netns",
-            "exec",
-            self.ns,
-            tunhelper_command(),
-            "connect",
-            "-e",
-            self.ssh_command(),
-            *args,
-            server,
-        ]
+        argv = in_netns(
+            self.ns, [tunhelper_command(), "connect", "-e", self.ssh_command(), *args, server]
+        )
         connect = Connect(self, argv)
         self.sessions.append(connect)
         return connect
