@@ -491,6 +491,7 @@ def test_python_variables_change_no_outcome(tmp_path_factory, env) -> None:
         ), env
 
 
+@pytest.mark.installation  # pip's launcher and Debian's differ here
 def test_pythonpath_acts_before_tunhelper_can_defend_so_doctor_flags_it(tmp_path: Path) -> None:
     """Why AcceptEnv must not pass PYTHON*: the interpreter reads PYTHONPATH at startup.
 

@@ -14,7 +14,11 @@ from __future__ import annotations
 import re
 import shlex
 
+import pytest
+
 from tests.lab import REPO, Client, run, tunhelper_command
+
+pytestmark = pytest.mark.installation  # the README's commands, as installed
 
 README = (REPO / "README.md").read_text()
 SERVER = README.split("\n## On the server\n", 1)[1].split("\n## ", 1)[0]

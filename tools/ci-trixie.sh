@@ -1,14 +1,18 @@
 #!/bin/bash
 # CI's Debian 13 (trixie) half, run as root on any Debian host (CI's is Debian 12): make
-# a fresh debootstrapped trixie tree, copy a clean checkout of HEAD into it, and run
-# there both install paths, as on Debian 12: tools/test.sh (a venv with PyPI's latest
-# libraries) and tools/test-deb.sh (the .deb with trixie's python3-pyroute2, -psutil,
-# -netaddr and OpenSSH 10's split sshd). Everything it mounts and makes is removed at the
-# end, on failure too. Usage: bash tools/ci-trixie.sh [DEB]: with DEB (a .deb built
-# elsewhere, e.g. on Debian 12), the .deb path installs and tests that very file, so one
-# package is proved on both releases; without it, the tree builds its own.
-# Each suite's output goes to ci-logs/trixie-{venv,deb}.log too; the last lines name
-# each suite's counts.
+# a fresh debootstrapped trixie tree, copy a clean checkout of HEAD into it, install
+# there what both install paths need, and run them, as on Debian 12: tools/test-deb.sh
+# (the .deb with trixie's python3, python3-pyroute2, -psutil, -netaddr and OpenSSH 10's
+# split sshd: the whole suite) and tools/test.sh (the README's install and test commands
+# in a venv with PyPI's latest libraries: the tests marked `installation` or
+# `libraries`; the whole suite runs that way on Debian 12). Everything it mounts and makes is removed at the
+# end, on failure too. Usage: bash tools/ci-trixie.sh [--wait-for FILE] [DEB]: with DEB
+# (a .deb built elsewhere, e.g. on Debian 12), the .deb path installs and tests that
+# very file, so one package is proved on both releases; without it, the tree builds its
+# own. With --wait-for FILE, the tree is made and prepared at once, and the suites start
+# when FILE exists (CI's Debian 12 suites run meanwhile); FILE then names DEB (or is
+# empty). Each suite's output goes to ci-logs/trixie-{venv,deb}.log too; the last lines
+# name each suite's counts and durations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -17,11 +21,19 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "ci-trixie.sh: run as root (debootstrap, chroot, mounts)" >&2
     exit 1
 fi
-deb=${1:-}
-if [[ -n $deb && ! -f $deb ]]; then
-    echo "ci-trixie.sh: no such .deb: $deb" >&2
-    exit 1
+go=
+if [[ ${1:-} == --wait-for ]]; then
+    go=$2
+    shift 2
 fi
+deb=${1:-}
+check_deb() {
+    if [[ -n $deb && ! -f $deb ]]; then
+        echo "ci-trixie.sh: no such .deb: $deb" >&2
+        exit 1
+    fi
+}
+check_deb
 if ! command -v debootstrap >/dev/null; then
     echo "ci-trixie.sh: installing debootstrap"
     apt-get update -qq
@@ -98,11 +110,6 @@ chmod 755 "$root/usr/sbin/policy-rc.d"
 
 # A clean checkout: HEAD, nothing of the work tree's own state (.venv, dist, caches).
 git clone -q "$PWD" "$root/root/project"
-if [[ -n $deb ]]; then
-    mkdir -p "$root/root/prebuilt"
-    cp "$deb" "$root/root/prebuilt/"
-    deb_inside=/root/prebuilt/$(basename "$deb")
-fi
 
 in_tree() {
     chroot "$root" /usr/bin/env -i HOME=/root CI=true LANG=C.UTF-8 \
@@ -111,18 +118,47 @@ in_tree() {
         /bin/bash -c "cd /root/project && $1"
 }
 
-status=0
+# Both paths' packages and the venv, once: the suites' own install steps then only check.
 t0=$SECONDS
-echo "ci-trixie.sh: [trixie venv] bash tools/test.sh"
-in_tree "bash tools/test.sh" 2>&1 | tee "$logs/trixie-venv.log" || status=1
-venv_time=$((SECONDS - t0))
+echo "ci-trixie.sh: installing both paths' packages and the venv in the tree"
+if ! in_tree "bash tools/install.sh && bash tools/test-deb.sh --prepare" \
+    >"$logs/trixie-prepare.log" 2>&1; then
+    tail -20 "$logs/trixie-prepare.log" >&2
+    echo "ci-trixie.sh: preparing the tree failed (log above)" >&2
+    exit 1
+fi
+echo "ci-trixie.sh: tree prepared in $((SECONDS - t0)) s"
+if [[ -n $go ]]; then
+    t0=$SECONDS
+    while [[ ! -e $go ]]; do
+        if ! kill -0 "$PPID" 2>/dev/null; then
+            echo "ci-trixie.sh: whoever was to start the suites is gone" >&2
+            exit 1
+        fi
+        sleep 1
+    done
+    deb=$(cat "$go")
+    check_deb
+    echo "ci-trixie.sh: waited $((SECONDS - t0)) s for the go (${deb:-no .deb: builds its own})"
+fi
+if [[ -n $deb ]]; then
+    mkdir -p "$root/root/prebuilt"
+    cp "$deb" "$root/root/prebuilt/"
+    deb_inside=/root/prebuilt/$(basename "$deb")
+fi
+
+status=0
 t0=$SECONDS
 echo "ci-trixie.sh: [trixie deb] bash tools/test-deb.sh"
 in_tree "bash tools/test-deb.sh" 2>&1 | tee "$logs/trixie-deb.log" || status=1
 deb_time=$((SECONDS - t0))
+t0=$SECONDS
+echo "ci-trixie.sh: [trixie venv] bash tools/test.sh -m 'installation or libraries'"
+in_tree "bash tools/test.sh -m 'installation or libraries'" 2>&1 | tee "$logs/trixie-venv.log" || status=1
+venv_time=$((SECONDS - t0))
 
 counts() { grep -sE '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -1 | grep . || echo "no summary"; }
-echo "ci-trixie.sh: trixie venv ($((venv_time / 60)) m $((venv_time % 60)) s): $(counts "$logs/trixie-venv.log")"
 echo "ci-trixie.sh: trixie deb  ($((deb_time / 60)) m $((deb_time % 60)) s): $(counts "$logs/trixie-deb.log")"
+echo "ci-trixie.sh: trixie venv ($((venv_time / 60)) m $((venv_time % 60)) s): $(counts "$logs/trixie-venv.log")"
 echo "ci-trixie.sh: $((SECONDS - started)) s in all"
 exit "$status"

@@ -6,7 +6,9 @@
 # throwaway machine: ../shared/tools/fresh-machine 'bash tools/test-deb.sh'.
 # Extra arguments go to pytest. With TUNHELPER_DEB=FILE (CI's Debian 13 run), that .deb,
 # built elsewhere, is checked and tested instead of one built here: one package, both
-# releases.
+# releases. `test-deb.sh --prepare` only installs what the run needs (CI's Debian 13 tree
+# does it while Debian 12's suites run). The tests run in 4 pytest-xdist workers, as in
+# tools/test.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,19 +16,16 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "test-deb.sh: run as root (it installs the package)" >&2
     exit 1
 fi
-bash tools/install.sh      # the lab's tools: sshd, ip, ping, man
-if [[ -n ${TUNHELPER_DEB:-} ]]; then
-    mkdir -p dist
-    rm -f dist/tunhelper_*.deb
-    cp "$TUNHELPER_DEB" dist/
-    echo "test-deb.sh: testing $TUNHELPER_DEB, built elsewhere"
-else
-    bash tools/build-deb.sh
+prepare_only=0
+if [[ ${1:-} == --prepare ]]; then
+    prepare_only=1
+    shift
 fi
+bash tools/install.sh      # the lab's tools: sshd, ip, ping, man
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 
-packages=(python3-pytest python3-hypothesis python3-prometheus-client python3-psycopg postgresql
-    lintian)
+packages=(python3-pytest python3-pytest-xdist python3-hypothesis python3-prometheus-client
+    python3-psycopg postgresql lintian)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
@@ -36,6 +35,18 @@ if ((${#missing[@]})); then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         "${missing[@]}" >/dev/null
+fi
+if ((prepare_only)); then
+    exit 0
+fi
+
+if [[ -n ${TUNHELPER_DEB:-} ]]; then
+    mkdir -p dist
+    rm -f dist/tunhelper_*.deb
+    cp "$TUNHELPER_DEB" dist/
+    echo "test-deb.sh: testing $TUNHELPER_DEB, built elsewhere"
+else
+    bash tools/build-deb.sh
 fi
 
 if ! report=$(lintian --fail-on warning --pedantic dist/tunhelper_*_all.deb 2>&1); then
@@ -55,4 +66,4 @@ echo "test-deb.sh: installed $(dpkg-query -W -f='${Package} ${Version}' tunhelpe
 # Debian's python3, without the checkout on sys.path ahead of the installed package:
 # -P keeps the current directory out, and --import-mode=append puts the tests' root last.
 export TUNHELPER_TEST_COMMAND=/usr/bin/tunhelper
-exec /usr/bin/python3 -P -m pytest -p no:cacheprovider --import-mode=append -ra "$@"
+exec /usr/bin/python3 -P -m pytest -p no:cacheprovider --import-mode=append -ra -n 4 "$@"
