@@ -54,6 +54,9 @@ def make_lab():
 # and the pool: with the tests marked ``installation``, what CI runs in its Debian 13
 # venv (PyPI's latest libraries on that release's CPython; .ci/run says why not more).
 LIBRARY_MODULES = ("test_linux.py", "test_platform_contract.py", "test_pool.py")
+# The longest tests (minutes: 500 cycles, 100 clients) go first, so that side by side
+# (xdist hands tests out in order) none starts last and runs alone at the end.
+LONGEST_FIRST = ("test_load_e2e.py",)
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects
@@ -61,6 +64,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name in LIBRARY_MODULES:
             item.add_marker(pytest.mark.libraries)
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
     if installed_command() is not None:
         return
     keep = [item for item in items if item.get_closest_marker("installed") is None]
