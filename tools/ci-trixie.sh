@@ -11,8 +11,9 @@
 # very file, so one package is proved on both releases; without it, the tree builds its
 # own. With --wait-for FILE, the tree is made and prepared at once, and the suites start
 # when FILE exists (CI's Debian 12 suites run meanwhile); FILE then names DEB (or is
-# empty). Each suite's output goes to ci-logs/trixie-{venv,deb}.log too; the last lines
-# name each suite's counts and durations.
+# empty); run `ci-trixie.sh --host-tools` first, as the host's apt is then busy with
+# Debian 12's suites. Each suite's output goes to ci-logs/trixie-{venv,deb}.log too;
+# the last lines name each suite's counts and durations.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin
@@ -20,6 +21,20 @@ export PATH=/usr/sbin:/usr/bin:/sbin:/bin
 if [[ $(id -u) -ne 0 ]]; then
     echo "ci-trixie.sh: run as root (debootstrap, chroot, mounts)" >&2
     exit 1
+fi
+install_debootstrap() {
+    if ! command -v debootstrap >/dev/null; then
+        echo "ci-trixie.sh: installing debootstrap"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            debootstrap >/dev/null
+    fi
+}
+# --host-tools: only what this script needs from the host's apt, so that it can then run
+# alongside Debian 12's suites, which use the host's apt themselves (one lock).
+if [[ ${1:-} == --host-tools ]]; then
+    install_debootstrap
+    exit 0
 fi
 go=
 if [[ ${1:-} == --wait-for ]]; then
@@ -34,12 +49,7 @@ check_deb() {
     fi
 }
 check_deb
-if ! command -v debootstrap >/dev/null; then
-    echo "ci-trixie.sh: installing debootstrap"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        debootstrap >/dev/null
-fi
+install_debootstrap
 # The mirror this host's apt uses (deb822 or one-line sources), else Debian's own.
 mirror=$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null \
     | grep -v security | head -1 || true)
