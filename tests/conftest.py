@@ -11,6 +11,7 @@ reports its share, and the controller sees every report, so a skip anywhere fail
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 import pytest
@@ -54,9 +55,21 @@ def make_lab():
 # and the pool: with the tests marked ``installation``, what CI runs in its Debian 13
 # venv (PyPI's latest libraries on that release's CPython; .ci/run says why not more).
 LIBRARY_MODULES = ("test_linux.py", "test_platform_contract.py", "test_pool.py")
-# The longest tests (minutes: 500 cycles, 100 clients) go first, so that side by side
-# (xdist hands tests out in order) none starts last and runs alone at the end.
-LONGEST_FIRST = ("test_load_e2e.py",)
+# Tests that run alone, never side by side with another: their bursts of a hundred
+# processes at once (100 clients, 500 cycles) starve the timing of tests beside them.
+ALONE = ("test_load_e2e.py",)
+
+
+@pytest.fixture(autouse=True)
+def _alone_or_side_by_side(request: pytest.FixtureRequest, tmp_path_factory):
+    """One lock file per run, in the temporary directory its xdist workers share: ALONE
+    tests hold it exclusively, every other test shared."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if hasattr(request.config, "workerinput") else base
+    with open(shared / "side-by-side.lock", "a") as lock:
+        alone = request.node.path.name in ALONE
+        fcntl.flock(lock, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        yield
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m selects
@@ -64,7 +77,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.path.name in LIBRARY_MODULES:
             item.add_marker(pytest.mark.libraries)
-    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)
     if installed_command() is not None:
         return
     keep = [item for item in items if item.get_closest_marker("installed") is None]
