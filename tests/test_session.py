@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tunhelper import log
+from tunhelper import liveness, log
 from tunhelper import settings as settings_module
 from tunhelper.link import discover
 from tunhelper.link.bridge import BridgePlan
@@ -23,7 +23,7 @@ from tunhelper.pool import Pool
 from tunhelper.server import policy, session, teardown
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted
-from tunhelper.store import ACTIVE, RELEASED, liveness, open_store
+from tunhelper.store import ACTIVE, RELEASED, open_store
 
 DEVICE = DeviceInfo("tun0", 42, "tun")
 BRIDGE = BridgePlan("thbrtest", managed=True, address="192.168.3.1", prefixlen=24)
@@ -45,7 +45,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     monkeypatch.setattr("tunhelper.platform.boot_id", lambda: "boot")
     monkeypatch.setattr(
-        "tunhelper.platform.filter_sources", lambda d: events.append(f"filter {d.name}")
+        "tunhelper.platform.strict_rp_filter", lambda d: events.append(f"filter {d.name}")
     )
     monkeypatch.setattr(
         "tunhelper.platform.guard_link", lambda d, s, g: events.append(f"guard {d.name} {s}")
@@ -383,7 +383,7 @@ def test_a_burst_of_one_keys_sessions_settles_on_the_limit(world, refuse, me, ve
 def test_sources_not_filtered_is_a_warning_not_a_refusal(world) -> None:
     """A read-only /proc/sys (a container) must not stop the service; syslog says why."""
     settings, events, monkeypatch = world
-    monkeypatch.setattr("tunhelper.platform.filter_sources", _fail(OSError(30, "Read-only")))
+    monkeypatch.setattr("tunhelper.platform.strict_rp_filter", _fail(OSError(30, "Read-only")))
     warned = []
     monkeypatch.setattr("tunhelper.log.warning", warned.append)
     assert session.serve(settings, {}) == 0
@@ -449,8 +449,8 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     """A fleet shares one store: another gateway's pid and start time mean nothing here."""
     import subprocess
 
-    from tunhelper import platform
-    from tunhelper.store import Lease, liveness
+    from tunhelper import liveness, platform
+    from tunhelper.store import Lease
 
     # The process's own signal state, not the one earlier tests left to this one's
     # children (a serve() that ran here ignores SIGTERM from its end on).

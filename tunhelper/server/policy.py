@@ -15,13 +15,13 @@ import socket
 import time
 from collections.abc import Iterable
 
-from tunhelper import defaults, family, log
+from tunhelper import defaults, family, liveness, log
 from tunhelper.errors import TunhelperError
 from tunhelper.link import bridge
 from tunhelper.platform import DeviceInfo
 from tunhelper.server import replaced
 from tunhelper.settings import Settings
-from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore, liveness
+from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore
 
 
 def check_link(settings: Settings, device: DeviceInfo) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from tunhelper import log, platform
+from tunhelper import liveness, log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.link import bridge, configure, discover
 from tunhelper.link.hold import hold
@@ -29,7 +29,7 @@ from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Guarded,
 from tunhelper.server.teardown import end_connection as end_connection
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted, ignore_end_signals
-from tunhelper.store import ACTIVE, Lease, Request, liveness
+from tunhelper.store import ACTIVE, Lease, Request
 
 
 @dataclass(frozen=True)
@@ -288,13 +288,13 @@ def local_addresses() -> list[str]:
 
 
 def _filter_sources(device: DeviceInfo) -> None:
-    """Only the client's own address may arrive on its tun (see platform.filter_sources).
+    """Only the client's own address may arrive on its tun (see platform.strict_rp_filter).
 
     Where the kernel setting cannot be written (a read-only /proc/sys in a container)
     the session goes on and the admin is told: ``tunhelper doctor`` checks it too.
     """
     try:
-        platform.filter_sources(device)
+        platform.strict_rp_filter(device)
     except OSError as e:
         log.warning(
             f"could not filter source addresses on {device.name} ({e.strerror}): its client "
