@@ -74,7 +74,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     return settings, events, monkeypatch
 
@@ -139,7 +139,7 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="bob",
+        identity="bob",
     )
     store = open_store(settings.state_dir)
     from tunhelper.store import Owner, Request
@@ -192,7 +192,7 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
         state_dir=settings.state_dir,
         wait=0.1,
         mtu=None,
-        client="bob",
+        identity="bob",
         bridge=BridgePlan("lan0", managed=False, address=None, prefixlen=24),
     )
     assert session.serve(settings, {}) == 1
@@ -214,7 +214,7 @@ def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> Non
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     for _ in range(2):  # sticky per family: the second session gets the same two
         assert session.serve(settings, {}) == 0
@@ -254,7 +254,7 @@ def test_a_failed_ipv6_configuration_undoes_ipv4_and_releases_both(world, capfd)
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     assert session.serve(settings, {}) == 1
     assert "deconfigure ('192.168.3.1', '192.168.3.2')" in events
@@ -277,7 +277,7 @@ def test_the_keeper_gives_back_from_the_record_the_session_wrote(world, dual) ->
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     found = discover.SessionDevice(DEVICE, os.getpid(), 0.0)
     taken = teardown.Taken(settings.state_dir, settings.db_timeout)

@@ -241,7 +241,7 @@ def live_leases(c: Client, settings: Settings | None) -> list:
     store = open_store(settings.state_dir, config=settings.store)
     try:
         alive = Liveness()
-        identities = {c.fingerprint, *([settings.client] if settings.client else [])}
+        identities = {c.fingerprint, *([settings.identity] if settings.identity else [])}
         return [
             x
             for who in sorted(identities)

@@ -65,7 +65,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, taken: Taken) -> str:
     """Steps 2 to 5; return why the session ended (only if it was held in place)."""
     device = found.device
-    client, fallback = identity.client_identity(settings.client, environ, found.session_start)
+    client, fallback = identity.client_identity(settings.identity, environ, found.session_start)
     settings, reserved_for_others = policy.for_client(settings, client)
     if fallback:  # no key vouches for it: never end another session to make room
         settings = replace(settings, refuse_extra=True)
