@@ -10,6 +10,7 @@ import pytest
 
 from tunhelper import options
 from tunhelper.client import connect
+from tunhelper.errors import UsageError
 from tunhelper.options import CONNECT_OPTIONS, SERVE_OPTIONS, build
 from tunhelper.settings import Settings, serve_settings
 
@@ -104,3 +105,12 @@ def test_a_field_no_option_fills_is_refused_not_defaulted() -> None:
     with pytest.raises(TypeError, match="Grown.forgotten: no option fills it"):
         build(Grown, argparse.Namespace(wait=1.0))
     assert build(Grown, argparse.Namespace(wait=1.0), forgotten=True) == Grown(1.0, True)
+
+
+def test_an_ipv6_pool_is_refused_at_start_where_the_platform_lacks_ipv6(monkeypatch) -> None:
+    monkeypatch.setattr("tunhelper.platform.CAPABILITIES", frozenset())
+    with pytest.raises(UsageError, match=r"--pool fd00:3::/112: IPv6 pools .* not supported"):
+        serve_settings(["--pool=192.168.3.0/24", "--pool=fd00:3::/112"])
+    assert serve_settings(["--pool=192.168.3.0/24"]).pool6 is None  # IPv4 alone: served
+    monkeypatch.setattr("tunhelper.platform.CAPABILITIES", frozenset({"ipv6"}))
+    assert serve_settings(["--pool=fd00:3::/112"]).pool.version == 6  # control

@@ -536,3 +536,18 @@ def test_the_managed_bridge_plan_carries_one_gateway_per_family() -> None:
     old = {"name": "thbrx", "managed": True, "address": "192.168.3.1", "prefixlen": 24}
     record = {"kind": "bridge", "device": DEVICE._asdict(), "plan": old, "state_dir": "/x"}
     assert configure.from_record(record).plan.gateways() == [("192.168.3.1", 24)]
+
+
+def test_a_platform_without_source_validation_says_so_and_never_tries(world) -> None:
+    """Declared up front (CAPABILITIES), not found out from guard_link's error."""
+    settings, events, monkeypatch = world
+    warned: list[str] = []
+    monkeypatch.setattr("tunhelper.log.warning", warned.append)
+    monkeypatch.setattr("tunhelper.platform.CAPABILITIES", frozenset({"ipv6", "rp_filter"}))
+    assert session.serve(settings, {}) == 0
+    assert not any(e.startswith("guard") or e == "unguard" for e in events)
+    assert any("source validation" in w and "another's name" in w for w in warned), warned
+    monkeypatch.setattr("tunhelper.platform.CAPABILITIES", frozenset({"source_guard"}))
+    events.clear()
+    assert session.serve(settings, {}) == 0
+    assert "guard tun0 ['192.168.3.2']" in events  # control: declared, so installed

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from tunhelper import conffile, defaults, family
+from tunhelper import conffile, defaults, family, platform
 from tunhelper.conffile import IdentitySection
 from tunhelper.errors import UsageError
 from tunhelper.link.bridge import BridgePlan, default_name
@@ -88,6 +88,9 @@ def serve_settings(argv: list[str]) -> Settings:
     store = conffile.store(path, sections) if sections else conffile.store_config(None)
     pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
     pools = [p for p in (pool, pool6) if p is not None]
+    missing = platform.lacks("ipv6") if any(p.version == 6 for p in pools) else []
+    if missing:  # refused before anything is taken, not by the first command that needs it
+        raise UsageError(f"--pool {pools[-1].name}: {missing[0]}; give this key an IPv4 --pool")
     names = (label, *(p.name for p in pools))
     applying = {n: s for n, s in identities.items() if s.applies_to(*names)}
     routes = _expand_default(args.route, {p.version for p in pools})

@@ -9,7 +9,6 @@ left on an unconfigured link.
 
 from __future__ import annotations
 
-import errno
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -185,19 +184,20 @@ def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Tak
     """Only the client's own sources may arrive on its link (platform.guard_link).
 
     Fails closed: a filter that cannot be installed refuses the session, except where
-    the platform has none at all (EOPNOTSUPP, FreeBSD), which is warned about as
-    doctor does (docs/platforms.md).
+    the platform declares it has none at all (FreeBSD's CAPABILITIES), which is warned
+    about as doctor does (docs/platforms.md).
     """
     sources = [s.lease.address for s in sides if s.lease is not None]
     if device.mode == "tun":
         sources += [str(net) for net in settings.client_nets]
     gateway_link = settings.bridge.name if device.mode == "tap" else None
+    missing = platform.lacks("source_guard")  # declared by the backend, not found out
+    if missing:
+        log.warning(f"{missing[0]}: the client on {device.name} could send in another's name")
+        return
     try:
         platform.guard_link(device, sources, gateway_link)
     except platform.PlatformError as e:
-        if e.errno == errno.EOPNOTSUPP:
-            log.warning(f"{e.strerror}: the client on {device.name} could send in another's name")
-            return
         taken.add(Guarded(device))  # a partly loaded filter is removed too
         raise TunhelperError(
             f"could not install the source filter on {device.name} ({e.strerror}); "
