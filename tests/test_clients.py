@@ -127,9 +127,9 @@ def test_concurrent_edits_lose_no_line(tmp_path: Path) -> None:
 
 def test_list_finds_leases_where_the_lines_config_file_puts_them(tmp_path: Path, key: str) -> None:
     """A [pool] section's state-dir counts, as it does for the line's helper."""
+    from tunhelper.liveness import current
     from tunhelper.pool import Pool
     from tunhelper.store import Request, open_store
-    from tunhelper.store.liveness import current
 
     state = tmp_path / "state"
     conf = tmp_path / "tunhelper.conf"

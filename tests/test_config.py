@@ -47,7 +47,7 @@ def resolve(path: str, *argv: str):
     args = parser.parse_args(argv_list)
     sections = conffile.read(path)
     conffile.apply_pool(args, argv_list, path, sections)
-    return args, conffile.clients(path, sections)
+    return args, conffile.identities(path, sections)
 
 
 def test_a_named_pool_fills_the_options(tmp_path: Path) -> None:
@@ -214,7 +214,7 @@ def test_a_client_network_of_a_family_without_a_pool_names_its_section(tmp_path:
     settings = settings_module.serve_settings(
         ["--pool", "office", "--config", write(tmp_path, dual)]
     )
-    assert settings.clients["laptop"].client_nets == ("fd00:8::/64",)
+    assert settings.identities["laptop"].client_nets == ("fd00:8::/64",)
 
 
 def test_route_default_is_each_familys_two_halves(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ import pytest
 from tunhelper.errors import TunhelperError
 from tunhelper.link import discover
 from tunhelper.platform import DeviceInfo, PlatformError, freebsd
-from tunhelper.platform.freebsd import IFCONFIG, PROCSTAT, SYSCTL, Completed
+from tunhelper.platform.freebsd import command, links, proc, watch
+from tunhelper.platform.freebsd.command import IFCONFIG, PROCSTAT, SYSCTL, Completed
 
 DATA = Path(__file__).parent / "data" / "freebsd"
 TUN = DeviceInfo("tun100", 7, "tun")
@@ -82,14 +83,14 @@ class FakeRunner:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Callable[..., FakeRunner]:
     """Install a fake runner and a fake interface index (the interfaces do not exist here)."""
-    monkeypatch.setattr(freebsd, "_pipe_answers", {})
-    monkeypatch.setattr(freebsd, "_holders", {})
+    monkeypatch.setattr(proc, "_pipe_answers", {})
+    monkeypatch.setattr(proc, "_holders", {})
 
     def install(answers=None, procstat=None, indexes=None) -> FakeRunner:
         runner = FakeRunner(answers, procstat)
-        monkeypatch.setattr(freebsd, "runner", runner)
+        monkeypatch.setattr(command, "runner", runner)
         table = {"tun100": 7, "tap100": 8} if indexes is None else indexes
-        monkeypatch.setattr(freebsd, "_if_index", lambda name: table.get(name))
+        monkeypatch.setattr(links, "if_index", lambda name: table.get(name))
         return runner
 
     return install
@@ -112,14 +113,14 @@ def test_commands_get_a_clean_environment_and_no_stdin(monkeypatch: pytest.Monke
         "import os, sys; print(sorted(os.environ)); print(repr(sys.stdin.read()));"
         "sys.stderr.write('said no'); sys.exit(3)"
     )
-    result = freebsd.run_command([sys.executable, "-c", code])
+    result = command.run_command([sys.executable, "-c", code])
     assert result.returncode == 3
     assert result.text.splitlines() == ["['LC_ALL', 'PATH']", "''"]
     assert result.stderr == "said no"
 
 
 def test_a_missing_command_is_a_failed_command_not_an_exception() -> None:
-    result = freebsd.run_command(["/nonexistent/ifconfig", "tun0"])
+    result = command.run_command(["/nonexistent/ifconfig", "tun0"])
     assert result.returncode == 127 and "No such file" in result.stderr
 
 
@@ -161,7 +162,7 @@ def test_held_devices_ignores_rows_of_other_processes(fake) -> None:
 
 
 def test_procstat_rows_are_parsed_field_by_field() -> None:
-    rows = freebsd.parse_procstat_files(sample("procstat-f-sshd-tun.txt"))
+    rows = proc.parse_procstat_files(sample("procstat-f-sshd-tun.txt"))
     assert [r.fd for r in rows[:4]] == ["text", "cwd", "root", "0"]
     tcp = rows[6]
     assert (tcp.type, tcp.vtype, tcp.name) == ("s", "-", "192.0.2.1:22 198.51.100.7:50312")
@@ -169,7 +170,7 @@ def test_procstat_rows_are_parsed_field_by_field() -> None:
     assert (tun.pid, tun.fd, tun.type, tun.vtype, tun.name) == (812, "5", "v", "c", "/dev/tun100")
     assert [r.type for r in rows[-3:]] == ["p", "p", "p"]
     header = "  PID COMM                FD T V FLAGS    REF  OFFSET PRO NAME        "
-    assert freebsd.parse_procstat_files(header) == []
+    assert proc.parse_procstat_files(header) == []
 
 
 def test_device_info_takes_the_mode_from_the_interface_group(fake) -> None:
@@ -289,7 +290,7 @@ def test_configure_tap_client_address_with_prefix(fake) -> None:
 def test_configure_failure_is_one_line_with_ifconfigs_words(fake) -> None:
     error = "ifconfig: ioctl (SIOCAIFADDR): File exists\n"
     fake({ifconfig("tun100", *P2P, "mtu", "1500", "up"): fails(error)})
-    with pytest.raises(freebsd.CommandFailed) as e:
+    with pytest.raises(command.CommandFailed) as e:
         freebsd.configure_p2p(TUN, "192.168.3.1", "192.168.3.2", 1500)
     assert str(e.value) == (
         "/sbin/ifconfig tun100 inet 192.168.3.1 192.168.3.2 netmask 255.255.255.255 mtu 1500 up: "
@@ -403,7 +404,7 @@ def test_teardown_that_cannot_remove_the_address_is_reported(fake) -> None:
         procstat={SSHD: sample("procstat-f-sshd-tun.txt")},
     )
     seen_held(runner)
-    with pytest.raises(freebsd.CommandFailed, match="-alias: .*Operation not permitted") as e:
+    with pytest.raises(command.CommandFailed, match="-alias: .*Operation not permitted") as e:
         freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
     assert isinstance(e.value, PlatformError)  # the one error the platform raises
 
@@ -414,16 +415,16 @@ def test_teardown_failure_while_still_held_is_reported(fake) -> None:
         procstat={SSHD: sample("procstat-f-sshd-tun.txt")},
     )
     seen_held(runner)
-    with pytest.raises(freebsd.CommandFailed, match="tun100 down: ifconfig: something broke"):
+    with pytest.raises(command.CommandFailed, match="tun100 down: ifconfig: something broke"):
         freebsd.deconfigure_p2p(TUN, "192.168.3.1", "192.168.3.2")
 
 
 def test_ifconfig_status_after_close_shows_what_teardown_relies_on() -> None:
     """The closed state the module leaves alone: down, no address, nobody holds it."""
     closed = sample("ifconfig-tun100-closed.txt")
-    assert freebsd.parse_ifconfig(closed) == freebsd.InterfaceStatus("tun100", ("tun",), (), ())
+    assert links.parse_ifconfig(closed) == links.InterfaceStatus("tun100", ("tun",), (), ())
     assert "UP," not in closed and "inet " not in closed and "Opened by" not in closed
-    configured = freebsd.parse_ifconfig(sample("ifconfig-tun100-configured.txt"))
+    configured = links.parse_ifconfig(sample("ifconfig-tun100-configured.txt"))
     assert configured is not None and configured.inet == ("192.168.3.1",)
 
 
@@ -557,7 +558,7 @@ def test_holds_pipe_sees_any_pipe_and_asks_procstat_at_a_modest_rate(
     assert freebsd.holds_pipe(812, 123456)  # asked again at once: not run again
     assert not freebsd.holds_pipe(640, 123456)
     assert len(runner.calls) == 2
-    monkeypatch.setattr(freebsd, "PIPE_CHECK_INTERVAL", 0.0)
+    monkeypatch.setattr(proc, "PIPE_CHECK_INTERVAL", 0.0)
     assert freebsd.holds_pipe(812, 123456)
     assert len(runner.calls) == 3
 
@@ -575,8 +576,8 @@ def session_process():
 
 @pytest.fixture
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(freebsd, "DEVICE_CHECK_INTERVAL", 0.05)
-    monkeypatch.setattr(freebsd, "PROCESS_POLL_INTERVAL", 0.02)
+    monkeypatch.setattr(watch, "DEVICE_CHECK_INTERVAL", 0.05)
+    monkeypatch.setattr(watch, "PROCESS_POLL_INTERVAL", 0.02)
 
 
 class Overdue(Exception):
@@ -661,7 +662,7 @@ def test_hold_ends_when_the_device_is_destroyed(fake, quick, session_process, mo
     pid = session_process.pid
     fake(procstat={pid: sample("procstat-f-sshd-tun.txt", pid=pid)})
     indexes = iter([7, 7])
-    monkeypatch.setattr(freebsd, "_if_index", lambda name: next(indexes, None))
+    monkeypatch.setattr(links, "if_index", lambda name: next(indexes, None))
     assert hold(session_process) == "device"
 
 
@@ -700,7 +701,7 @@ def test_freebsd_is_chosen_once_by_sys_platform() -> None:
         "print(p.held_devices.__wrapped__.__module__, p.wait_for_end.__wrapped__.__module__)"
     )
     assert run_python(code.format("freebsd14")) == (
-        "tunhelper.platform.freebsd tunhelper.platform.freebsd"
+        "tunhelper.platform.freebsd.proc tunhelper.platform.freebsd.watch"
     )
     assert run_python(code.format("linux")) == (
         "tunhelper.platform.linux.proc tunhelper.platform.linux.watch"
@@ -722,7 +723,7 @@ def test_importing_the_platform_stays_cheap() -> None:
 
 # ---------------------------------------------------------------- routes
 
-ROUTE, NETSTAT = freebsd.ROUTE, freebsd.NETSTAT
+ROUTE, NETSTAT = command.ROUTE, command.NETSTAT
 
 
 NETSTAT_EMPTY = "Routing tables\n\nInternet:\nDestination Gateway Flags Netif Expire\n"
@@ -782,11 +783,11 @@ def test_delete_route_that_fails_while_the_route_stays_is_reported(fake) -> None
         freebsd.delete_route(TUN, "10.88.0.0/24", None)
 
 
-def test_source_filtering_is_refused_with_a_portable_errno() -> None:
+def test_reverse_path_filtering_is_refused_with_a_portable_errno() -> None:
     with pytest.raises(PlatformError) as e:
-        freebsd.filter_sources(TUN)
+        freebsd.strict_rp_filter(TUN)
     assert e.value.errno == errno.EOPNOTSUPP
-    assert str(e.value) == "source filtering is not implemented on FreeBSD"
+    assert str(e.value) == "reverse-path filtering is not implemented on FreeBSD"
 
 
 def test_add_route_refuses_anything_but_a_network_and_an_address(fake) -> None:

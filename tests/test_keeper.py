@@ -34,7 +34,8 @@ SETUP = textwrap.dedent(
     from tunhelper.link.bridge import BridgePlan
     from tunhelper.server.keeper import become_keeper
     from tunhelper.server.teardown import Configured, DownHook, Guarded, Leased, Taken
-    from tunhelper.store import Request, liveness
+    from tunhelper import liveness
+    from tunhelper.store import Request
 
     state, hook = sys.argv[1], sys.argv[2]
     sleeper = subprocess.Popen(["sleep", "600"])

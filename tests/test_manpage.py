@@ -134,7 +134,7 @@ def test_every_parser_is_registered_and_every_command_runs() -> None:
     defined = {
         obj
         for name, obj in inspect.getmembers(options, inspect.isfunction)
-        if name.endswith("_parser") and obj.__module__ == options.__name__
+        if name.endswith("_parser") and obj.__module__.startswith(f"{options.__name__}.")
     }
     registered = {commands.load(c.parser) for c in commands.COMMANDS}
     unregistered = sorted(f.__name__ for f in defined - registered)

@@ -17,11 +17,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab import run, tunhelper_command
+from tunhelper import liveness
 from tunhelper.admin import metrics, table
 from tunhelper.errors import TunhelperError, UsageError
 from tunhelper.link.discover import NoDevice
 from tunhelper.pool import Pool
-from tunhelper.store import Owner, PoolExhausted, Request, liveness, open_store
+from tunhelper.store import Owner, PoolExhausted, Request, open_store
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:

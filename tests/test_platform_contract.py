@@ -12,37 +12,74 @@ import inspect
 import signal
 import subprocess
 import sys
+import types
 
 import pytest
 
 import tunhelper.platform as platform
-from tunhelper.platform import PlatformError, freebsd, linux, wrap_errors
+from tunhelper.platform import PlatformError, contract, freebsd, linux, wrap_errors
+from tunhelper.platform.contract import CONCERNS
 
 BACKENDS = [linux, freebsd]
 
 
+def _contract(concern: type, name: str) -> inspect.Signature:
+    """The provider method's signature as a backend function has it (without self)."""
+    signature = inspect.signature(getattr(concern, name))
+    return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
 def test_the_names_are_listed_once_by_concern_and_exported() -> None:
-    names = [n for concern in platform.CONCERNS.values() for n in concern]
+    names = [n for concern in CONCERNS.values() for n in contract.names(concern)]
     assert len(names) == len(set(names)), "a name is listed under two concerns"
+    assert names == list(platform.NAMES)
     assert set(names) <= set(platform.__all__)
     for name in names:
         assert callable(getattr(platform, name)), name
+    every = {n for c in CONCERNS.values() for n in vars(c) if not n.startswith("_")}
+    assert every == set(names), "a provider method is not abstract, so not in the contract"
 
 
 @pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.__name__)
-def test_every_backend_provides_every_name_with_one_signature(backend) -> None:
-    for concern, names in platform.CONCERNS.items():
-        for name in names:
-            assert hasattr(backend, name), f"{backend.__name__} lacks {name} ({concern})"
+def test_every_backend_provides_every_name_with_the_contracts_signature(backend) -> None:
+    for key, concern in CONCERNS.items():
+        for name in contract.names(concern):
+            assert hasattr(backend, name), f"{backend.__name__} lacks {name} ({key})"
             ours = inspect.signature(getattr(backend, name))
-            reference = inspect.signature(getattr(linux, name))
+            reference = _contract(concern, name)
             assert ours == reference, f"{backend.__name__}.{name}{ours} != {reference}"
     assert all(issubclass(e, Exception) for e in backend.NATIVE_ERRORS)
 
 
-def test_the_exports_have_the_backends_signatures() -> None:
-    for name in platform.NAMES:
-        assert inspect.signature(getattr(platform, name)) == inspect.signature(getattr(linux, name))
+@pytest.mark.parametrize("backend", BACKENDS, ids=lambda b: b.__name__)
+def test_every_backend_declares_its_capabilities_among_the_optional_ones(backend) -> None:
+    assert isinstance(backend.CAPABILITIES, frozenset)
+    assert set(contract.OPTIONAL) >= backend.CAPABILITIES
+
+
+def test_a_wrong_signature_or_a_missing_name_would_fail_the_contract() -> None:
+    """Control: the comparison above sees a backend that drifted."""
+
+    def configure_p2p(device, local, peer):  # the mtu forgotten
+        pass
+
+    assert inspect.signature(configure_p2p) != _contract(contract.Addresses, "configure_p2p")
+    assert not hasattr(types.SimpleNamespace(), "guard_link")
+
+
+def test_lacks_names_each_missing_capability_in_one_line(monkeypatch) -> None:
+    monkeypatch.setattr(platform, "CAPABILITIES", frozenset({"dns"}))
+    lines = platform.lacks("ipv6", "dns", "source_guard")
+    assert len(lines) == 2
+    assert lines[0].startswith("IPv6 pools") and "not supported on" in lines[0]
+    assert all("\n" not in line for line in lines)
+    assert platform.lacks("dns") == []
+
+
+def test_the_exports_have_the_contracts_signatures() -> None:
+    for concern in CONCERNS.values():
+        for name in contract.names(concern):
+            assert inspect.signature(getattr(platform, name)) == _contract(concern, name)
 
 
 class Native(Exception):
@@ -97,7 +134,7 @@ def test_the_boundary_lets_other_exceptions_through_untouched() -> None:
 def test_a_real_backend_error_arrives_as_platform_error(tmp_path) -> None:
     """Through the real exports: a bad name (ValueError) and a kernel refusal (OSError)."""
     with pytest.raises(PlatformError) as e:
-        platform.filter_sources(platform.DeviceInfo("../../x", 1, "tun"))
+        platform.strict_rp_filter(platform.DeviceInfo("../../x", 1, "tun"))
     assert e.value.errno == errno.EINVAL
     gone = platform.DeviceInfo("thnone0", 999999, "tun")
     with pytest.raises(PlatformError) as e:
@@ -154,4 +191,20 @@ def test_same_process_agrees_across_backends() -> None:
         assert backend.same_process(os.getpid(), start)
         assert not backend.same_process(os.getpid(), start - 10)
         assert backend.process_start(os.getpid()) == pytest.approx(start, abs=0.02)
+
+
+def test_end_process_signals_only_the_same_process() -> None:
+    """A reused pid (another start time) is never signalled; the same process is."""
+    for backend in BACKENDS:
+        sleeper = subprocess.Popen(["sleep", "30"])
+        try:
+            start = linux.process_start(sleeper.pid)
+            assert not backend.end_process(sleeper.pid, start - 10)
+            assert sleeper.poll() is None
+            assert backend.end_process(sleeper.pid, start)
+            assert sleeper.wait(10) == -signal.SIGTERM
+            assert not backend.end_process(sleeper.pid, start)  # reaped: gone
+        finally:
+            sleeper.kill()
+            sleeper.wait()
     assert signal.SIGUSR1  # the handler test above needs it on this platform

@@ -18,6 +18,7 @@ import pytest
 
 from tunhelper import conffile
 from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.liveness import Liveness
 from tunhelper.pool import Pool
 from tunhelper.store import (
     ACTIVE,
@@ -30,7 +31,6 @@ from tunhelper.store import (
     StoreConfig,
     open_store,
 )
-from tunhelper.store.liveness import Liveness
 
 POOL = Pool.parse("10.9.0.0/29")
 

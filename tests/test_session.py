@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tunhelper import log
+from tunhelper import liveness, log
 from tunhelper import settings as settings_module
 from tunhelper.link import discover
 from tunhelper.link.bridge import BridgePlan
@@ -23,7 +23,7 @@ from tunhelper.pool import Pool
 from tunhelper.server import policy, session, teardown
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted
-from tunhelper.store import ACTIVE, RELEASED, liveness, open_store
+from tunhelper.store import ACTIVE, RELEASED, open_store
 
 DEVICE = DeviceInfo("tun0", 42, "tun")
 BRIDGE = BridgePlan("thbrtest", managed=True, address="192.168.3.1", prefixlen=24)
@@ -45,7 +45,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     )
     monkeypatch.setattr("tunhelper.platform.boot_id", lambda: "boot")
     monkeypatch.setattr(
-        "tunhelper.platform.filter_sources", lambda d: events.append(f"filter {d.name}")
+        "tunhelper.platform.strict_rp_filter", lambda d: events.append(f"filter {d.name}")
     )
     monkeypatch.setattr(
         "tunhelper.platform.guard_link", lambda d, s, g: events.append(f"guard {d.name} {s}")
@@ -74,7 +74,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     return settings, events, monkeypatch
 
@@ -139,7 +139,7 @@ def test_exhausted_pool_takes_nothing(world, capfd) -> None:
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="bob",
+        identity="bob",
     )
     store = open_store(settings.state_dir)
     from tunhelper.store import Owner, Request
@@ -192,7 +192,7 @@ def test_tun_refused_on_a_pool_without_gateway(world, capfd) -> None:
         state_dir=settings.state_dir,
         wait=0.1,
         mtu=None,
-        client="bob",
+        identity="bob",
         bridge=BridgePlan("lan0", managed=False, address=None, prefixlen=24),
     )
     assert session.serve(settings, {}) == 1
@@ -214,7 +214,7 @@ def test_dual_stack_takes_one_lease_per_family_and_gives_both_back(world) -> Non
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     for _ in range(2):  # sticky per family: the second session gets the same two
         assert session.serve(settings, {}) == 0
@@ -254,7 +254,7 @@ def test_a_failed_ipv6_configuration_undoes_ipv4_and_releases_both(world, capfd)
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     assert session.serve(settings, {}) == 1
     assert "deconfigure ('192.168.3.1', '192.168.3.2')" in events
@@ -277,7 +277,7 @@ def test_the_keeper_gives_back_from_the_record_the_session_wrote(world, dual) ->
         wait=0.1,
         mtu=None,
         bridge=BRIDGE,
-        client="alice",
+        identity="alice",
     )
     found = discover.SessionDevice(DEVICE, os.getpid(), 0.0)
     taken = teardown.Taken(settings.state_dir, settings.db_timeout)
@@ -383,7 +383,7 @@ def test_a_burst_of_one_keys_sessions_settles_on_the_limit(world, refuse, me, ve
 def test_sources_not_filtered_is_a_warning_not_a_refusal(world) -> None:
     """A read-only /proc/sys (a container) must not stop the service; syslog says why."""
     settings, events, monkeypatch = world
-    monkeypatch.setattr("tunhelper.platform.filter_sources", _fail(OSError(30, "Read-only")))
+    monkeypatch.setattr("tunhelper.platform.strict_rp_filter", _fail(OSError(30, "Read-only")))
     warned = []
     monkeypatch.setattr("tunhelper.log.warning", warned.append)
     assert session.serve(settings, {}) == 0
@@ -449,8 +449,8 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     """A fleet shares one store: another gateway's pid and start time mean nothing here."""
     import subprocess
 
-    from tunhelper import platform
-    from tunhelper.store import Lease, liveness
+    from tunhelper import liveness, platform
+    from tunhelper.store import Lease
 
     # The process's own signal state, not the one earlier tests left to this one's
     # children (a serve() that ran here ignores SIGTERM from its end on).
@@ -536,3 +536,18 @@ def test_the_managed_bridge_plan_carries_one_gateway_per_family() -> None:
     old = {"name": "thbrx", "managed": True, "address": "192.168.3.1", "prefixlen": 24}
     record = {"kind": "bridge", "device": DEVICE._asdict(), "plan": old, "state_dir": "/x"}
     assert configure.from_record(record).plan.gateways() == [("192.168.3.1", 24)]
+
+
+def test_a_platform_without_source_validation_says_so_and_never_tries(world) -> None:
+    """Declared up front (CAPABILITIES), not found out from guard_link's error."""
+    settings, events, monkeypatch = world
+    warned: list[str] = []
+    monkeypatch.setattr("tunhelper.log.warning", warned.append)
+    monkeypatch.setattr("tunhelper.platform.CAPABILITIES", frozenset({"ipv6", "rp_filter"}))
+    assert session.serve(settings, {}) == 0
+    assert not any(e.startswith("guard") or e == "unguard" for e in events)
+    assert any("source validation" in w and "another's name" in w for w in warned), warned
+    monkeypatch.setattr("tunhelper.platform.CAPABILITIES", frozenset({"source_guard"}))
+    events.clear()
+    assert session.serve(settings, {}) == 0
+    assert "guard tun0 ['192.168.3.2']" in events  # control: declared, so installed

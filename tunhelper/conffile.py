@@ -47,7 +47,7 @@ from tunhelper import defaults, family
 from tunhelper.errors import UsageError
 from tunhelper.options import DEFAULT_ROUTE, SERVE_OPTION, Option, given_options
 
-CLIENT_KEYS = ("pool", "address", "client-net")
+IDENTITY_KEYS = ("pool", "address", "client-net")
 FAMILY_KEYS = ("route", "dns")  # pool keys whose family must be one the pool has
 STORE_KEYS = ("backend", "conninfo", "service", "lifetime")
 MIN_LIFETIME, MAX_LIFETIME = 5.0, 86400.0
@@ -71,8 +71,8 @@ class Section:
 
 
 @dataclass(frozen=True)
-class ClientSection:
-    """What the config file says about one client identity."""
+class IdentitySection:
+    """What the config file's ``[client IDENTITY]`` says about one client identity."""
 
     pool: str | None
     addresses: tuple[str, ...]  # reservations, at most one of each family
@@ -256,14 +256,14 @@ def apply_pool(
             setattr(args, dest, value)
 
 
-def clients(path: str, sections: list[Section]) -> dict[str, ClientSection]:
+def identities(path: str, sections: list[Section]) -> dict[str, IdentitySection]:
     """Every ``[client IDENTITY]``, checked."""
-    out: dict[str, ClientSection] = {}
+    out: dict[str, IdentitySection] = {}
     for section in (s for s in sections if s.kind == "client"):
         pool, addresses, nets = None, {}, []
         for entry in section.entries:
             where = f"{path}:{entry.line}"
-            if entry.key not in CLIENT_KEYS:
+            if entry.key not in IDENTITY_KEYS:
                 raise UsageError(f"{where}: {entry.key}: not a client setting")
             if entry.key == "pool":
                 pool = entry.value
@@ -279,7 +279,7 @@ def clients(path: str, sections: list[Section]) -> dict[str, ClientSection]:
                 addresses[version] = address
             else:
                 nets.append(_check(SERVE_OPTION["client-net"], entry.value, where, entry.key))
-        out[section.name] = ClientSection(
+        out[section.name] = IdentitySection(
             pool,
             tuple(addresses.values()),
             tuple(nets),

@@ -9,26 +9,32 @@ reservations, client networks, the bridge plan. ``tunhelper doctor`` runs the sa
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 
-from tunhelper import conffile, defaults, family
-from tunhelper.conffile import ClientSection
+from tunhelper import conffile, defaults, family, platform
+from tunhelper.conffile import IdentitySection
 from tunhelper.errors import UsageError
 from tunhelper.link.bridge import BridgePlan, default_name
-from tunhelper.options import DEFAULT_ROUTE, serve_parser
+from tunhelper.options import DEFAULT_ROUTE, build, serve_parser
 from tunhelper.pool import Pool
 from tunhelper.store import StoreConfig
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the admin configured for one authorized_keys line."""
+    """Everything the admin configured for one authorized_keys line.
+
+    A field named as a forced command's option (its ``dest``, :data:`SERVE_OPTIONS`
+    in :mod:`tunhelper.options.serve`) holds that option's checked value; the others
+    are derived from several options and the config file by :func:`serve_settings`.
+    """
 
     pool: Pool  # the primary pool: IPv4 when there is one
     state_dir: str
     wait: float
     mtu: int | None  # None: the most the device's kind of channel carries
-    client: str | None
+    identity: str | None  # --client: the client's identity when sshd exposes no key
     bridge: BridgePlan
     routes: list[str] = field(default_factory=list)  # announced to the client
     client_nets: list[str] = field(default_factory=list)  # routed to the client
@@ -42,7 +48,7 @@ class Settings:
     down: list[str] | None = None  # hook argv
     hook_timeout: float = defaults.HOOK_TIMEOUT
     pool_label: str = ""  # --pool as given: a CIDR or a config file pool name
-    clients: dict[str, ClientSection] = field(default_factory=dict)  # from the config file
+    identities: dict[str, IdentitySection] = field(default_factory=dict)  # [client ...]
     db_timeout: float = defaults.DB_TIMEOUT  # bounded wait for a database another process holds
     max_leases: int | None = None  # live sessions per client identity; None: no limit
     store: StoreConfig | None = None  # the config file's [store]; None: SQLite in state_dir
@@ -51,11 +57,6 @@ class Settings:
     def pools(self) -> list[Pool]:
         """The session's pools, the primary first."""
         return [self.pool] if self.pool6 is None else [self.pool, self.pool6]
-
-    @property
-    def v6pool(self) -> Pool | None:
-        """The pool that gives the session its IPv6 address, if any."""
-        return self.pool6 or (self.pool if self.pool.version == 6 else None)
 
     def reserved(self, pool: Pool) -> str | None:
         """The address reserved for this key in ``pool``."""
@@ -81,73 +82,80 @@ def serve_settings(argv: list[str]) -> Settings:
         sections = conffile.read(path)
     if named:
         conffile.apply_pool(args, argv, path, sections)
-    client_sections = conffile.clients(path, sections)
+    identities = conffile.identities(path, sections)
     # The store: this file's [store], or the default file's even when no pool comes
     # from it, so that a fleet's keys need not all say --config.
     store = conffile.store(path, sections) if sections else conffile.store_config(None)
     pool, pool6 = resolve_pools(args.pool, args.gateway, args.bridge is not None)
     pools = [p for p in (pool, pool6) if p is not None]
+    missing = platform.lacks("ipv6") if any(p.version == 6 for p in pools) else []
+    if missing:  # refused before anything is taken, not by the first command that needs it
+        raise UsageError(f"--pool {pools[-1].name}: {missing[0]}; give this key an IPv4 --pool")
+    names = (label, *(p.name for p in pools))
+    applying = {n: s for n, s in identities.items() if s.applies_to(*names)}
+    routes = _expand_default(args.route, {p.version for p in pools})
+    reserved = _check_together(args, pools, routes, applying)
+    return build(
+        Settings,
+        args,
+        pool=pool,
+        pool6=pool6,
+        address=reserved.get(pool.version),
+        address6=None if pool6 is None else reserved.get(6),
+        routes=routes,
+        bridge=_bridge_plan(args, pool, pool6),
+        pool_label=label,
+        identities=identities,
+        store=store,
+    )
+
+
+def _check_together(
+    args: argparse.Namespace,
+    pools: list[Pool],
+    routes: list[str],
+    applying: dict[str, IdentitySection],
+) -> dict[int, str]:
+    """The options against each other and the pools: families, reservations, client
+    networks, those of the config file's ``[client ...]`` sections for this key too.
+    Returns the reserved address of each IP version."""
     versions = {p.version for p in pools}
-    for name, section in client_sections.items():
-        if section.applies_to(label, *(p.name for p in pools)):
-            for address in section.addresses:  # a family with no pool here: not this key's
-                if family.parse(address) in versions:
-                    _check_address(pools, address, f"{section.where}: [client {name}]")
+    for name, section in applying.items():
+        for address in section.addresses:  # a family with no pool here: not this key's
+            if family.parse(address) in versions:
+                _check_address(pools, address, f"{section.where}: [client {name}]")
     if args.bridge and args.bridge_name:
         raise UsageError(
             "--bridge joins an existing bridge, --bridge-name names one tunhelper "
             "creates: give one of them"
         )
-    routes = _expand_default(args.route, versions)
     reserved = by_family(args.address, "--address", pools)
     for address in args.address:
         _check_address(pools, address, "")
-    for option, values in (("--route", routes), ("--client-net", args.client_net)):
+    for option, values in (("--route", routes), ("--client-net", args.client_nets)):
         for value in values:
             check_family(option, value, pools)
     for server in args.dns:
         check_family("--dns", server, pools)
-    for net in args.client_net:
+    for net in args.client_nets:
         _check_client_net(net, pools, "")
-    for name, section in client_sections.items():
-        if section.applies_to(label, *(p.name for p in pools)):
-            for net in section.client_nets:
-                _check_client_net(net, pools, f"{section.where}: [client {name}]")
+    for name, section in applying.items():
+        for net in section.client_nets:
+            _check_client_net(net, pools, f"{section.where}: [client {name}]")
+    return reserved
 
+
+def _bridge_plan(args: argparse.Namespace, pool: Pool, pool6: Pool | None) -> BridgePlan:
+    """The admin's bridge (--bridge), joined as it is, or the one tunhelper manages."""
     if args.bridge:
-        plan = BridgePlan(args.bridge, managed=False, address=None, prefixlen=pool.prefixlen)
-    else:
-        plan = BridgePlan(
-            args.bridge_name or default_name(pool.name),
-            managed=True,
-            address=str(pool.gateway),
-            prefixlen=pool.prefixlen,
-            address6=None if pool6 is None else str(pool6.gateway),
-            prefixlen6=None if pool6 is None else pool6.prefixlen,
-        )
-    return Settings(
-        pool=pool,
-        state_dir=args.state_dir,
-        wait=args.wait,
-        db_timeout=args.db_timeout,
-        max_leases=args.max_leases,
-        mtu=args.mtu,
-        client=args.client,
-        bridge=plan,
-        address=reserved.get(pool.version),
-        address6=None if pool6 is None else reserved.get(6),
-        pool6=pool6,
-        max_sessions=args.max_sessions,
-        refuse_extra=args.refuse_extra,
-        routes=routes,
-        client_nets=args.client_net,
-        dns=args.dns,
-        up=args.up,
-        down=args.down,
-        hook_timeout=args.hook_timeout,
-        pool_label=label,
-        clients=client_sections,
-        store=store,
+        return BridgePlan(args.bridge, managed=False, address=None, prefixlen=pool.prefixlen)
+    return BridgePlan(
+        args.bridge_name or default_name(pool.name),
+        managed=True,
+        address=str(pool.gateway),
+        prefixlen=pool.prefixlen,
+        address6=None if pool6 is None else str(pool6.gateway),
+        prefixlen6=None if pool6 is None else pool6.prefixlen,
     )
 
 

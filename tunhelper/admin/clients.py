@@ -231,8 +231,8 @@ def _settings(c: Client) -> Settings | None:
 def live_leases(c: Client, settings: Settings | None) -> list:
     """The client's live leases, in the store its line's helper uses: recorded under
     its key, or its --client name."""
+    from tunhelper.liveness import Liveness
     from tunhelper.store import ACTIVE, open_store
-    from tunhelper.store.liveness import Liveness
 
     if settings is None:
         return []
@@ -241,7 +241,7 @@ def live_leases(c: Client, settings: Settings | None) -> list:
     store = open_store(settings.state_dir, config=settings.store)
     try:
         alive = Liveness()
-        identities = {c.fingerprint, *([settings.client] if settings.client else [])}
+        identities = {c.fingerprint, *([settings.identity] if settings.identity else [])}
         return [
             x
             for who in sorted(identities)
@@ -278,8 +278,8 @@ def list_clients(path: str, as_json: bool) -> int:
 
 
 def revoke(path: str, name: str) -> int:
+    from tunhelper.liveness import end
     from tunhelper.server import replaced
-    from tunhelper.store.liveness import end
 
     with _editing(path):
         lines = read_lines(path)

@@ -537,7 +537,7 @@ def check_persistent_devices() -> list[Finding]:
 
 def check_source_filter() -> list[Finding]:
     """Does the per-session source filter hold here? If not, a client can send as another."""
-    holds, line = platform.source_filter()
+    holds, line = platform.source_validation()
     return [ok(line) if holds else warning(line)]
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from tunhelper import family, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.link import bridge
+from tunhelper.liveness import Liveness
 from tunhelper.store import ACTIVE, Lease, StoreConfig, open_store
-from tunhelper.store.liveness import Liveness
 
 STALE = "stale"  # recorded active, but its helper and session are both gone
 

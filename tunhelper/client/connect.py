@@ -474,8 +474,9 @@ def _stop(proc: subprocess.Popen, ssh: psutil.Process, tee: _Tee | None = None) 
 
 def connect_command(args: argparse.Namespace) -> int:
     """The ``connect`` command (tunhelper.commands): a profile's words join argv's."""
+    from tunhelper import options
+
     if args.profile is not None:
-        from tunhelper import options
         from tunhelper.client import profile
 
         if args.destination:
@@ -484,20 +485,7 @@ def connect_command(args: argparse.Namespace) -> int:
         args = options.connect_parser().parse_args(profile.read(args.profile), namespace=args)
     if not args.destination:
         raise UsageError("connect needs a DESTINATION (or --profile NAME)")
+    destinations = args.destination
     return run(
-        Options(
-            destination=args.destination[0],
-            more=tuple(args.destination[1:]),
-            reconnect=args.reconnect,
-            shuffle=args.shuffle,
-            kill_switch=args.kill_switch,
-            multiplex=args.multiplex,
-            aes=not args.no_aes_gcm,
-            ssh_cmd=args.ssh_cmd,
-            tap=args.tap,
-            wait=args.wait,
-            as_json=args.json,
-            background=args.background,
-            pid_file=args.pid_file,
-        )
+        options.build(Options, args, destination=destinations[0], more=tuple(destinations[1:]))
     )

@@ -35,6 +35,28 @@ The session process's exit ends the session; its start time guards against a reu
 START_TOLERANCE = 1.0
 
 
+def same_start(started: float | None, recorded: float) -> bool:
+    """The one rule of "the same process": it runs now (``started`` is its start time,
+    ``None`` if it is gone or a zombie) and started when ``recorded`` says, so a reused
+    pid is not taken for it. Each backend reads ``started`` its own way."""
+    return started is not None and abs(started - recorded) <= START_TOLERANCE
+
+
+def terminate(pid: int, start: float, same_process) -> bool:
+    """SIGTERM ``pid`` if it is still the process that started at ``start``
+    (``same_process`` is the backend's); whether the signal was sent."""
+    import os
+    import signal
+
+    if not same_process(pid, start):
+        return False
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:  # gone since, or not ours to signal
+        return False
+    return True
+
+
 class PlatformError(OSError):
     """Whatever went wrong in the operating system, as the one error the platform raises.
 

@@ -15,13 +15,13 @@ import socket
 import time
 from collections.abc import Iterable
 
-from tunhelper import defaults, family, log
+from tunhelper import defaults, family, liveness, log
 from tunhelper.errors import TunhelperError
 from tunhelper.link import bridge
 from tunhelper.platform import DeviceInfo
 from tunhelper.server import replaced
 from tunhelper.settings import Settings
-from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore, liveness
+from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore
 
 
 def check_link(settings: Settings, device: DeviceInfo) -> None:
@@ -103,7 +103,7 @@ def for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
     """Apply the config file's ``[client ...]`` of this client (argv still wins), and
     list the addresses it reserves for other clients of this pool."""
     names = (settings.pool_label, *(p.name for p in settings.pools))
-    section = settings.clients.get(client)
+    section = settings.identities.get(client)
     if section is not None and section.applies_to(*names):
         v4 = next((a for a in section.addresses if family.of(a) == 4), None)
         v6 = next((a for a in section.addresses if family.of(a) == 6), None)
@@ -117,7 +117,7 @@ def for_client(settings: Settings, client: str) -> tuple[Settings, list[str]]:
         )
     others = [
         address
-        for name, s in settings.clients.items()
+        for name, s in settings.identities.items()
         if name != client and s.applies_to(*names)
         for address in s.addresses
     ]

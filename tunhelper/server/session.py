@@ -9,14 +9,13 @@ left on an unconfigured link.
 
 from __future__ import annotations
 
-import errno
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import psutil
 
-from tunhelper import log, platform
+from tunhelper import liveness, log, platform
 from tunhelper.errors import TunhelperError
 from tunhelper.link import bridge, configure, discover
 from tunhelper.link.hold import hold
@@ -29,7 +28,7 @@ from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Guarded,
 from tunhelper.server.teardown import end_connection as end_connection
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted, ignore_end_signals
-from tunhelper.store import ACTIVE, Lease, Request, liveness
+from tunhelper.store import ACTIVE, Lease, Request
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def serve(settings: Settings, environ: Mapping[str, str]) -> int:
 def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, taken: Taken) -> str:
     """Steps 2 to 5; return why the session ended (only if it was held in place)."""
     device = found.device
-    client, fallback = identity.client_identity(settings.client, environ, found.session_start)
+    client, fallback = identity.client_identity(settings.identity, environ, found.session_start)
     settings, reserved_for_others = policy.for_client(settings, client)
     if fallback:  # no key vouches for it: never end another session to make room
         settings = replace(settings, refuse_extra=True)
@@ -185,19 +184,20 @@ def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Tak
     """Only the client's own sources may arrive on its link (platform.guard_link).
 
     Fails closed: a filter that cannot be installed refuses the session, except where
-    the platform has none at all (EOPNOTSUPP, FreeBSD), which is warned about as
-    doctor does (docs/platforms.md).
+    the platform declares it has none at all (FreeBSD's CAPABILITIES), which is warned
+    about as doctor does (docs/platforms.md).
     """
     sources = [s.lease.address for s in sides if s.lease is not None]
     if device.mode == "tun":
         sources += [str(net) for net in settings.client_nets]
     gateway_link = settings.bridge.name if device.mode == "tap" else None
+    missing = platform.lacks("source_guard")  # declared by the backend, not found out
+    if missing:
+        log.warning(f"{missing[0]}: the client on {device.name} could send in another's name")
+        return
     try:
         platform.guard_link(device, sources, gateway_link)
     except platform.PlatformError as e:
-        if e.errno == errno.EOPNOTSUPP:
-            log.warning(f"{e.strerror}: the client on {device.name} could send in another's name")
-            return
         taken.add(Guarded(device))  # a partly loaded filter is removed too
         raise TunhelperError(
             f"could not install the source filter on {device.name} ({e.strerror}); "
@@ -288,13 +288,13 @@ def local_addresses() -> list[str]:
 
 
 def _filter_sources(device: DeviceInfo) -> None:
-    """Only the client's own address may arrive on its tun (see platform.filter_sources).
+    """Only the client's own address may arrive on its tun (see platform.strict_rp_filter).
 
     Where the kernel setting cannot be written (a read-only /proc/sys in a container)
     the session goes on and the admin is told: ``tunhelper doctor`` checks it too.
     """
     try:
-        platform.filter_sources(device)
+        platform.strict_rp_filter(device)
     except OSError as e:
         log.warning(
             f"could not filter source addresses on {device.name} ({e.strerror}): its client "

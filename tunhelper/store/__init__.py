@@ -4,7 +4,7 @@ This package is the whole interface the session and the admin commands use (its 
 are defined in :mod:`~tunhelper.store.base`); a backend is chosen once, when the store
 is opened (:func:`open_store`). Deliberately free of OS, IP and
 netlink code: a lease is a slot (an offset in its pool), and whether its owner still
-lives is judged by a callback the caller passes in (:mod:`tunhelper.store.liveness`).
+lives is judged by a callback the caller passes in (:mod:`tunhelper.liveness`).
 
 One row per address ever handed out. A released row is kept: it remembers the
 address's last client, which is what makes addresses sticky.

@@ -10,7 +10,7 @@ same high-water mark and holes, in tables of the same names. What differs:
   primary key ``(pool, slot)``: it overwrites only the row it judged (same token), so
   even a writer that skipped the lock could not put two sessions on one address.
 - Lifetimes. A lease carries ``expires``; another gateway's active lease counts as
-  live until then (:class:`tunhelper.store.liveness.Liveness`), and ``tunhelper renew``
+  live until then (:class:`tunhelper.liveness.Liveness`), and ``tunhelper renew``
   moves it on for this host's live leases.
 - Releases that cannot be written (the database is away) wait in a file of the state
   directory and are done at the next open.

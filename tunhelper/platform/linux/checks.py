@@ -46,12 +46,12 @@ def persistent_devices() -> list[tuple[str, str]]:
     return out
 
 
-def source_filter() -> tuple[bool, str]:
+def source_validation() -> tuple[bool, str]:
     """Does the per-device filtering hold? ``(holds, one line)``.
 
     Source validation needs nft (sessions are refused without it);
 
-    for ``filter_sources`` the kernel applies the larger of a device's ``rp_filter`` and
+    for ``strict_rp_filter`` the kernel applies the larger of a device's ``rp_filter`` and
     ``all``'s, and loose (2) lets a client send as another over IPv4.
     """
     from tunhelper.platform.linux.sourcefilter import nft_missing

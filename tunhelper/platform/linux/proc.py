@@ -13,7 +13,7 @@ import re
 import stat
 from collections.abc import Callable
 
-from tunhelper.platform.base import START_TOLERANCE, DeviceInfo
+from tunhelper.platform.base import DeviceInfo, same_start, terminate
 
 TUN_RDEV = os.makedev(10, 200)  # /dev/net/tun: misc device 200
 SYSFS_NET = "/sys/class/net"
@@ -134,23 +134,30 @@ def _boot_time() -> int | None:
         return None
 
 
+def _start(fields: list[bytes], btime: int) -> float:
+    # Field 22 (start time in clock ticks) is the 20th after the command name.
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
 def process_start(pid: int) -> float | None:
     """A process's start time as psutil's ``create_time()`` gives it, or ``None``."""
     fields, btime = _stat_fields(pid), _boot_time()
     if fields is None or btime is None or len(fields) < 20:
         return None
-    # Field 22 (start time in clock ticks) is the 20th after the command name.
-    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    return _start(fields, btime)
 
 
 def same_process(pid: int, start: float) -> bool:
-    """Is the process that had ``pid`` at ``start`` still running (alive, not a zombie,
-    not a reused pid)?"""
+    """Is the process that had ``pid`` at ``start`` still running? (:func:`.base.same_start`)"""
     fields, btime = _stat_fields(pid), _boot_time()
     if fields is None or btime is None or len(fields) < 20 or fields[0] in (b"Z", b"X"):
-        return False
-    started = btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
-    return abs(started - start) <= START_TOLERANCE
+        return same_start(None, start)
+    return same_start(_start(fields, btime), start)
+
+
+def end_process(pid: int, start: float) -> bool:
+    """SIGTERM the process that had ``pid`` at ``start`` if it still runs; sent?"""
+    return terminate(pid, start, same_process)
 
 
 def open_regular(path: str, sound: Callable[[os.stat_result], bool]) -> int | None:

@@ -8,7 +8,7 @@ from tunhelper.platform.linux.proc import valid_ifname
 IPV4_CONF = "/proc/sys/net/ipv4/conf"
 
 
-def filter_sources(device: DeviceInfo) -> None:
+def strict_rp_filter(device: DeviceInfo) -> None:
     """Drop packets arriving on ``device`` from addresses not routed through it.
 
     Strict reverse-path filtering: a session's tun is routed only its client's /32, so

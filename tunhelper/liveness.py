@@ -1,8 +1,10 @@
-"""Who owns a lease, and whether that owner still lives.
+"""Who owns a lease, and whether that owner still lives: the ``alive`` callback the
+lease store is given, judged through the platform.
 
 A lease stays taken while either its helper or its sshd session process lives: a
 helper killed with SIGKILL leaves its address on a device that sshd still carries,
-and handing that address out again would put two clients on it.
+and handing that address out again would put two clients on it. It lives here, above
+the store, so that the store itself touches no process and no OS.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ import os
 import socket
 import time
 
-import psutil
-
 from tunhelper import platform
-from tunhelper.store.base import Lease, Owner
+from tunhelper.store import Lease, Owner
 
 
 def this_host() -> str:
@@ -22,7 +22,11 @@ def this_host() -> str:
 
 
 def process_start(pid: int) -> float:
-    return psutil.Process(pid).create_time()
+    """The start time of a live process (ours, or one the caller knows is running)."""
+    start = platform.process_start(pid)
+    if start is None:
+        raise platform.PlatformError(None, f"process {pid} is gone")
+    return start
 
 
 def current(session_pid: int, session_start: float, device: str) -> Owner:
@@ -55,11 +59,7 @@ def end(lease: Lease) -> None:
         (lease.helper_pid, lease.helper_start),
         (lease.session_pid, lease.session_start),
     ):
-        if running(pid, start):
-            try:
-                psutil.Process(pid).terminate()
-            except psutil.Error:
-                continue
+        if platform.end_process(pid, start):
             return
 
 
