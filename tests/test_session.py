@@ -82,7 +82,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def leases(settings) -> list:
     store = open_store(settings.state_dir)
     try:
-        return store.leases()
+        return store.all_leases()
     finally:
         store.close()
 

@@ -511,7 +511,10 @@ def leases_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pool", metavar="POOL", help="only this pool's leases (its network)")
     p.add_argument(
-        "--client", metavar="TEXT", help="only the leases of clients whose identity contains TEXT"
+        "--client",
+        metavar="NAME",
+        help="only the leases of the client line NAME (tunhelper client list) or of the "
+        "identity NAME, exactly",
     )
     p.add_argument(
         "--output",

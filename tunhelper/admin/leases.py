@@ -70,8 +70,10 @@ def leases(
     output: str | None = None,
     config: StoreConfig | None = None,
 ) -> int:
-    """List the leases (``--pool``: that pool only; ``--client``: clients containing it),
-    as a table, JSON or Prometheus text; ``output``: written there atomically."""
+    """List the leases (``--pool``: that pool only; ``--client``: exactly the identities
+    of the client line of that name, or that identity), as a table, JSON or Prometheus
+    text; ``output``: written there atomically."""
+    wanted = set() if client is None else _identities(client)
     store = open_store(state_dir, config=config)
     left = bridge.left_behind(state_dir)
     if left:
@@ -88,14 +90,14 @@ def leases(
         here = alive.host
         rows = [
             describe(lease, alive, counters if lease.host == here else None)
-            for lease in store.leases()
+            for lease in store.all_leases()
         ]
     finally:
         store.close()
     rows = [
         r
         for r in rows
-        if (pool is None or r["pool"] == pool) and (client is None or client in r["client"])
+        if (pool is None or r["pool"] == pool) and (client is None or r["client"] in wanted)
     ]
     if fmt == "prometheus":
         from tunhelper.admin import metrics
@@ -116,6 +118,20 @@ def leases(
     return 0
 
 
+def _identities(name: str) -> set[str]:
+    """``name`` itself as an identity, and the identities of root's authorized_keys
+    lines named ``name`` (``tunhelper client list``): exact, never a substring."""
+    from tunhelper.admin import clients
+
+    found = {name}
+    for c in clients.clients(clients.read_lines(clients.default_path())):
+        if c.name == name:
+            settings = clients.line_settings(c)
+            if settings is not None:
+                found |= clients.identities(c, settings)
+    return found
+
+
 def release(state_dir: str, address: str, force: bool, config: StoreConfig | None = None) -> int:
     """Free a lease by hand; one that a live session still uses needs ``--force``."""
     import contextlib
@@ -127,7 +143,9 @@ def release(state_dir: str, address: str, force: bool, config: StoreConfig | Non
     try:
         alive = Liveness()
         held = [
-            lease for lease in store.leases() if lease.address == address and lease.state == ACTIVE
+            lease
+            for lease in store.all_leases()
+            if lease.address == address and lease.state == ACTIVE
         ]
         if not held:
             raise TunhelperError(f"no active lease for {address}; see 'tunhelper leases'")
@@ -144,7 +162,8 @@ def release(state_dir: str, address: str, force: bool, config: StoreConfig | Non
                 f"{address} is in use by a live session (helper pid {lease.helper_pid}); "
                 "end that session, or use --force to free it anyway"
             )
-        store.release_address(address)
+        for lease in held:  # these grants only, by token: never a row judged by no one
+            store.release(lease)
     finally:
         store.close()
     print(f"released {address}")

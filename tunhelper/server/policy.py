@@ -203,7 +203,7 @@ def check_limit(store: LeaseStore, settings: Settings, client: str, alive: Alive
 
 def _live_sessions(store: LeaseStore, pool: str, client: str, alive: Alive) -> list[Lease]:
     """The client's live sessions in ``pool``, in allocation order (oldest first)."""
-    live = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
+    live = [x for x in store.leases_of([client], [pool]) if x.state == ACTIVE and alive(x)]
     return sorted(live, key=lambda x: (x.since, x.token))
 
 

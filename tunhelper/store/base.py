@@ -114,6 +114,17 @@ class Request:
 Alive = Callable[[Lease], bool]
 
 
+def scope(identities: Collection[str], pools: Collection[str]) -> tuple[list[str], list[str]]:
+    """The sorted identities and pools of a scoped query; refuses an empty or a bare
+    string set, so that an unscoped call cannot be written by accident."""
+    out = []
+    for name, values in (("identities", identities), ("pools", pools)):
+        if isinstance(values, str) or not values:
+            raise ValueError(f"a scoped lease query needs a non-empty set of {name}")
+        out.append(sorted(set(values)))
+    return out[0], out[1]
+
+
 class LeaseStore(Protocol):
     """The whole interface a store offers; everything else is private to a store."""
 
@@ -121,9 +132,14 @@ class LeaseStore(Protocol):
 
     def release(self, lease: Lease) -> bool: ...
 
-    def release_address(self, address: str) -> int: ...
+    def all_leases(self) -> list[Lease]:
+        """Every lease of every pool and client: for views of the whole store only."""
+        ...
 
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]: ...
+    def leases_of(self, identities: Collection[str], pools: Collection[str]) -> list[Lease]:
+        """The leases of these client identities in these pools, oldest first; both
+        must be named (:func:`scope`): an empty set is an error, never "everyone"."""
+        ...
 
     def live_count(self, pool: str, client: str, alive: Alive) -> int: ...
 

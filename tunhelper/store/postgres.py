@@ -25,6 +25,7 @@ import json
 import os
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import asdict
 
 import psycopg
@@ -42,6 +43,7 @@ from tunhelper.store.base import (
     PoolExhausted,
     Request,
     StoreConfig,
+    scope,
 )
 from tunhelper.store.pgconnect import Errors, connect_args, first_line, placeholder, unreachable
 from tunhelper.store.pgschema import FAST_GRANT_FAILED, MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -254,24 +256,17 @@ class PostgresLeaseStore:
             return True
         return cur.rowcount == 1
 
-    def release_address(self, address: str) -> int:
+    def all_leases(self) -> list[Lease]:
         with self._errors():
-            cur = self._db.execute(
-                "UPDATE leases SET state = %s, released_at = %s WHERE address = %s AND state = %s",
-                (RELEASED, time.time(), address, ACTIVE),
-            )
-            return cur.rowcount
+            return [Lease(*r) for r in self._db.execute(_SELECT + " ORDER BY pool, slot")]
 
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]:
+    def leases_of(self, identities: Collection[str], pools: Collection[str]) -> list[Lease]:
+        who, where = scope(identities, pools)
         with self._errors():
-            if pool is None:
-                rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
-            elif client is None:
-                rows = self._db.execute(_SELECT + " WHERE pool = %s ORDER BY slot", (pool,))
-            else:
-                rows = self._db.execute(
-                    _SELECT + " WHERE pool = %s AND client = %s ORDER BY since", (pool, client)
-                )
+            rows = self._db.execute(
+                _SELECT + " WHERE client = ANY(%s) AND pool = ANY(%s) ORDER BY since",
+                (who, where),
+            )
             return [Lease(*r) for r in rows]
 
     def live_count(self, pool: str, client: str, alive: Alive) -> int:
@@ -304,12 +299,6 @@ class PostgresLeaseStore:
                     (RELEASED, time.time(), ACTIVE, dead),
                 )
         return len(live), len(dead)
-
-    def server_time(self) -> float:
-        """The database server's clock, for the doctor's skew check."""
-        with self._errors():
-            (now,) = self._db.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
-        return float(now)
 
     def close(self) -> None:
         if self._conn is not None:

@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import asdict
 from typing import Callable
 
@@ -28,6 +29,7 @@ from tunhelper.store.base import (
     Lease,
     PoolExhausted,
     Request,
+    scope,
 )
 
 DB_NAME = statedir.LEASES_DB
@@ -123,26 +125,20 @@ class SqliteLeaseStore:
             )
             return cur.rowcount == 1
 
-    def release_address(self, address: str) -> int:
-        with self._transaction():
-            cur = self._db.execute(
-                "UPDATE leases SET state = ?, released_at = ? WHERE address = ? AND state = ?",
-                (RELEASED, time.time(), address, ACTIVE),
-            )
-            return cur.rowcount
+    def all_leases(self) -> list[Lease]:
+        return self._select(" ORDER BY pool, slot", ())
 
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]:
-        """All leases, or those of one pool, or of one client in one pool."""
+    def leases_of(self, identities: Collection[str], pools: Collection[str]) -> list[Lease]:
+        who, where = scope(identities, pools)
+        marks = ", ".join("?" for _ in who), ", ".join("?" for _ in where)
+        return self._select(
+            f" WHERE client IN ({marks[0]}) AND pool IN ({marks[1]}) ORDER BY since",
+            (*who, *where),
+        )
+
+    def _select(self, rest: str, args: tuple) -> list[Lease]:
         try:
-            if pool is None:
-                rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
-            elif client is None:
-                rows = self._db.execute(_SELECT + " WHERE pool = ? ORDER BY slot", (pool,))
-            else:
-                rows = self._db.execute(
-                    _SELECT + " WHERE pool = ? AND client = ? ORDER BY since", (pool, client)
-                )
-            return [Lease(*r) for r in rows]
+            return [Lease(*r) for r in self._db.execute(_SELECT + rest, args)]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
 
