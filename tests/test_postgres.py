@@ -29,6 +29,7 @@ from tunhelper.store import (
     Request,
     StoreConfig,
     open_store,
+    renew_period,
 )
 from tunhelper.store.liveness import Liveness
 
@@ -100,6 +101,24 @@ def test_store_section_errors_are_one_line(tmp_path: Path, text: str, expect: st
     with pytest.raises(UsageError) as e:
         conffile.store(path, conffile.read(path))
     assert expect in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("lifetime", ["14.9", "10", "5"])
+def test_a_lifetime_the_renew_schedule_cannot_keep_is_refused(tmp_path, lifetime) -> None:
+    """Renewed every lifetime/3, each renewal waiting up to half of that (libpq waits at
+    least 2 s): under 15 s a slow database lets a live lease expire."""
+    path = write_conf(
+        tmp_path, f"[store]\nbackend = postgresql\nconninfo = x\nlifetime = {lifetime}\n"
+    )
+    with pytest.raises(UsageError) as e:
+        conffile.store(path, conffile.read(path))
+    assert str(e.value) == (
+        f"{path}:4: lifetime: {lifetime} s is too short for the renew service (a renewal every "
+        "lifetime/3, each waiting up to half of that): give at least 15"
+    )
+    path = write_conf(tmp_path, "[store]\nbackend = postgresql\nconninfo = x\nlifetime = 15\n")
+    config = conffile.store(path, conffile.read(path))
+    assert config.lifetime == 15 and renew_period(config.lifetime) == 5
 
 
 @pytest.mark.parametrize("conninfo", ["host=db password=s3cret", "postgresql://th:s3cret@db/th"])

@@ -541,11 +541,17 @@ def release_parser() -> argparse.ArgumentParser:
 def renew_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="tunhelper renew",
-        description="Renew this gateway's live leases in a shared lease store (one statement) "
-        "and release its dead ones; run by tunhelper-renew.timer.",
+        description="Renew this gateway's live leases in every shared lease store its keys' "
+        "lines reach, and --config's (one statement each), and release its dead ones.",
     )
     _add_state_dir(p)
     _add_store_config(p)
+    _add_authorized_keys(p)
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="renew for ever, each store every lifetime/3 (tunhelper-renew.service)",
+    )
     return p
 
 

@@ -179,22 +179,6 @@ def repair(state_dir: str) -> int:
     return 0
 
 
-def renew(state_dir: str, config: StoreConfig | None = None) -> int:
-    """Renew this host's live leases in a shared store and release its dead ones.
-
-    Run by ``tunhelper-renew.timer`` more often than the lease lifetime: another
-    gateway counts this host's leases live only until they expire. Also does the
-    releases queued while the database was away (opening the store does them)."""
-    store = open_store(state_dir, config=config)
-    try:
-        alive = Liveness()
-        live, dead = store.renew(alive.host, alive)
-    finally:
-        store.close()
-    print(f"renewed {live} live lease(s) of {alive.host}, released {dead} dead one(s)")
-    return 0
-
-
 # -- entry points (tunhelper.commands) ------------------------------------------------------
 
 
@@ -213,9 +197,11 @@ def release_command(args: argparse.Namespace) -> int:
 
 
 def renew_command(args: argparse.Namespace) -> int:
+    from tunhelper.admin import clients, renew
     from tunhelper.conffile import store_config
 
-    return renew(args.state_dir, store_config(args.config))
+    keys = args.authorized_keys or clients.default_path()
+    return renew.run(args.state_dir, store_config(args.config), keys, args.loop)
 
 
 def repair_command(args: argparse.Namespace) -> int:

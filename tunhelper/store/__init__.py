@@ -18,6 +18,8 @@ from tunhelper.store.base import (
     ACTIVE,
     DEFAULT_LIFETIME,
     LEASE_FIELDS,
+    MAX_LIFETIME,
+    MIN_LIFETIME,
     POSTGRESQL,
     RELEASED,
     SQLITE,
@@ -29,6 +31,7 @@ from tunhelper.store.base import (
     PoolExhausted,
     Request,
     StoreConfig,
+    renew_period,
 )
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "LEASE_FIELDS",
     "Lease",
     "LeaseStore",
+    "MAX_LIFETIME",
+    "MIN_LIFETIME",
     "Owner",
     "POSTGRESQL",
     "PoolExhausted",
@@ -47,6 +52,7 @@ __all__ = [
     "SQLITE",
     "StoreConfig",
     "open_store",
+    "renew_period",
 ]
 
 
@@ -68,7 +74,7 @@ def open_store(
         except ImportError:
             raise TunhelperError(
                 f"{config.where or '[store]'}: backend = postgresql needs psycopg 3: "
-                "apt install python3-psycopg (or pip install 'tunhelper[pg]')"
+                "apt install python3-psycopg with the .deb, pip install 'tunhelper[pg]' in a venv"
             ) from None
         return PostgresLeaseStore(config, state_dir, timeout)
     from tunhelper.store.sqlite import SqliteLeaseStore

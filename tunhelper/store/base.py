@@ -78,6 +78,19 @@ class Lease:
 LEASE_FIELDS = [f.name for f in fields(Lease) if f.name != "expires"]
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 DEFAULT_LIFETIME = 600.0  # seconds a shared store's lease lives unless renewed
+# The renew service (``tunhelper renew --loop``) renews every lifetime/3, and waits for
+# the database at most half of that: two renewals in a row can fail and the lease still
+# lives. libpq's shortest connect timeout is 2 s, so the shortest period is 5 s (2.5 s
+# of wait), and the shortest lifetime the schedule can keep is three of those.
+RENEWALS_PER_LIFETIME = 3
+MIN_RENEW_PERIOD = 5.0
+MIN_LIFETIME = RENEWALS_PER_LIFETIME * MIN_RENEW_PERIOD
+MAX_LIFETIME = 86400.0
+
+
+def renew_period(lifetime: float) -> float:
+    """Seconds between two renewals of a store whose leases live ``lifetime``."""
+    return lifetime / RENEWALS_PER_LIFETIME
 
 
 @dataclass(frozen=True)
