@@ -151,7 +151,7 @@ def test_written_atomically_for_the_textfile_collector(tmp_path: Path) -> None:
     out = tmp_path / "tunhelper.prom"
     metrics.write_atomically(str(out), "a 1\n")
     metrics.write_atomically(str(out), "a 2\n")
-    assert out.read_text() == "a 2\n" and stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert out.read_text() == "a 2\n" and stat.S_IMODE(out.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tunhelper.prom"]
     with pytest.raises(TunhelperError, match="cannot write"):
         metrics.write_atomically(str(tmp_path / "none" / "x.prom"), "a 1\n")
@@ -235,3 +235,65 @@ def test_prometheus_output_of_a_thousand_leases(thousand: Path, tmp_path: Path) 
     assert value(found, "tunhelper_pool_size", pool="10.64.0.0/20") == 4093
     assert value(found, "tunhelper_pool_free", pool="10.80.0.0/22") == 1021
     assert value(found, "tunhelper_refusals_total", reason="no_device") == 0
+
+
+# -- who may read the metrics file ---------------------------------------------------------
+
+
+def as_user(user: str, group: str, *argv: str) -> subprocess.CompletedProcess:
+    """``argv`` as an unprivileged local user (no supplementary groups)."""
+    return subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def open_dir() -> Path:
+    """A directory every local user can enter (pytest's own is root's alone, which would
+    deny the file whatever its mode)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="tunhelper-metrics-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_the_per_client_series_are_private_to_root_or_the_named_group(open_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (the lease store's directory checks, another user)")
+    state = open_dir / "state"
+    store = open_store(str(state))
+    pool = Pool.parse("10.66.0.0/24")
+    me = liveness.current(os.getpid(), liveness.process_start(os.getpid()), "lo")  # live
+    request = Request(pool.name, pool.first, pool.last, set(), "SHA256:secret", me, pool.address)
+    store.allocate(request, lambda _: True)
+    store.close()
+    out = open_dir / "tunhelper.prom"
+    leases_cmd(state, "--format", "prometheus", "--output", str(out))
+    assert 'client="SHA256:secret"' in out.read_text()  # a per-client series is there
+    st = out.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 0, 0)
+    denied = as_user("nobody", "nogroup", "cat", str(out))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+
+    leases_cmd(state, "--format", "prometheus", "--output", str(out), "--output-group", "nogroup")
+    st = out.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, 65534)
+    assert "SHA256:secret" in as_user("nobody", "nogroup", "cat", str(out)).stdout  # the group
+    other = as_user("nobody", "daemon", "cat", str(out))  # any other local user: denied
+    assert other.returncode != 0 and "Permission denied" in other.stderr
+
+    # The control: the same user reads a world-readable file in that directory.
+    world = open_dir / "world.prom"
+    world.write_text("x 1\n")
+    world.chmod(0o644)
+    assert as_user("nobody", "nogroup", "cat", str(world)).stdout == "x 1\n"
+    bad = run(tunhelper_command(), "leases", "--state-dir", str(state), "--format",
+              "prometheus", "--output", str(out), "--output-group", "no-such-group-x",
+              check=False)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr

@@ -520,7 +520,12 @@ def leases_parser() -> argparse.ArgumentParser:
         "--output",
         metavar="FILE",
         help="write to FILE atomically (a temporary file, then a rename) instead of "
-        "stdout: for node_exporter's textfile collector",
+        "stdout: for node_exporter's textfile collector; mode 0600, it names clients",
+    )
+    p.add_argument(
+        "--output-group",
+        metavar="GROUP",
+        help="FILE readable by GROUP too (mode 0640), e.g. the textfile collector's",
     )
     _add_state_dir(p)
     _add_store_config(p)

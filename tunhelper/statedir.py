@@ -150,13 +150,17 @@ def held(state_dir: str, name: str, timeout: float = defaults.LOCK_TIMEOUT) -> I
         yield
 
 
-def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
+def write_atomically(
+    path: str, data: bytes, mode: int | None = None, group: int | None = None
+) -> None:
     """Replace ``path`` in one step: a temporary file beside it, fsync, rename, then
     the directory fsynced, so a reader sees the old file or the new one, and so does
     whoever looks after a crash.
 
     ``mode``: the new file's mode (owned by us); ``None`` keeps the old file's mode
-    and owner (a new file: ours, 0600). Raises OSError.
+    and owner (a new file: ours, 0600); ``group``: the new file's group instead of
+    ours, set before the rename, so no reader ever sees the file with the wrong one.
+    Raises OSError.
     """
     directory = os.path.dirname(os.path.abspath(path))
     uid, gid = os.geteuid(), os.getegid()
@@ -166,6 +170,7 @@ def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
             mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
         except FileNotFoundError:
             mode = 0o600
+    gid = gid if group is None else group
     fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -69,6 +69,7 @@ def leases(
     client: str | None = None,
     output: str | None = None,
     config: StoreConfig | None = None,
+    output_group: str | None = None,
 ) -> int:
     """List the leases (``--pool``: that pool only; ``--client``: exactly the identities
     of the client line of that name, or that identity), as a table, JSON or Prometheus
@@ -112,7 +113,7 @@ def leases(
     if output is not None:
         from tunhelper.admin import metrics
 
-        metrics.write_atomically(output, text)
+        metrics.write_atomically(output, text, output_group)
     else:
         sys.stdout.write(text)
     return 0
@@ -186,7 +187,13 @@ def leases_command(args: argparse.Namespace) -> int:
     from tunhelper.conffile import store_config
 
     return leases(
-        args.state_dir, args.format, args.pool, args.client, args.output, store_config(args.config)
+        args.state_dir,
+        args.format,
+        args.pool,
+        args.client,
+        args.output,
+        store_config(args.config),
+        args.output_group,
     )
 
 

@@ -179,13 +179,27 @@ def render(rows: Iterable[dict[str, Any]], refusals: dict[str, int]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str, group: str | None = None) -> None:
     """Write ``text`` to ``path`` so that a reader (the textfile collector) sees the old
-    file or the new one, never half of one; 0644, as node_exporter runs as its own user."""
-    from tunhelper import statedir
-    from tunhelper.errors import TunhelperError
+    file or the new one, never half of one.
 
+    The per-session series name clients (key fingerprints, certificate key IDs) with
+    their addresses, which local users must not read (docs/security.md): the file is
+    0600, or 0640 in ``group`` (node_exporter's textfile collector runs as its own user,
+    ``prometheus`` on Debian), never world-readable.
+    """
+    import grp
+
+    from tunhelper import statedir
+    from tunhelper.errors import TunhelperError, UsageError
+
+    gid = None
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise UsageError(f"--output-group {group}: no such group") from None
     try:
-        statedir.write_atomically(path, text.encode(), 0o644)
+        statedir.write_atomically(path, text.encode(), 0o600 if gid is None else 0o640, gid)
     except OSError as e:
         raise TunhelperError(f"cannot write {path}: {e.strerror}; check --output") from None
