@@ -25,6 +25,7 @@ from tunhelper.store.base import (
     SQLITE,
     AddressTaken,
     Alive,
+    Check,
     Lease,
     LeaseStore,
     Owner,
@@ -38,6 +39,7 @@ __all__ = [
     "ACTIVE",
     "AddressTaken",
     "Alive",
+    "Check",
     "DEFAULT_LIFETIME",
     "LEASE_FIELDS",
     "Lease",
@@ -53,7 +55,14 @@ __all__ = [
     "StoreConfig",
     "open_store",
     "renew_period",
+    "verify",
 ]
+
+
+_PSYCOPG = (
+    "needs psycopg 3: apt install python3-psycopg with the .deb, "
+    "pip install 'tunhelper[pg]' in a venv"
+)
 
 
 def open_store(
@@ -73,10 +82,29 @@ def open_store(
             from tunhelper.store.postgres import PostgresLeaseStore
         except ImportError:
             raise TunhelperError(
-                f"{config.where or '[store]'}: backend = postgresql needs psycopg 3: "
-                "apt install python3-psycopg with the .deb, pip install 'tunhelper[pg]' in a venv"
+                f"{config.where or '[store]'}: backend = postgresql {_PSYCOPG}"
             ) from None
         return PostgresLeaseStore(config, state_dir, timeout)
     from tunhelper.store.sqlite import SqliteLeaseStore
 
     return SqliteLeaseStore(statedir.path(state_dir, statedir.LEASES_DB), timeout)
+
+
+def verify(
+    state_dir: str, config: StoreConfig | None, pools: list[str], host: str, timeout: float = 5.0
+) -> list[Check]:
+    """The backend's own report on its store, changing nothing (``tunhelper doctor``):
+    SQLite's database in ``state_dir``, or the PostgreSQL database ``config`` names
+    (``pools``: this gateway's, checked against the shared store's; ``host``: this
+    gateway, whose renewal margin is reported)."""
+    if config is not None and config.backend == POSTGRESQL:
+        try:
+            from tunhelper.store.pgverify import verify as verify_postgres
+        except ImportError:
+            return [
+                Check("error", f"{config.where or '[store]'}: backend = postgresql " + _PSYCOPG)
+            ]
+        return verify_postgres(config, pools, host, timeout)
+    from tunhelper.store.sqlite import verify as verify_sqlite
+
+    return verify_sqlite(state_dir)

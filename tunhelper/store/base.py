@@ -108,6 +108,15 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class Check:
+    """One fact a backend reports about itself (``verify``), for doctor to print:
+    only the backend knows its schema and what damage looks like."""
+
+    level: str  # "ok", "warning" or "error"
+    text: str
+
+
+@dataclass(frozen=True)
 class Request:
     """What an allocation needs to know about the pool, without knowing IP at all.
 

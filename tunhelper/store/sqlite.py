@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Collection
@@ -26,6 +27,7 @@ from tunhelper.store.base import (
     LEASE_FIELDS,
     RELEASED,
     Alive,
+    Check,
     Lease,
     PoolExhausted,
     Request,
@@ -361,6 +363,44 @@ class _Transaction:
         if isinstance(value, sqlite3.DatabaseError):
             raise _db_error(self.store.path, value) from None
         return False
+
+
+def verify(state_dir: str) -> list[Check]:
+    """The database of ``state_dir``, opened read-only: intact, a lease database, how
+    many addresses it knows. Changes nothing (doctor)."""
+    path = os.path.join(state_dir, DB_NAME)
+    if not os.path.lexists(path):
+        return [Check("ok", f"{path}: no lease database yet; the first session creates it")]
+    aside = (
+        f"move it aside (mv {path} {path}.broken); the next session starts a fresh one and "
+        "clients lose their sticky addresses"
+    )
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return [Check("error", f"{path} is not a regular file: {aside}")]
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    except (OSError, sqlite3.Error) as e:
+        return [Check("error", f"{path}: cannot open it ({e}): {aside}")]
+    try:
+        rows = db.execute("PRAGMA integrity_check").fetchall()
+        if rows != [("ok",)]:
+            first = rows[0][0] if rows else "no answer"
+            return [Check("error", f"{path} is corrupt ({first}): {aside}")]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+        if not set(LEASE_FIELDS) <= columns:
+            return [Check("error", f"{path} is a database but not a lease database: {aside}")]
+        leases = db.execute("SELECT state, COUNT(*) FROM leases GROUP BY state").fetchall()
+    except sqlite3.DatabaseError as e:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return [Check("warning", f"{path} stayed locked by another process; run doctor again")]
+        return [Check("error", f"{path} is unusable ({text}): {aside}")]
+    finally:
+        db.close()
+    counts = dict(leases)
+    known, active = sum(counts.values()), counts.get(ACTIVE, 0)
+    return [Check("ok", f"{path}: intact, {known} addresses known, {active} recorded active")]
 
 
 def _first_slot(rows: sqlite3.Cursor, wanted: Callable[[int], bool]) -> int | None:
