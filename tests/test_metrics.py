@@ -17,11 +17,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab import run, tunhelper_command
+from tunhelper import statedir
 from tunhelper.admin import metrics, table
-from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.errors import REASONS, TunhelperError, UsageError
 from tunhelper.link.discover import NoDevice
 from tunhelper.pool import Pool
-from tunhelper.store import Owner, PoolExhausted, Request, liveness, open_store
+from tunhelper.store import (
+    AddressTaken,
+    Owner,
+    PoolExhausted,
+    Request,
+    StoreError,
+    liveness,
+    open_store,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -45,18 +54,22 @@ def value(found: dict, name: str, **labels: str) -> float:
 # -- the refusal counter ------------------------------------------------------------------
 
 
-def test_reasons_by_class_then_by_words() -> None:
-    assert metrics.reason_of(NoDevice("no tunnel device")) == "no_device"
-    assert metrics.reason_of(PoolExhausted("pool 10.0.0.0/30 is exhausted")) == "pool_exhausted"
-    assert metrics.reason_of(UsageError("--pool x")) == "usage"
-    assert metrics.reason_of(TunhelperError("... (--max-leases 2): end one first")) == "max_leases"
-    assert metrics.reason_of(TunhelperError("cannot write lease database x")) == "database"
-    assert metrics.reason_of(TunhelperError("anything else")) == "other"
+def test_each_error_carries_the_reason_it_is_counted_under() -> None:
+    """Said where raised (the class, or the raiser), never read from the message."""
+    assert NoDevice("no tunnel device").reason == "no_device"
+    assert PoolExhausted("pool 10.0.0.0/30 is exhausted").reason == "pool_exhausted"
+    assert AddressTaken("x").reason == "address_taken"
+    assert UsageError("--pool x").reason == "usage"
+    assert StoreError("anything").reason == "database"
+    assert TunhelperError("a database, a state directory").reason == "other"  # words count not
+    assert TunhelperError("x", reason="max_leases").reason == "max_leases"
+    with pytest.raises(AssertionError):
+        TunhelperError("x", reason="made_up")
 
 
 def _hammer(state_dir: str, n: int) -> None:
     for _ in range(n):
-        metrics.count_refusal(state_dir, NoDevice("x"))
+        statedir.count_refusal(state_dir, "no_device")
 
 
 def test_concurrent_helpers_never_lose_a_count(tmp_path: Path) -> None:
@@ -68,28 +81,28 @@ def test_concurrent_helpers_never_lose_a_count(tmp_path: Path) -> None:
     for w in workers:
         w.join(60)
         assert w.exitcode == 0
-    metrics.count_refusal(state, PoolExhausted("full"))
-    counts = metrics.read_refusals(state)
+    statedir.count_refusal(state, PoolExhausted("full").reason)
+    counts = statedir.read_refusals(state)
     assert counts["no_device"] == 400 and counts["pool_exhausted"] == 1
-    assert set(counts) == set(metrics.REASONS) and counts["other"] == 0
+    assert set(counts) == set(REASONS) and counts["other"] == 0
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(os.path.join(state, metrics.REFUSALS_FILE)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.join(state, statedir.REFUSALS)).st_mode) == 0o600
 
 
 def test_counter_is_bounded_and_survives_damage(tmp_path: Path) -> None:
-    path = tmp_path / metrics.REFUSALS_FILE
+    path = tmp_path / statedir.REFUSALS
     path.write_text(json.dumps({"no_device": 5, "made_up": 10**6, "usage": -3, "other": "x"}))
-    metrics.count_refusal(str(tmp_path), NoDevice("x"))
+    statedir.count_refusal(str(tmp_path), "no_device")
     assert json.loads(path.read_text()) == {"no_device": 6}  # unknown names dropped
     path.write_bytes(b"\x00garbage{")  # a power cut mid-write
-    metrics.count_refusal(str(tmp_path), NoDevice("x"))
-    assert metrics.read_refusals(str(tmp_path))["no_device"] == 1
+    statedir.count_refusal(str(tmp_path), "no_device")
+    assert statedir.read_refusals(str(tmp_path))["no_device"] == 1
     os.unlink(path)
     os.symlink(tmp_path / "elsewhere", path)  # never followed
-    metrics.count_refusal(str(tmp_path), NoDevice("x"))  # loses the count, raises nothing
+    statedir.count_refusal(str(tmp_path), "no_device")  # loses the count, raises nothing
     assert not (tmp_path / "elsewhere").exists()
-    metrics.count_refusal(str(tmp_path / "no" / "such"), NoDevice("x"))  # nothing raised
-    metrics.count_refusal(None, NoDevice("x"))
+    statedir.count_refusal(str(tmp_path / "no" / "such"), "no_device")  # nothing raised
+    statedir.count_refusal(None, "no_device")
 
 
 # -- the exposition format ------------------------------------------------------------------
@@ -144,7 +157,7 @@ def test_rendered_text_parses_and_says_what_the_rows_say() -> None:
     assert value(found, "tunhelper_refusals_total", reason="no_device") == 3
     assert value(found, "tunhelper_refusals_total", reason="usage") == 0
     refusals = [k for k in found if k[0] == "tunhelper_refusals_total"]
-    assert len(refusals) == len(metrics.REASONS)
+    assert len(refusals) == len(REASONS)
 
 
 def test_written_atomically_for_the_textfile_collector(tmp_path: Path) -> None:

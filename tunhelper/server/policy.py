@@ -197,7 +197,8 @@ def check_limit(store: LeaseStore, settings: Settings, client: str, alive: Alive
     if held > limit:
         raise TunhelperError(
             f"client {client} already has {held - 1} live session(s) in pool "
-            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first"
+            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first",
+            reason="max_leases",
         )
 
 

@@ -332,8 +332,8 @@ def _exit_status(step: Callable[[], None], refusals: str | None = None) -> int:
         return 1
     except TunhelperError as e:
         log.error(str(e))
-        from tunhelper.admin import metrics  # only on errors; stdlib only
+        from tunhelper import statedir  # only on errors; stdlib only
 
-        metrics.count_refusal(refusals, e)
+        statedir.count_refusal(refusals, e.reason)
         return e.exit_code
     return 0

@@ -32,6 +32,7 @@ from tunhelper.store.base import (
     PoolExhausted,
     Request,
     StoreConfig,
+    StoreError,
     renew_period,
 )
 
@@ -53,6 +54,7 @@ __all__ = [
     "Request",
     "SQLITE",
     "StoreConfig",
+    "StoreError",
     "open_store",
     "renew_period",
     "verify",
@@ -76,12 +78,15 @@ def open_store(
     could enter would let them read every lease or hold SQLite's locks (stalling every
     session): one not owned by us or open to group or others is refused.
     """
-    statedir.prepare(state_dir)
+    try:
+        statedir.prepare(state_dir)
+    except TunhelperError as e:  # counted as the database's refusal, as the store's own
+        raise StoreError(str(e)) from None
     if config is not None and config.backend == POSTGRESQL:
         try:
             from tunhelper.store.postgres import PostgresLeaseStore
         except ImportError:
-            raise TunhelperError(
+            raise StoreError(
                 f"{config.where or '[store]'}: backend = postgresql {_PSYCOPG}"
             ) from None
         return PostgresLeaseStore(config, state_dir, timeout)

@@ -16,12 +16,18 @@ ACTIVE = "active"
 RELEASED = "released"
 
 
+class StoreError(TunhelperError):
+    """The lease database or the state directory is unusable, locked or away."""
+
+    reason = "database"
+
+
 class PoolExhausted(TunhelperError):
-    pass
+    reason = "pool_exhausted"
 
 
 class AddressTaken(TunhelperError):
-    pass
+    reason = "address_taken"
 
 
 @dataclass(frozen=True)

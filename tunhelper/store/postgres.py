@@ -43,6 +43,7 @@ from tunhelper.store.base import (
     PoolExhausted,
     Request,
     StoreConfig,
+    StoreError,
     scope,
 )
 from tunhelper.store.pgconnect import Errors, connect_args, first_line, placeholder, unreachable
@@ -85,7 +86,7 @@ class PostgresLeaseStore:
                     prepare_threshold=0,
                 )
             except psycopg.Error as e:
-                raise TunhelperError(
+                raise StoreError(
                     f"cannot reach the lease database ({first_line(e)}); check that "
                     f"PostgreSQL is up and [store] in {self.where}"
                 ) from None
@@ -115,7 +116,7 @@ class PostgresLeaseStore:
             if version == SCHEMA_VERSION:
                 return
             if version is not None and version > SCHEMA_VERSION:
-                raise TunhelperError(self._newer(version))
+                raise StoreError(self._newer(version))
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))
                 self._db.execute(
@@ -130,7 +131,7 @@ class PostgresLeaseStore:
                     )
                     return
                 if version > SCHEMA_VERSION:
-                    raise TunhelperError(self._newer(version))
+                    raise StoreError(self._newer(version))
                 while version < SCHEMA_VERSION:
                     for statement in MIGRATIONS[version]:
                         self._db.execute(statement)
@@ -230,8 +231,8 @@ class PostgresLeaseStore:
             high = self._rebuild(request)
         raise PoolExhausted(order.EXHAUSTED.format(pool=request.pool))
 
-    def _changed(self, request: Request, slot: int) -> TunhelperError:
-        return TunhelperError(
+    def _changed(self, request: Request, slot: int) -> StoreError:
+        return StoreError(
             f"lease database: address {request.address_of(slot)} of pool {request.pool} "
             "changed under the pool's lock (a row written by hand?); try again, and run "
             "'tunhelper doctor' if it persists"

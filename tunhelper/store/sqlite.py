@@ -20,7 +20,6 @@ from dataclasses import asdict
 from typing import Callable
 
 from tunhelper import statedir
-from tunhelper.errors import TunhelperError
 from tunhelper.store import order
 from tunhelper.store.base import (
     ACTIVE,
@@ -31,6 +30,7 @@ from tunhelper.store.base import (
     Lease,
     PoolExhausted,
     Request,
+    StoreError,
     scope,
 )
 
@@ -414,19 +414,19 @@ def _first_slot(rows: sqlite3.Cursor, wanted: Callable[[int], bool]) -> int | No
         rows.close()
 
 
-def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
+def _db_error(path: str, e: sqlite3.DatabaseError) -> StoreError:
     text = str(e)
     if "locked" in text or "busy" in text:
-        return TunhelperError(
+        return StoreError(
             f"lease database {path} stayed locked by another process; try again, "
             "and if it persists look for a stuck process holding it"
         )
     if isinstance(e, sqlite3.OperationalError) and ("readonly" in text or "disk" in text):
-        return TunhelperError(
+        return StoreError(
             f"cannot write lease database {path} ({text}{_no_space(path)}); "
             "check the state directory"
         )
-    return TunhelperError(
+    return StoreError(
         f"lease database {path} is unusable ({text}); it was left untouched for the admin: "
         "run 'tunhelper doctor'"
     )
