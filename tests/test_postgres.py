@@ -332,7 +332,7 @@ def test_renew_moves_on_live_leases_and_releases_dead_ones(server, tmp_path: Pat
     after = {x.token: x for x in store.all_leases()}
     assert after[a.token].expires > before[a.token]
     assert after[b.token].state == RELEASED
-    assert [x.state for x in after.values() if x.host == "gw2"] == [ACTIVE]
+    assert [x.state for x in after.values() if x.owner.host == "gw2"] == [ACTIVE]
 
 
 # -- many processes, one pool -------------------------------------------------------------

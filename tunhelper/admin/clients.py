@@ -267,7 +267,7 @@ def list_clients(path: str, as_json: bool) -> int:
                 "line": c.number,
                 "fingerprint": c.fingerprint,
                 "options": c.args,
-                "leases": [{"address": x.address, "device": x.device} for x in leases],
+                "leases": [{"address": x.address, "device": x.owner.device} for x in leases],
             }
         )
     if as_json:

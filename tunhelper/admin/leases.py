@@ -39,19 +39,19 @@ def describe(
 ) -> dict[str, Any]:
     """One lease for the admin; bytes through the device for a live session here."""
     state = _state(lease, alive)
-    io = (counters or {}).get(lease.device) if state == ACTIVE else None
+    io = (counters or {}).get(lease.owner.device) if state == ACTIVE else None
     return {
         "address": lease.address,
         "pool": lease.pool,
         "client": lease.client,
-        "device": lease.device,
+        "device": lease.owner.device,
         "state": state,
         "since": _iso(lease.since),
         "since_unix": lease.since,
         "released_at": _iso(lease.released_at),
-        "pid": lease.helper_pid,
-        "session_pid": lease.session_pid,
-        "host": lease.host,
+        "pid": lease.owner.helper_pid,
+        "session_pid": lease.owner.session_pid,
+        "host": lease.owner.host,
         "bytes_in": None if io is None else io.bytes_recv,  # from the client
         "bytes_out": None if io is None else io.bytes_sent,  # to the client
         "packets_in": None if io is None else io.packets_recv,
@@ -90,7 +90,7 @@ def leases(
         counters = psutil.net_io_counters(pernic=True)
         here = alive.host
         rows = [
-            describe(lease, alive, counters if lease.host == here else None)
+            describe(lease, alive, counters if lease.owner.host == here else None)
             for lease in store.all_leases()
         ]
     finally:
@@ -153,14 +153,15 @@ def release(state_dir: str, address: str, force: bool, config: StoreConfig | Non
         live = [lease for lease in held if alive(lease)]
         if live and not force:
             lease = live[0]
-            if lease.host != alive.host:  # a shared store: another gateway's, unexpired
+            if lease.owner.host != alive.host:  # a shared store: another gateway's, unexpired
+                owner = lease.owner
                 raise TunhelperError(
-                    f"{address} is held by gateway {lease.host} (helper pid "
-                    f"{lease.helper_pid} there): end that session on {lease.host}, or, if "
+                    f"{address} is held by gateway {owner.host} (helper pid "
+                    f"{owner.helper_pid} there): end that session on {owner.host}, or, if "
                     "that gateway is gone for good, use --force to free it before it expires"
                 )
             raise TunhelperError(
-                f"{address} is in use by a live session (helper pid {lease.helper_pid}); "
+                f"{address} is in use by a live session (helper pid {lease.owner.helper_pid}); "
                 "end that session, or use --force to free it anyway"
             )
         for lease in held:  # these grants only, by token: never a row judged by no one

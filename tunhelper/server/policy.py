@@ -218,13 +218,13 @@ def _refuse_if_elsewhere(leases: list[Lease], limit: int) -> None:
     """
     this = liveness.this_host()
     for lease in leases:
-        if lease.host != this:
+        if lease.owner.host != this:
             left = ""
             if lease.expires is not None:
                 seconds = max(0.0, lease.expires - time.time())
                 left = f" (its lease expires in {seconds:.0f}s unless renewed)"
             raise TunhelperError(
-                f"this client's session {lease.address} is live on gateway {lease.host}, "
+                f"this client's session {lease.address} is live on gateway {lease.owner.host}, "
                 f"the most --max-sessions {limit} allows: end it there first{left}"
             )
 

@@ -195,7 +195,8 @@ def _configure(
 def _session_devices(taken: Taken) -> set[str]:
     """The devices of the store's live sessions (other than ours, whose routes come now)."""
     alive = liveness.Liveness()
-    return {x.device for x in taken.store.get().all_leases() if x.state == ACTIVE and alive(x)}
+    leases = taken.store.get().all_leases()
+    return {x.owner.device for x in leases if x.state == ACTIVE and alive(x)}
 
 
 def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Taken) -> None:

@@ -74,11 +74,11 @@ class Leased:
         taken.store.get().release(self.lease)
 
     def fields(self) -> dict[str, Any]:
-        return asdict(self.lease)
+        return self.lease.record()
 
     @classmethod
     def load(cls, fields: dict[str, Any]) -> Leased:
-        return cls(Lease(**fields))
+        return cls(Lease.from_record(fields))
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ module, never the package, which chooses among them (:func:`tunhelper.store.open
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass, fields
-from typing import Callable, Protocol
+from collections.abc import Collection, Sequence
+from dataclasses import astuple, dataclass, fields
+from typing import Any, Callable, Protocol
 
 from tunhelper.errors import TunhelperError
 
@@ -50,6 +50,8 @@ class Owner:
 
 @dataclass(frozen=True)
 class Lease:
+    """One address of a pool and who has it: a row of the store."""
+
     pool: str
     slot: int
     address: str
@@ -58,30 +60,32 @@ class Lease:
     token: str
     since: float
     released_at: float | None
-    host: str
-    boot_id: str
-    helper_pid: int
-    helper_start: float
-    session_pid: int
-    session_start: float
-    device: str
+    owner: Owner
     expires: float | None = None  # a shared store's lifetime; None: judged by its owner only
 
-    @property
-    def owner(self) -> Owner:
-        return Owner(
-            self.host,
-            self.boot_id,
-            self.helper_pid,
-            self.helper_start,
-            self.session_pid,
-            self.session_start,
-            self.device,
-        )
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Lease:
+        """A row of :data:`LEASE_FIELDS`, then ``expires`` if the store keeps it."""
+        own, rest = len(_OWN_FIELDS), len(_OWN_FIELDS) + len(OWNER_FIELDS)
+        return cls(*row[:own], Owner(*row[own:rest]), *row[rest:])  # type: ignore[arg-type]
+
+    def row(self) -> tuple:
+        """The values of :data:`LEASE_FIELDS`, in order."""
+        return (*(getattr(self, f) for f in _OWN_FIELDS), *astuple(self.owner))
+
+    def record(self) -> dict[str, Any]:
+        """Flat and JSON-able (the keeper's record, a queued release)."""
+        return {**dict(zip(LEASE_FIELDS, self.row())), "expires": self.expires}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Lease:
+        return cls.from_row([*(record[f] for f in LEASE_FIELDS), record.get("expires")])
 
 
-# The columns every store keeps; a shared store keeps ``expires`` as well.
-LEASE_FIELDS = [f.name for f in fields(Lease) if f.name != "expires"]
+# The columns every store keeps, the owner's flattened; a shared store keeps ``expires``.
+_OWN_FIELDS = [f.name for f in fields(Lease) if f.name not in ("owner", "expires")]
+OWNER_FIELDS = [f.name for f in fields(Owner)]
+LEASE_FIELDS = [*_OWN_FIELDS, *OWNER_FIELDS]
 SQLITE, POSTGRESQL = "sqlite", "postgresql"
 DEFAULT_LIFETIME = 600.0  # seconds a shared store's lease lives unless renewed
 # The renew service (``tunhelper renew --loop``) renews every lifetime/3, and waits for

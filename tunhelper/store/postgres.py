@@ -26,7 +26,6 @@ import os
 import time
 import uuid
 from collections.abc import Collection
-from dataclasses import asdict
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -202,7 +201,7 @@ class PostgresLeaseStore:
             token=token,
             since=now,
             released_at=None,
-            **asdict(owner),
+            owner=owner,
             expires=now + self.lifetime,
         )
 
@@ -259,7 +258,7 @@ class PostgresLeaseStore:
 
     def all_leases(self) -> list[Lease]:
         with self._errors():
-            return [Lease(*r) for r in self._db.execute(_SELECT + " ORDER BY pool, slot")]
+            return [Lease.from_row(r) for r in self._db.execute(_SELECT + " ORDER BY pool, slot")]
 
     def leases_of(self, identities: Collection[str], pools: Collection[str]) -> list[Lease]:
         who, where = scope(identities, pools)
@@ -268,7 +267,7 @@ class PostgresLeaseStore:
                 _SELECT + " WHERE client = ANY(%s) AND pool = ANY(%s) ORDER BY since",
                 (who, where),
             )
-            return [Lease(*r) for r in rows]
+            return [Lease.from_row(r) for r in rows]
 
     def live_count(self, pool: str, client: str, alive: Alive) -> int:
         with self._errors():
@@ -276,7 +275,7 @@ class PostgresLeaseStore:
                 _SELECT + " WHERE pool = %s AND client = %s AND state = %s",
                 (pool, client, ACTIVE),
             ).fetchall()
-        return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
+        return sum(1 for lease in (Lease.from_row(r) for r in rows) if alive(lease))
 
     def renew(self, host: str, alive: Alive) -> tuple[int, int]:
         """Move on the expiry of ``host``'s live leases, in one statement, and release its
@@ -286,7 +285,7 @@ class PostgresLeaseStore:
                 _SELECT + " WHERE host = %s AND state = %s", (host, ACTIVE)
             ).fetchall()
             live, dead = [], []
-            for lease in (Lease(*r) for r in rows):
+            for lease in (Lease.from_row(r) for r in rows):
                 (live if alive(lease) else dead).append(lease.token)
             if live:
                 self._db.execute(
@@ -336,7 +335,7 @@ class PostgresLeaseStore:
                     )
         except TunhelperError:
             for e in entries:  # still away: back in the queue
-                self._queue(Lease(**placeholder(e)))
+                self._queue(Lease.from_record(placeholder(e)))
             raise
         finally:
             os.unlink(work)
@@ -363,7 +362,7 @@ class PostgresLeaseStore:
             _SELECT + " WHERE pool = %s AND client = %s ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
-        lease = order.sticky(request, (Lease(*r) for r in rows), alive)
+        lease = order.sticky(request, (Lease.from_row(r) for r in rows), alive)
         return None if lease is None else (lease.slot, lease.token)
 
     def _reserved(self, request: Request, alive: Alive) -> tuple[int, str | None]:
@@ -371,7 +370,7 @@ class PostgresLeaseStore:
         row = self._db.execute(
             _SELECT + " WHERE pool = %s AND slot = %s", (request.pool, request.reserved)
         ).fetchone()
-        lease = None if row is None else Lease(*row)
+        lease = None if row is None else Lease.from_row(row)
         slot = order.check_reserved(request, lease, alive)
         return slot, None if lease is None else lease.token
 
@@ -414,7 +413,7 @@ class PostgresLeaseStore:
             cur.execute(
                 _SELECT + " WHERE pool = %s AND state = %s ORDER BY since", (request.pool, ACTIVE)
             )
-            lease = order.reclaimable(request, (Lease(*r) for r in cur), alive)
+            lease = order.reclaimable(request, (Lease.from_row(r) for r in cur), alive)
         return None if lease is None else (lease.slot, lease.token)
 
     # -- the never-used slots: high-water mark and holes ------------------------------
@@ -465,12 +464,12 @@ class PostgresLeaseStore:
             token=uuid.uuid4().hex,
             since=now,
             released_at=None,
-            **asdict(request.owner),
+            owner=request.owner,
             expires=now + self.lifetime,
         )
         if old_token is None:
             self._mark_used(request, slot, high)
-        values = [getattr(lease, c) for c in _ALL]
+        values = [*lease.row(), lease.expires]
         cur = self._db.execute(_GRANT, (*values, old_token or ""))
         return lease if cur.rowcount == 1 else None
 

@@ -16,7 +16,6 @@ import stat
 import time
 import uuid
 from collections.abc import Collection
-from dataclasses import asdict
 from typing import Callable
 
 from tunhelper import statedir
@@ -140,7 +139,7 @@ class SqliteLeaseStore:
 
     def _select(self, rest: str, args: tuple) -> list[Lease]:
         try:
-            return [Lease(*r) for r in self._db.execute(_SELECT + rest, args)]
+            return [Lease.from_row(r) for r in self._db.execute(_SELECT + rest, args)]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
 
@@ -152,7 +151,7 @@ class SqliteLeaseStore:
             ).fetchall()
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
-        return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
+        return sum(1 for lease in (Lease.from_row(r) for r in rows) if alive(lease))
 
     def renew(self, host: str, alive: Alive) -> tuple[int, int]:
         """One gateway's own store has no lifetimes to renew: release its dead leases."""
@@ -160,7 +159,7 @@ class SqliteLeaseStore:
             rows = self._db.execute(
                 _SELECT + " WHERE host = ? AND state = ?", (host, ACTIVE)
             ).fetchall()
-            dead = [lease for lease in (Lease(*r) for r in rows) if not alive(lease)]
+            dead = [lease for lease in (Lease.from_row(r) for r in rows) if not alive(lease)]
             for lease in dead:
                 self._db.execute(
                     "UPDATE leases SET state = ?, released_at = ? WHERE token = ? AND state = ?",
@@ -179,7 +178,7 @@ class SqliteLeaseStore:
             _SELECT + " WHERE pool = ? AND client = ? ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
-        lease = order.sticky(request, (Lease(*r) for r in rows), alive)
+        lease = order.sticky(request, (Lease.from_row(r) for r in rows), alive)
         return None if lease is None else lease.slot
 
     def _reserved(self, request: Request, alive: Alive) -> int:
@@ -188,7 +187,7 @@ class SqliteLeaseStore:
         row = self._db.execute(
             _SELECT + " WHERE pool = ? AND slot = ?", (request.pool, request.reserved)
         ).fetchone()
-        slot = order.check_reserved(request, None if row is None else Lease(*row), alive)
+        slot = order.check_reserved(request, None if row is None else Lease.from_row(row), alive)
         if row is None:
             self._mark_used(request, slot, self._high_water(request))
         return slot
@@ -236,7 +235,7 @@ class SqliteLeaseStore:
             (request.pool, ACTIVE),
         )
         try:
-            lease = order.reclaimable(request, (Lease(*r) for r in rows), alive)
+            lease = order.reclaimable(request, (Lease.from_row(r) for r in rows), alive)
             return None if lease is None else lease.slot
         finally:
             rows.close()
@@ -321,10 +320,10 @@ class SqliteLeaseStore:
             token=uuid.uuid4().hex,
             since=time.time(),
             released_at=None,
-            **asdict(request.owner),
+            owner=request.owner,
         )
         self._db.execute("DELETE FROM leases WHERE pool = ? AND slot = ?", (request.pool, slot))
-        self._db.execute(_INSERT, tuple(getattr(lease, f) for f in LEASE_FIELDS))
+        self._db.execute(_INSERT, lease.row())
         return lease
 
     # -- plumbing ----------------------------------------------------------------
