@@ -14,11 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests import pg
-from tests.conftest import _unavailable, require_lab_prerequisites
 from tests.lab import Client, Lab, run, tunhelper_command
 from tests.test_admin_e2e import sign
-from tests.test_fleet_e2e import Fleet
+from tests.test_fleet_e2e import running_fleet
 
 RESTRICTIONS = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding"
 
@@ -28,16 +26,8 @@ def gateway(request, make_lab) -> Iterator[Lab]:
     if request.param == "sqlite":
         yield make_lab()
         return
-    require_lab_prerequisites()
-    why = pg.missing()
-    if why is not None:
-        _unavailable(f"this test needs {why}")
-    fleet = Fleet()
-    try:
-        fleet.start(1)
+    with running_fleet(1) as fleet:
         yield fleet.gateways[0]
-    finally:
-        fleet.close()
 
 
 def admin(lab: Lab, *args: str) -> str:

@@ -144,18 +144,25 @@ class Fleet:
         run("ip", "netns", "del", self.ns, check=False)
 
 
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
+@contextlib.contextmanager
+def running_fleet(count: int, **kw) -> Iterator[Fleet]:
+    """A fleet of ``count`` gateways for one test (``kw``: :class:`Fleet`'s)."""
     require_lab_prerequisites()
     why = pg.missing()
     if why is not None:
         _unavailable(f"this test needs {why}")
-    f = Fleet()
+    f = Fleet(**kw)
     try:
-        f.start(3)
+        f.start(count)
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    with running_fleet(3) as f:
+        yield f
 
 
 def connected(client, gateway: str = GATEWAY):

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests import pg
-from tests.conftest import _unavailable, require_lab_prerequisites
-from tests.test_fleet_e2e import Fleet, connected
+from tests.test_fleet_e2e import Fleet, connected, running_fleet
 from tunhelper.store import MIN_LIFETIME
 
 LIFETIMES = 3
@@ -23,16 +22,8 @@ LIFETIMES = 3
 
 @pytest.fixture
 def fleet() -> Iterator[Fleet]:
-    require_lab_prerequisites()
-    why = pg.missing()
-    if why is not None:
-        _unavailable(f"this test needs {why}")
-    f = Fleet(lifetime=MIN_LIFETIME, shipped_renew=True)
-    try:
-        f.start(2)
+    with running_fleet(2, lifetime=MIN_LIFETIME, shipped_renew=True) as f:
         yield f
-    finally:
-        f.close()
 
 
 def time_left(fleet: Fleet) -> list[tuple[str, str, float]]:
