@@ -237,7 +237,7 @@ def _active_by_kind(state: Path) -> tuple[int, int]:
     """Active leases of the preloaded holders, and of the benchmark's own clients."""
     store = open_store(str(state))
     try:
-        active = [lease.client for lease in store.leases() if lease.state == ACTIVE]
+        active = [lease.client for lease in store.all_leases() if lease.state == ACTIVE]
     finally:
         store.close()
     preloaded = sum(c.startswith(PRELOADED) for c in active)
@@ -250,7 +250,7 @@ def throughput(pool: Pool, layout: str, procs: int, seconds: float, tmp: Path) -
     _copy(snapshot, state).close()
     marks.mkdir()
     store = open_store(str(state))
-    for lease in store.leases():
+    for lease in store.all_leases():
         if lease.state == ACTIVE:
             (marks / lease.address).touch()
     store.close()

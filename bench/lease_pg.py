@@ -78,7 +78,7 @@ def _cycles(cfg, state, pool_name, marks, index, seconds, barrier, out) -> None:
     host = f"gw{index % GATEWAYS}"
     done, errors = 0, []
     try:
-        store.leases(pool.name, "nobody")  # connect before the start, as a helper has
+        store.leases_of(["nobody"], [pool.name])  # connect before the start, as a helper has
     except Exception as e:  # noqa: BLE001
         errors.append(str(e))
     barrier.wait()
@@ -106,7 +106,7 @@ def throughput(cfg, pool: Pool, procs: int, seconds: float, tmp: Path, label: st
     state, marks = tmp / f"state-{label}", tmp / f"marks-{label}"
     marks.mkdir()
     store = open_store(str(state), 10, cfg)
-    for lease in store.leases():
+    for lease in store.all_leases():
         if lease.state == ACTIVE:
             (marks / lease.address).touch()
     store.close()
@@ -127,7 +127,9 @@ def throughput(cfg, pool: Pool, procs: int, seconds: float, tmp: Path, label: st
     for w in workers:
         w.join(30)
     store = open_store(str(state), 10, cfg)
-    left = [x for x in store.leases() if x.state == ACTIVE and not x.client.startswith(PRELOADED)]
+    left = [
+        x for x in store.all_leases() if x.state == ACTIVE and not x.client.startswith(PRELOADED)
+    ]
     store.close()
     cycles = sum(r[1] for r in results)
     return {

@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,11 @@ def test_list_finds_leases_where_the_lines_config_file_puts_them(tmp_path: Path,
     )
     store = open_store(str(state))
     lease = store.allocate(request, lambda _: True)
+    other = current(os.getpid(), time.time(), "tun1")  # another client's live session
+    store.allocate(replace(request, client="SHA256:someone-else", owner=other), lambda _: True)
     store.close()
-    settings = clients._settings(client)
+    settings = clients.line_settings(client)
     assert settings is not None and settings.state_dir == str(state)
     assert [x.address for x in clients.live_leases(client, settings)] == [lease.address]
+    authority = replace(client, authority=True)  # its sessions are recorded by key ID
+    assert clients.live_leases(authority, settings) == []

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import require_lab_prerequisites
 from tests.lab import SSHD, Lab, run, tunhelper_command
 from tunhelper import settings as settings_module
-from tunhelper.admin import doctor, openssh
+from tunhelper.admin import doctor, doctor_store, openssh
 from tunhelper.errors import UsageError
 from tunhelper.pool import Pool
 from tunhelper.store import Owner, Request, open_store
@@ -326,9 +326,32 @@ def digest(path: str) -> str:
 def test_sound_database_is_ok_and_read_only(tmp_path: Path) -> None:
     path = _filled_store(str(tmp_path / "state"))
     before = digest(path)
-    (found,) = doctor.check_database(str(tmp_path / "state"))
+    (found,) = doctor_store.check_local(str(tmp_path / "state"), [])
     assert found.level == "ok" and "200 addresses known, 200 recorded active" in found.text
     assert digest(path) == before
+
+
+def test_a_shared_store_gateway_is_not_told_a_session_creates_the_database(tmp_path) -> None:
+    """With PostgreSQL no session ever creates the SQLite file: doctor says where the
+    leases are and what the directory keeps instead."""
+    from types import SimpleNamespace
+
+    from tunhelper.store import POSTGRESQL, SQLITE, StoreConfig
+
+    state = str(tmp_path / "state")
+    os.makedirs(state, mode=0o700)
+    (Path(state) / "pending-releases").write_text('{"pool": "p", "slot": 1, "token": "t"}\n')
+    shared = StoreConfig(POSTGRESQL, "host=db", 600.0, "/etc/tunhelper/fleet.conf")
+    line = SimpleNamespace(state_dir=state, store=shared)
+    (found,) = doctor_store.check_local(state, [line])
+    assert found.level == "ok" and "first session" not in found.text
+    assert found.text == (
+        f"{state}: leases are kept in the shared store of /etc/tunhelper/fleet.conf; this "
+        "directory keeps only the releases the database missed (1 waiting)"
+    )
+    local = SimpleNamespace(state_dir=state, store=StoreConfig(SQLITE))  # one SQLite line too
+    (found,) = doctor_store.check_local(state, [line, local])
+    assert "no lease database yet; the first session creates it" in found.text
 
 
 @pytest.mark.parametrize("damage", ["garbage", "pages", "truncated", "other-db"])
@@ -353,7 +376,7 @@ def test_damaged_database_says_what_to_do_and_is_left_untouched(tmp_path: Path, 
         db.commit()
         db.close()
     before = digest(path)
-    (found,) = doctor.check_database(state)
+    (found,) = doctor_store.check_local(state, [])
     assert found.level == "error", found
     assert f"mv {path} {path}.broken" in found.text and "sticky" in found.text
     assert digest(path) == before

@@ -9,7 +9,8 @@ import pytest
 
 from tests.test_postgres import POOL, always, request
 from tunhelper.admin import doctor_store
-from tunhelper.store import POSTGRESQL, StoreConfig, open_store
+from tunhelper.store import POSTGRESQL, StoreConfig, open_store, pgverify
+from tunhelper.liveness import this_host
 
 
 @pytest.fixture
@@ -30,7 +31,8 @@ def lines(findings) -> list[str]:
 
 
 def levels(findings) -> set[str]:
-    return {f.level for f in findings}
+    """The levels of the store's own findings (not the renew service's: no systemd here)."""
+    return {f.level for f in findings if doctor_store.RENEW_SERVICE not in f.text}
 
 
 def test_a_sound_store_is_all_ok_and_nothing_is_created(server, tmp_path: Path) -> None:
@@ -90,10 +92,33 @@ def test_unreachable_database_and_a_readable_password(server, tmp_path: Path) ->
 
 def test_clock_skew_against_the_database(server, tmp_path: Path, monkeypatch) -> None:
     config = conf(tmp_path, server.conninfo())
-    real = doctor_store.time.time
-    monkeypatch.setattr(doctor_store.time, "time", lambda: real() + 120)  # this clock ahead
+    real = pgverify.time.time
+    monkeypatch.setattr(pgverify.time, "time", lambda: real() + 120)  # this clock ahead
     found = lines(doctor_store.check_store(config, []))
     assert any(x.startswith("error:") and "ahead of the database's" in x for x in found), found
-    monkeypatch.setattr(doctor_store.time, "time", lambda: real() - 3)
+    monkeypatch.setattr(pgverify.time, "time", lambda: real() - 3)
     found = lines(doctor_store.check_store(config, []))
     assert any(x.startswith("warning:") and "behind the database's" in x for x in found), found
+
+
+def test_the_renewal_margin_of_this_gateway(server, tmp_path: Path) -> None:
+    """The real margin: how long before this gateway's leases look expired elsewhere."""
+    config = conf(tmp_path, server.conninfo())
+    store = open_store(str(tmp_path / "state"), 5, config)
+    store.allocate(request("a", host=this_host()), always)
+    store.allocate(request("b", host="another-gateway", n=2), always)
+    store.close()
+
+    def margin() -> str:
+        (line,) = [x for x in lines(doctor_store.check_store(config, [])) if "active lease" in x]
+        return line
+
+    assert margin().startswith(f"ok: {config.where}: this gateway's 1 active lease(s) expire in")
+    set_left = "UPDATE leases SET expires = extract(epoch FROM now()) + {} WHERE client = 'a'"
+    server.sql(set_left.format(200), db="tunhelper")  # under half the lifetime: one missed
+    assert margin().startswith("warning:") and "a renewal was missed" in margin()
+    server.sql(set_left.format(-5), db="tunhelper")
+    assert margin().startswith(f"error: {config.where}: this gateway's 1 active lease(s) expired")
+    assert "other gateways count them dead" in margin()
+    service = [x for x in lines(doctor_store.check_store(config, [])) if "renew.service is" in x]
+    assert len(service) == 1, service

@@ -7,14 +7,17 @@ would; a lease lives LIFETIME seconds unless renewed.
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -32,7 +35,12 @@ UNDERLAY = "10.232.0"  # the fleet's shared network: PostgreSQL on .1, gateways 
 class Fleet:
     """The shared namespace and its PostgreSQL, the gateways, and their renew timers."""
 
-    def __init__(self) -> None:
+    def __init__(self, lifetime: float = LIFETIME, shipped_renew: bool = False) -> None:
+        """``shipped_renew``: each gateway runs the shipped renew service's command (its
+        loop, on its own schedule) instead of this test's timer."""
+        self.lifetime = lifetime
+        self.shipped_renew = shipped_renew
+        self.loops: list[subprocess.Popen] = []
         self.tag = uuid.uuid4().hex[:6]
         self.ns = f"th-{self.tag}-db"
         self.bridge = f"thf{self.tag}"
@@ -60,12 +68,37 @@ class Fleet:
             config = lab.dir / "tunhelper.conf"
             config.write_text(
                 "[store]\nbackend = postgresql\n"
-                f"conninfo = {self.server.conninfo(f'{UNDERLAY}.1')}\nlifetime = {LIFETIME:g}\n"
+                f"conninfo = {self.server.conninfo(f'{UNDERLAY}.1')}\n"
+                f"lifetime = {self.lifetime:g}\n"
             )
             os.chmod(config, 0o600)  # it holds a password
             lab.helper_args += ["--config", str(config)]
             self.renewing.append(lab)
-        self._timer.start()
+        if self.shipped_renew:
+            self.loops = [self.renew_service(lab) for lab in self.gateways]
+        else:
+            self._timer.start()
+
+    def renew_service(self, lab: Lab) -> subprocess.Popen:
+        """The shipped tunhelper-renew.service's command, run in ``lab``'s namespaces; it
+        finds the stores from the lab's authorized_keys (sshd's AuthorizedKeysFile)."""
+        unit = configparser.ConfigParser(strict=False, interpolation=None)
+        unit.read(Path(__file__).parent.parent / "debian" / "tunhelper.tunhelper-renew.service")
+        argv = shlex.split(unit["Service"]["ExecStart"])
+        assert argv[0] == "/usr/bin/tunhelper"
+        assert lab.sshd is not None
+        log = open(lab.dir / "renew.log", "wb")  # noqa: SIM115 - the process keeps it
+        return subprocess.Popen(
+            ["nsenter", "--mount", "--net", "--uts", "--target", str(lab.sshd.pid),
+             tunhelper_command(), *argv[1:], "--authorized-keys", str(lab.dir / "authorized_keys"),
+             "--state-dir", lab.state_dir],
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def stop_renewing(self) -> None:
+        for loop in self.loops:
+            loop.terminate()
+            loop.wait(10)
 
     def renew(self, lab: Lab) -> str:
         """``tunhelper renew`` on ``lab``, in its namespaces (hostname included)."""
@@ -100,6 +133,7 @@ class Fleet:
         return [x for x in self.leases() if x["state"] == "active"]
 
     def close(self) -> None:
+        self.stop_renewing()
         self._stop.set()
         if self._timer.is_alive():
             self._timer.join(30)
@@ -110,18 +144,25 @@ class Fleet:
         run("ip", "netns", "del", self.ns, check=False)
 
 
-@pytest.fixture
-def fleet() -> Iterator[Fleet]:
+@contextlib.contextmanager
+def running_fleet(count: int, **kw) -> Iterator[Fleet]:
+    """A fleet of ``count`` gateways for one test (``kw``: :class:`Fleet`'s)."""
     require_lab_prerequisites()
     why = pg.missing()
     if why is not None:
         _unavailable(f"this test needs {why}")
-    f = Fleet()
+    f = Fleet(**kw)
     try:
-        f.start(3)
+        f.start(count)
         yield f
     finally:
         f.close()
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    with running_fleet(3) as f:
+        yield f
 
 
 def connected(client, gateway: str = GATEWAY):

@@ -120,7 +120,7 @@ def test_every_kind_of_taken_thing_is_given_back_by_the_keeper(tmp_path: Path) -
         assert "thktun0" not in chains, chains
         store = open_store(str(state))
         try:
-            assert [x.state for x in store.leases()] == [RELEASED]
+            assert [x.state for x in store.all_leases()] == [RELEASED]
         finally:
             store.close()
         assert "ended" in out.read_text()

@@ -30,7 +30,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "tunhelper"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "cli"),
     ("admin", "client", "server"),
-    ("settings", "options", "conffile", "protocol", "pool", "link"),
+    ("settings", "options", "conffile", "protocol", "pool", "link", "liveness"),
     ("store", "platform"),
     ("errors", "log", "defaults", "family", "signals", "statedir", "commands"),
 )
@@ -42,12 +42,7 @@ INDEPENDENT: tuple[frozenset[str], ...] = (
     frozenset({"client", "server"}),
 )
 # (importer, imported) -> the issue that removes it. Whole module names, as imported.
-EXCEPTIONS: dict[tuple[str, str], str] = {
-    ("tunhelper.server.session", "tunhelper.admin.metrics"): "issue 25: refusals counted "
-    "where they happen, metrics only reads the counts",
-    ("tunhelper.store.liveness", "tunhelper.platform"): "issue 25: only the platform "
-    "touches psutil or the OS",
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def _module(path: Path, root: Path = PACKAGE) -> str:

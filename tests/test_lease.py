@@ -149,7 +149,7 @@ def test_exhausted_pool_is_a_clear_error(store: SqliteLeaseStore) -> None:
         store.allocate(request(f"c{i}"), always)
     with pytest.raises(PoolExhausted, match="exhausted"):
         store.allocate(request("late"), always)
-    assert sum(lease.state == ACTIVE for lease in store.leases()) == 5
+    assert sum(lease.state == ACTIVE for lease in store.all_leases()) == 5
 
 
 def test_excluded_addresses_skipped(store: SqliteLeaseStore) -> None:
@@ -194,7 +194,7 @@ def test_dead_lease_reclaimed_and_old_release_is_harmless(store) -> None:
     new = store.allocate(request("newcomer"), alive)
     assert new.address == dead.address
     assert not store.release(dead)  # the dead holder's late release must not free it
-    assert [x.state for x in store.leases() if x.address == dead.address] == [ACTIVE]
+    assert [x.state for x in store.all_leases() if x.address == dead.address] == [ACTIVE]
 
 
 def test_dead_lease_returns_to_its_own_client_first(store) -> None:
@@ -207,21 +207,15 @@ def test_dead_lease_returns_to_its_own_client_first(store) -> None:
 def test_release_keeps_the_row_as_sticky_memory(store: SqliteLeaseStore) -> None:
     a = store.allocate(request("alice"), always)
     assert store.release(a)
-    (row,) = store.leases()
+    (row,) = store.all_leases()
     assert (row.state, row.client, row.address) == (RELEASED, "alice", a.address)
     assert not store.release(a)  # releasing twice changes nothing
-
-
-def test_release_address_by_hand(store: SqliteLeaseStore) -> None:
-    a = store.allocate(request("alice"), always)
-    assert store.release_address(a.address) == 1
-    assert store.release_address(a.address) == 0
 
 
 def test_holder_recorded(store: SqliteLeaseStore) -> None:
     lease = store.allocate(request("alice", n=7), always)
     assert lease.owner == holder(7)
-    assert store.leases()[0].owner == holder(7)
+    assert store.all_leases()[0].owner == holder(7)
 
 
 def test_corrupt_database_is_one_clear_line(tmp_path: Path) -> None:
@@ -301,7 +295,7 @@ def test_many_processes_one_small_pool_no_duplicates_nothing_lost(tmp_path, back
     assert len(granted) == 5 and len(set(granted)) == 5  # all of a /29, each once
     assert sum(kind == "exhausted" for kind, _, _ in outcomes) == n - 5
     store = backend.open(state)
-    active = sorted(lease.address for lease in store.leases() if lease.state == ACTIVE)
+    active = sorted(lease.address for lease in store.all_leases() if lease.state == ACTIVE)
     assert active == sorted(granted)  # nothing lost, nothing extra
 
 
@@ -322,7 +316,7 @@ def test_concurrent_churn_never_hands_an_address_out_twice(tmp_path, backend) ->
     assert all(p.exitcode == 0 for p in procs)
     assert errors.empty(), errors.get()
     store = backend.open(state)
-    assert [lease for lease in store.leases() if lease.state == ACTIVE] == []
+    assert [lease for lease in store.all_leases() if lease.state == ACTIVE] == []
 
 
 # -- never-used slots: high-water mark and holes ------------------------------------
@@ -466,7 +460,7 @@ def test_rows_written_behind_its_back_are_never_handed_out_again(store) -> None:
     assert addresses(store, ["c"]) == ["192.168.3.6"]
     with pytest.raises(PoolExhausted):
         store.allocate(request("d"), always)
-    assert sorted(x.address for x in store.leases() if x.state == ACTIVE) == [
+    assert sorted(x.address for x in store.all_leases() if x.state == ACTIVE) == [
         f"192.168.3.{i}" for i in range(2, 7)
     ]
 
@@ -577,7 +571,7 @@ def test_same_choices_as_the_plain_order_of_preference(tmp_path_factory, backend
                 mine = row["token"] == lease.token and row["state"] == ACTIVE
                 assert store.release(lease) == mine
                 if mine:
-                    (stored,) = [x for x in store.leases() if x.slot == lease.slot]
+                    (stored,) = [x for x in store.all_leases() if x.slot == lease.slot]
                     row.update(state=RELEASED, released_at=stored.released_at)
             elif op[0] == "kill" and granted:
                 dead.add(granted[op[1] % len(granted)].token)
@@ -607,11 +601,18 @@ def test_a_reserved_slot_held_by_a_live_session_is_refused_and_a_dead_one_taken(
     assert store.allocate(reserved, lambda lease: False).address == other.address
 
 
-def test_leases_of_one_client(store) -> None:
+def test_leases_of_names_its_identities_and_pools_never_everyone(store) -> None:
     store.allocate(request("alice"), always)
     store.allocate(request("bob"), always)
-    assert [x.client for x in store.leases(POOL.name, "alice")] == ["alice"]
-    assert len(store.leases(POOL.name)) == 2
+    store.allocate(request("carol"), always)
+    assert [x.client for x in store.leases_of({"alice"}, [POOL.name])] == ["alice"]
+    both = store.leases_of(["carol", "alice"], [POOL.name])
+    assert sorted(x.client for x in both) == ["alice", "carol"]
+    assert store.leases_of({"alice"}, ["10.0.0.0/24"]) == []
+    assert len(store.all_leases()) == 3
+    for identities, pools in (([], [POOL.name]), (["alice"], []), ("alice", [POOL.name])):
+        with pytest.raises(ValueError, match="non-empty"):
+            store.leases_of(identities, pools)
 
 
 def test_live_count_counts_one_clients_live_active_leases(store: SqliteLeaseStore) -> None:

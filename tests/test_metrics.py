@@ -17,12 +17,19 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.lab import run, tunhelper_command
-from tunhelper import liveness
+from tunhelper import liveness, statedir
 from tunhelper.admin import metrics, table
-from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.errors import REASONS, TunhelperError, UsageError
 from tunhelper.link.discover import NoDevice
 from tunhelper.pool import Pool
-from tunhelper.store import Owner, PoolExhausted, Request, open_store
+from tunhelper.store import (
+    AddressTaken,
+    Owner,
+    PoolExhausted,
+    Request,
+    StoreError,
+    open_store,
+)
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -46,18 +53,22 @@ def value(found: dict, name: str, **labels: str) -> float:
 # -- the refusal counter ------------------------------------------------------------------
 
 
-def test_reasons_by_class_then_by_words() -> None:
-    assert metrics.reason_of(NoDevice("no tunnel device")) == "no_device"
-    assert metrics.reason_of(PoolExhausted("pool 10.0.0.0/30 is exhausted")) == "pool_exhausted"
-    assert metrics.reason_of(UsageError("--pool x")) == "usage"
-    assert metrics.reason_of(TunhelperError("... (--max-leases 2): end one first")) == "max_leases"
-    assert metrics.reason_of(TunhelperError("cannot write lease database x")) == "database"
-    assert metrics.reason_of(TunhelperError("anything else")) == "other"
+def test_each_error_carries_the_reason_it_is_counted_under() -> None:
+    """Said where raised (the class, or the raiser), never read from the message."""
+    assert NoDevice("no tunnel device").reason == "no_device"
+    assert PoolExhausted("pool 10.0.0.0/30 is exhausted").reason == "pool_exhausted"
+    assert AddressTaken("x").reason == "address_taken"
+    assert UsageError("--pool x").reason == "usage"
+    assert StoreError("anything").reason == "database"
+    assert TunhelperError("a database, a state directory").reason == "other"  # words count not
+    assert TunhelperError("x", reason="max_leases").reason == "max_leases"
+    with pytest.raises(AssertionError):
+        TunhelperError("x", reason="made_up")
 
 
 def _hammer(state_dir: str, n: int) -> None:
     for _ in range(n):
-        metrics.count_refusal(state_dir, NoDevice("x"))
+        statedir.count_refusal(state_dir, "no_device")
 
 
 def test_concurrent_helpers_never_lose_a_count(tmp_path: Path) -> None:
@@ -69,28 +80,28 @@ def test_concurrent_helpers_never_lose_a_count(tmp_path: Path) -> None:
     for w in workers:
         w.join(60)
         assert w.exitcode == 0
-    metrics.count_refusal(state, PoolExhausted("full"))
-    counts = metrics.read_refusals(state)
+    statedir.count_refusal(state, PoolExhausted("full").reason)
+    counts = statedir.read_refusals(state)
     assert counts["no_device"] == 400 and counts["pool_exhausted"] == 1
-    assert set(counts) == set(metrics.REASONS) and counts["other"] == 0
+    assert set(counts) == set(REASONS) and counts["other"] == 0
     assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
-    assert stat.S_IMODE(os.stat(os.path.join(state, metrics.REFUSALS_FILE)).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(os.path.join(state, statedir.REFUSALS)).st_mode) == 0o600
 
 
 def test_counter_is_bounded_and_survives_damage(tmp_path: Path) -> None:
-    path = tmp_path / metrics.REFUSALS_FILE
+    path = tmp_path / statedir.REFUSALS
     path.write_text(json.dumps({"no_device": 5, "made_up": 10**6, "usage": -3, "other": "x"}))
-    metrics.count_refusal(str(tmp_path), NoDevice("x"))
+    statedir.count_refusal(str(tmp_path), "no_device")
     assert json.loads(path.read_text()) == {"no_device": 6}  # unknown names dropped
     path.write_bytes(b"\x00garbage{")  # a power cut mid-write
-    metrics.count_refusal(str(tmp_path), NoDevice("x"))
-    assert metrics.read_refusals(str(tmp_path))["no_device"] == 1
+    statedir.count_refusal(str(tmp_path), "no_device")
+    assert statedir.read_refusals(str(tmp_path))["no_device"] == 1
     os.unlink(path)
     os.symlink(tmp_path / "elsewhere", path)  # never followed
-    metrics.count_refusal(str(tmp_path), NoDevice("x"))  # loses the count, raises nothing
+    statedir.count_refusal(str(tmp_path), "no_device")  # loses the count, raises nothing
     assert not (tmp_path / "elsewhere").exists()
-    metrics.count_refusal(str(tmp_path / "no" / "such"), NoDevice("x"))  # nothing raised
-    metrics.count_refusal(None, NoDevice("x"))
+    statedir.count_refusal(str(tmp_path / "no" / "such"), "no_device")  # nothing raised
+    statedir.count_refusal(None, "no_device")
 
 
 # -- the exposition format ------------------------------------------------------------------
@@ -145,14 +156,14 @@ def test_rendered_text_parses_and_says_what_the_rows_say() -> None:
     assert value(found, "tunhelper_refusals_total", reason="no_device") == 3
     assert value(found, "tunhelper_refusals_total", reason="usage") == 0
     refusals = [k for k in found if k[0] == "tunhelper_refusals_total"]
-    assert len(refusals) == len(metrics.REASONS)
+    assert len(refusals) == len(REASONS)
 
 
 def test_written_atomically_for_the_textfile_collector(tmp_path: Path) -> None:
     out = tmp_path / "tunhelper.prom"
     metrics.write_atomically(str(out), "a 1\n")
     metrics.write_atomically(str(out), "a 2\n")
-    assert out.read_text() == "a 2\n" and stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert out.read_text() == "a 2\n" and stat.S_IMODE(out.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tunhelper.prom"]
     with pytest.raises(TunhelperError, match="cannot write"):
         metrics.write_atomically(str(tmp_path / "none" / "x.prom"), "a 1\n")
@@ -236,3 +247,65 @@ def test_prometheus_output_of_a_thousand_leases(thousand: Path, tmp_path: Path) 
     assert value(found, "tunhelper_pool_size", pool="10.64.0.0/20") == 4093
     assert value(found, "tunhelper_pool_free", pool="10.80.0.0/22") == 1021
     assert value(found, "tunhelper_refusals_total", reason="no_device") == 0
+
+
+# -- who may read the metrics file ---------------------------------------------------------
+
+
+def as_user(user: str, group: str, *argv: str) -> subprocess.CompletedProcess:
+    """``argv`` as an unprivileged local user (no supplementary groups)."""
+    return subprocess.run(
+        ["setpriv", f"--reuid={user}", f"--regid={group}", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def open_dir() -> Path:
+    """A directory every local user can enter (pytest's own is root's alone, which would
+    deny the file whatever its mode)."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="tunhelper-metrics-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path)
+
+
+def test_the_per_client_series_are_private_to_root_or_the_named_group(open_dir: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.fail("needs root (the lease store's directory checks, another user)")
+    state = open_dir / "state"
+    store = open_store(str(state))
+    pool = Pool.parse("10.66.0.0/24")
+    me = liveness.current(os.getpid(), liveness.process_start(os.getpid()), "lo")  # live
+    request = Request(pool.name, pool.first, pool.last, set(), "SHA256:secret", me, pool.address)
+    store.allocate(request, lambda _: True)
+    store.close()
+    out = open_dir / "tunhelper.prom"
+    leases_cmd(state, "--format", "prometheus", "--output", str(out))
+    assert 'client="SHA256:secret"' in out.read_text()  # a per-client series is there
+    st = out.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 0, 0)
+    denied = as_user("nobody", "nogroup", "cat", str(out))
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
+
+    leases_cmd(state, "--format", "prometheus", "--output", str(out), "--output-group", "nogroup")
+    st = out.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, 65534)
+    assert "SHA256:secret" in as_user("nobody", "nogroup", "cat", str(out)).stdout  # the group
+    other = as_user("nobody", "daemon", "cat", str(out))  # any other local user: denied
+    assert other.returncode != 0 and "Permission denied" in other.stderr
+
+    # The control: the same user reads a world-readable file in that directory.
+    world = open_dir / "world.prom"
+    world.write_text("x 1\n")
+    world.chmod(0o644)
+    assert as_user("nobody", "nogroup", "cat", str(world)).stdout == "x 1\n"
+    bad = run(tunhelper_command(), "leases", "--state-dir", str(state), "--format",
+              "prometheus", "--output", str(out), "--output-group", "no-such-group-x",
+              check=False)  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import glob
 import shlex
+import stat
 import subprocess
 from pathlib import Path
 
@@ -44,10 +45,13 @@ def test_the_services_own_command_writes_parsable_metrics(tmp_path: Path) -> Non
     service = configparser.ConfigParser(strict=False, interpolation=None)
     service.read(unit_path("tunhelper-metrics.service"))
     argv = shlex.split(service["Service"]["ExecStart"])
-    assert argv[0] == "/usr/bin/tunhelper" and argv[-2] == "--output"
-    assert argv[-1] == "/var/lib/prometheus/node-exporter/tunhelper.prom"
+    assert argv[0] == "/usr/bin/tunhelper" and argv[-4] == "--output"
+    assert argv[-3] == "/var/lib/prometheus/node-exporter/tunhelper.prom"
+    assert argv[-2:] == ["--output-group", "prometheus"]  # the collector's user, on Debian
     target = tmp_path / "tunhelper.prom"
     state = tmp_path / "state"
-    subprocess.run([*argv[:-1], str(target), "--state-dir", str(state)], check=True)
+    mine = [*argv[:-3], str(target), "--output-group", "root"]  # no prometheus group here
+    subprocess.run([*mine, "--state-dir", str(state)], check=True)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
     found = samples(target.read_text())
     assert found[("tunhelper_refusals_total", (("reason", "no_device"),))] == 0

@@ -53,5 +53,5 @@ def test_version_1_is_migrated_and_its_leases_kept(server, tmp_path: Path) -> No
     assert ours == [(1,)]
     store = open_store(str(tmp_path / "s"), 5, config(server))
     assert store.release(lease) and store.release(fresh)
-    assert {x.state for x in store.leases()} == {RELEASED}
+    assert {x.state for x in store.all_leases()} == {RELEASED}
     store.close()

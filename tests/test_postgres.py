@@ -30,6 +30,7 @@ from tunhelper.store import (
     Request,
     StoreConfig,
     open_store,
+    renew_period,
 )
 
 POOL = Pool.parse("10.9.0.0/29")
@@ -100,6 +101,24 @@ def test_store_section_errors_are_one_line(tmp_path: Path, text: str, expect: st
     with pytest.raises(UsageError) as e:
         conffile.store(path, conffile.read(path))
     assert expect in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("lifetime", ["14.9", "10", "5"])
+def test_a_lifetime_the_renew_schedule_cannot_keep_is_refused(tmp_path, lifetime) -> None:
+    """Renewed every lifetime/3, each renewal waiting up to half of that (libpq waits at
+    least 2 s): under 15 s a slow database lets a live lease expire."""
+    path = write_conf(
+        tmp_path, f"[store]\nbackend = postgresql\nconninfo = x\nlifetime = {lifetime}\n"
+    )
+    with pytest.raises(UsageError) as e:
+        conffile.store(path, conffile.read(path))
+    assert str(e.value) == (
+        f"{path}:4: lifetime: {lifetime} s is too short for the renew service (a renewal every "
+        "lifetime/3, each waiting up to half of that): give at least 15"
+    )
+    path = write_conf(tmp_path, "[store]\nbackend = postgresql\nconninfo = x\nlifetime = 15\n")
+    config = conffile.store(path, conffile.read(path))
+    assert config.lifetime == 15 and renew_period(config.lifetime) == 5
 
 
 @pytest.mark.parametrize("conninfo", ["host=db password=s3cret", "postgresql://th:s3cret@db/th"])
@@ -182,7 +201,7 @@ def test_schema_version_recorded_and_a_newer_one_refused(server, tmp_path: Path)
     server.sql("UPDATE schema_version SET version = 99", db="tunhelper")
     store = open_store(str(tmp_path / "s"), 5, config(server))
     with pytest.raises(TunhelperError, match="version 99, newer .* upgrade tunhelper"):
-        store.leases()
+        store.all_leases()
     assert len(server.sql("SELECT * FROM leases", db="tunhelper")) == 1  # untouched
 
 
@@ -248,7 +267,7 @@ def test_a_release_the_database_missed_is_queued_and_done_later(server, tmp_path
     assert open_store(state, 2, away).release(lease)  # queued, not lost
     queued = Path(state) / "pending-releases"
     assert stat.S_IMODE(queued.stat().st_mode) == 0o600
-    assert [x.state for x in open_store(state, 5, config(server)).leases()] == [RELEASED]
+    assert [x.state for x in open_store(state, 5, config(server)).all_leases()] == [RELEASED]
     assert not queued.exists()
 
 
@@ -277,11 +296,29 @@ def test_a_rebooted_gateway_reclaims_its_own_leases_at_once(server, tmp_path: Pa
     for i in range(4):
         store.allocate(replace(request(f"c{i}", n=i), owner=before), always)
     store.allocate(request("elsewhere", host=f"{here.host}-other"), always)
-    assert len(store.leases()) == 5 and all(x.expires > time.time() + 500 for x in store.leases())
+    assert len(store.all_leases()) == 5 and all(
+        x.expires > time.time() + 500 for x in store.all_leases()
+    )
     got = store.allocate(request("new", host=here.host), here)
     assert got.address == "10.9.0.2"  # the first of the pre-reboot leases, reclaimed now
-    held = {x.address: x.client for x in store.leases() if x.state == ACTIVE}
+    held = {x.address: x.client for x in store.all_leases() if x.state == ACTIVE}
     assert held["10.9.0.6"] == "elsewhere"  # the other gateway's lease stays
+
+
+def test_leases_of_names_its_identities_and_pools_never_everyone(server, tmp_path) -> None:
+    store = open_store(str(tmp_path / "s"), 5, config(server))
+    for i, who in enumerate(("alice", "bob", "carol")):
+        store.allocate(request(who, n=i), always)
+    assert [x.client for x in store.leases_of({"alice"}, [POOL.name])] == ["alice"]
+    assert sorted(x.client for x in store.leases_of(["carol", "alice"], {POOL.name})) == [
+        "alice",
+        "carol",
+    ]
+    assert store.leases_of({"alice"}, ["10.0.0.0/24"]) == []
+    assert len(store.all_leases()) == 3
+    for identities, pools in (([], [POOL.name]), (["alice"], []), ("alice", [POOL.name])):
+        with pytest.raises(ValueError, match="non-empty"):
+            store.leases_of(identities, pools)
 
 
 def test_renew_moves_on_live_leases_and_releases_dead_ones(server, tmp_path: Path) -> None:
@@ -289,13 +326,13 @@ def test_renew_moves_on_live_leases_and_releases_dead_ones(server, tmp_path: Pat
     a = store.allocate(request("a"), always)
     b = store.allocate(request("b"), always)
     store.allocate(request("c", host="gw2"), always)
-    before = {x.token: x.expires for x in store.leases()}
+    before = {x.token: x.expires for x in store.all_leases()}
     time.sleep(0.05)
     assert store.renew("gw1", lambda lease: lease.token == a.token) == (1, 1)
-    after = {x.token: x for x in store.leases()}
+    after = {x.token: x for x in store.all_leases()}
     assert after[a.token].expires > before[a.token]
     assert after[b.token].state == RELEASED
-    assert [x.state for x in after.values() if x.host == "gw2"] == [ACTIVE]
+    assert [x.state for x in after.values() if x.owner.host == "gw2"] == [ACTIVE]
 
 
 # -- many processes, one pool -------------------------------------------------------------

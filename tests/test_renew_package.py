@@ -1,5 +1,5 @@
-"""The installed .deb's renew timer (a fleet's shared store): shipped, disabled, and its
-service's command runs.
+"""The installed .deb's renew service (a fleet's shared store): shipped, disabled, a loop
+that renews every lifetime/3, and its command runs.
 
 Runs with tools/test-deb.sh (``TUNHELPER_TEST_COMMAND=/usr/bin/tunhelper``).
 """
@@ -18,23 +18,27 @@ from tests.test_metrics_package import unit_path
 
 pytestmark = pytest.mark.installed
 
-UNITS = ("tunhelper-renew.service", "tunhelper-renew.timer")
+UNITS = ("tunhelper-renew.service",)
 
 
 def test_renew_units_are_shipped_and_not_enabled() -> None:
     for name in UNITS:
         assert unit_path(name).is_file()
         assert not glob.glob(f"/etc/systemd/system/*.wants/{name}")  # disabled by default
-    timer = configparser.ConfigParser(strict=False)
-    timer.read(unit_path("tunhelper-renew.timer"))
-    assert timer["Install"]["WantedBy"] == "timers.target"
+    listed = subprocess.run(["dpkg", "-L", "tunhelper"], capture_output=True, text=True).stdout
+    assert "tunhelper-renew.timer" not in listed  # the loop replaced it
+    service = configparser.ConfigParser(strict=False, interpolation=None)
+    service.read(unit_path("tunhelper-renew.service"))
+    assert service["Install"]["WantedBy"] == "multi-user.target"
+    assert service["Service"]["Restart"] == "always"
 
 
 def test_the_services_command_runs_without_a_shared_store(tmp_path: Path) -> None:
     service = configparser.ConfigParser(strict=False, interpolation=None)
     service.read(unit_path("tunhelper-renew.service"))
     argv = shlex.split(service["Service"]["ExecStart"])
-    assert argv[:2] == ["/usr/bin/tunhelper", "renew"]
+    assert argv == ["/usr/bin/tunhelper", "renew", "--loop"]
+    argv = argv[:-1]  # one round
     state = tmp_path / "state"
     config = tmp_path / "none.conf"
     config.write_text("[store]\nbackend = sqlite\n")
@@ -45,4 +49,4 @@ def test_the_services_command_runs_without_a_shared_store(tmp_path: Path) -> Non
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("renewed 0 live lease(s)"), result.stdout
+    assert f"{state}: renewed 0 live lease(s)" in result.stdout, result.stdout

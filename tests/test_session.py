@@ -82,7 +82,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 def leases(settings) -> list:
     store = open_store(settings.state_dir)
     try:
-        return store.leases()
+        return store.all_leases()
     finally:
         store.close()
 
@@ -450,7 +450,7 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
     import subprocess
 
     from tunhelper import liveness, platform
-    from tunhelper.store import Lease
+    from tunhelper.store import Lease, Owner
 
     # The process's own signal state, not the one earlier tests left to this one's
     # children (a serve() that ran here ignores SIGTERM from its end on).
@@ -464,10 +464,8 @@ def test_ending_a_session_signals_only_a_process_of_this_host(elsewhere) -> None
         assert sleeper.stdout is not None and sleeper.stdout.readline().strip() == "ready"
         start = liveness.process_start(sleeper.pid)
         host = "another-gateway" if elsewhere else liveness.this_host()
-        lease = Lease(
-            "192.168.3.0/24", 2, "192.168.3.2", "alice", ACTIVE, "t", 0.0, None,
-            host, platform.boot_id(), sleeper.pid, start, sleeper.pid, start, "tun9",
-        )  # fmt: skip
+        owner = Owner(host, platform.boot_id(), sleeper.pid, start, sleeper.pid, start, "tun9")
+        lease = Lease("192.168.3.0/24", 2, "192.168.3.2", "alice", ACTIVE, "t", 0.0, None, owner)
         liveness.end(lease)
         with contextlib.suppress(subprocess.TimeoutExpired):
             sleeper.wait(2)

@@ -94,8 +94,8 @@ COMMANDS: tuple[Command, ...] = (
         "renew",
         f"{_OPTIONS}:renew_parser",
         "tunhelper.admin.leases:renew_command",
-        "renew this gateway's shared leases",
-        usage="[--config PATH]",
+        "renew this gateway's shared leases (--loop: every lifetime/3)",
+        usage="[--loop] [--config PATH]",
     ),
     Command(
         "doctor",

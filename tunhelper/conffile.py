@@ -50,7 +50,6 @@ from tunhelper.options import DEFAULT_ROUTE, SERVE_OPTION, Option, given_options
 IDENTITY_KEYS = ("pool", "address", "client-net")
 FAMILY_KEYS = ("route", "dns")  # pool keys whose family must be one the pool has
 STORE_KEYS = ("backend", "conninfo", "service", "lifetime")
-MIN_LIFETIME, MAX_LIFETIME = 5.0, 86400.0
 # A password in a libpq keyword/value string, or in a URL's user:password@.
 _PASSWORD = re.compile(r"(^|\s)password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 
@@ -134,7 +133,14 @@ def read(path: str) -> list[Section]:
 
 def store(path: str, sections: list[Section]):
     """The ``[store]`` section as a :class:`tunhelper.store.StoreConfig`, or None."""
-    from tunhelper.store import DEFAULT_LIFETIME, POSTGRESQL, SQLITE, StoreConfig
+    from tunhelper.store import (
+        DEFAULT_LIFETIME,
+        MAX_LIFETIME,
+        MIN_LIFETIME,
+        POSTGRESQL,
+        SQLITE,
+        StoreConfig,
+    )
 
     found = [s for s in sections if s.kind == "store"]
     if not found:
@@ -173,6 +179,12 @@ def store(path: str, sections: list[Section]):
             lifetime = float(entry.value)
         except ValueError:
             lifetime = -1.0
+        if 0 < lifetime < MIN_LIFETIME:
+            raise UsageError(
+                f"{path}:{entry.line}: lifetime: {entry.value} s is too short for the renew "
+                f"service (a renewal every lifetime/3, each waiting up to half of that): "
+                f"give at least {MIN_LIFETIME:g}"
+            )
         if not MIN_LIFETIME <= lifetime <= MAX_LIFETIME:
             raise UsageError(
                 f"{path}:{entry.line}: lifetime: give seconds from {MIN_LIFETIME:g} to "

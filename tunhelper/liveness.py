@@ -53,11 +53,12 @@ def end(lease: Lease) -> None:
     the ssh connection), else the sshd session process it left behind.
 
     Only a session of this host and boot: another gateway's pids mean nothing here."""
-    if lease.host != this_host() or lease.boot_id != platform.boot_id():
+    owner = lease.owner
+    if owner.host != this_host() or owner.boot_id != platform.boot_id():
         return
     for pid, start in (
-        (lease.helper_pid, lease.helper_start),
-        (lease.session_pid, lease.session_start),
+        (owner.helper_pid, owner.helper_start),
+        (owner.session_pid, owner.session_start),
     ):
         if platform.end_process(pid, start):
             return
@@ -71,12 +72,13 @@ class Liveness:
         self.boot_id = platform.boot_id()
 
     def __call__(self, lease: Lease) -> bool:
-        if lease.host != self.host:
+        owner = lease.owner
+        if owner.host != self.host:
             # Another gateway's lease: only that gateway can judge it, and a shared
             # store's lease lives until its lifetime runs out unless that gateway renews it.
             return lease.expires is None or lease.expires > time.time()
-        if lease.boot_id != self.boot_id:
+        if owner.boot_id != self.boot_id:
             return False  # from before a reboot: every session of it is gone
-        return running(lease.helper_pid, lease.helper_start) or running(
-            lease.session_pid, lease.session_start
+        return running(owner.helper_pid, owner.helper_start) or running(
+            owner.session_pid, owner.session_start
         )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import stat
 import tempfile
@@ -23,13 +24,13 @@ import time
 from collections.abc import Iterator
 
 from tunhelper import defaults
-from tunhelper.errors import TunhelperError
+from tunhelper.errors import REASONS, TunhelperError
 
 # The files and folders of the state directory, each owned by the module named.
 LEASES_DB = "leases.sqlite3"  # store/sqlite.py: the lease database
 BRIDGES = "bridges"  # link/bridge.py: one empty file per bridge tunhelper created
 REPLACED = "replaced"  # server/replaced.py: one note per session ended by a newer one
-REFUSALS = "refusals.json"  # admin/metrics.py: refusal counts by reason
+REFUSALS = "refusals.json"  # here (count_refusal): refusal counts by reason, metrics read it
 PENDING_RELEASES = "pending-releases"  # store/postgres.py: releases the database missed
 
 
@@ -150,13 +151,17 @@ def held(state_dir: str, name: str, timeout: float = defaults.LOCK_TIMEOUT) -> I
         yield
 
 
-def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
+def write_atomically(
+    path: str, data: bytes, mode: int | None = None, group: int | None = None
+) -> None:
     """Replace ``path`` in one step: a temporary file beside it, fsync, rename, then
     the directory fsynced, so a reader sees the old file or the new one, and so does
     whoever looks after a crash.
 
     ``mode``: the new file's mode (owned by us); ``None`` keeps the old file's mode
-    and owner (a new file: ours, 0600). Raises OSError.
+    and owner (a new file: ours, 0600); ``group``: the new file's group instead of
+    ours, set before the rename, so no reader ever sees the file with the wrong one.
+    Raises OSError.
     """
     directory = os.path.dirname(os.path.abspath(path))
     uid, gid = os.geteuid(), os.getegid()
@@ -166,6 +171,7 @@ def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
             mode, uid, gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
         except FileNotFoundError:
             mode = 0o600
+    gid = gid if group is None else group
     fd, temp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -184,3 +190,53 @@ def write_atomically(path: str, data: bytes, mode: int | None = None) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+# -- the refusal counter: written where the forced command refuses, read by the metrics ----
+
+_REFUSAL_WAIT = 2.0  # seconds: a refusal never waits longer than this for the counter
+_MAX_READ = 64 * 1024
+
+
+def _counts(data: bytes) -> dict[str, int]:
+    try:
+        loaded = json.loads(data.decode("utf-8")) if data else {}
+    except (ValueError, UnicodeDecodeError):
+        return {}  # damaged (a power cut mid-write): the counters start again
+    if not isinstance(loaded, dict):
+        return {}
+    return {r: v for r, v in loaded.items() if r in REASONS and isinstance(v, int) and v >= 0}
+
+
+def count_refusal(state_dir: str | None, reason: str) -> None:
+    """Add one to ``reason``'s count (the error's own, :data:`tunhelper.errors.REASONS`;
+    an unknown one counts as "other"); never raises: a state directory that is missing,
+    unwritable or full loses the count, not the refusal. Bounded: a fixed set of
+    reasons, a bounded read, a bounded wait for the lock."""
+    if not state_dir:
+        return
+    try:
+        reason = reason if reason in REASONS else "other"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(state_dir, 0o700)  # as the store makes it: a refusal may come first
+        where = path(state_dir, REFUSALS)
+        with locked(where, _REFUSAL_WAIT, flags=os.O_RDWR | os.O_CREAT) as fd:
+            counts = _counts(os.read(fd, _MAX_READ))
+            counts[reason] = counts.get(reason, 0) + 1
+            data = json.dumps(counts, sort_keys=True).encode()
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, data)
+    except Exception:  # noqa: BLE001, S110 - counting must never change a refusal
+        pass
+
+
+def read_refusals(state_dir: str) -> dict[str, int]:
+    """Every reason's count (0 for those never seen)."""
+    counts: dict[str, int] = {}
+    with (
+        contextlib.suppress(FileNotFoundError),
+        locked(path(state_dir, REFUSALS), _REFUSAL_WAIT, shared=True, flags=os.O_RDONLY) as fd,
+    ):
+        counts = _counts(os.read(fd, _MAX_READ))
+    return {r: counts.get(r, 0) for r in REASONS}

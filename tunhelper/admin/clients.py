@@ -215,7 +215,7 @@ def _add(path: str, name: str, key_type: str, blob: str, fp: str, command: list[
     write_atomically(path, b"".join(lines))
 
 
-def _settings(c: Client) -> Settings | None:
+def line_settings(c: Client) -> Settings | None:
     """The line's settings as its helper reads them (the helper's parsers and config
     file, so a [pool] section's state-dir and the [store] count); ``None`` for a line
     the helper would refuse (doctor says why)."""
@@ -228,26 +228,31 @@ def _settings(c: Client) -> Settings | None:
         return None
 
 
+def identities(c: Client, settings: Settings) -> set[str]:
+    """The identities this line's sessions are recorded under: its key's fingerprint
+    (ExposeAuthInfo) and the line's own --client name, never a shared login name. A
+    cert-authority line's sessions are recorded by their certificates' key IDs, which
+    the line does not name: it has only its --client, if it gives one."""
+    named = {settings.identity} if settings.identity else set()
+    return named if c.authority else {c.fingerprint, *named} - {"?"}
+
+
 def live_leases(c: Client, settings: Settings | None) -> list:
-    """The client's live leases, in the store its line's helper uses: recorded under
-    its key, or its --client name."""
+    """The client's live leases: its identities only, in the pools and the store its
+    line's helper uses (the store's query refuses an unscoped call)."""
     from tunhelper.liveness import Liveness
     from tunhelper.store import ACTIVE, open_store
 
     if settings is None:
         return []
-    if settings.store is None and not os.path.isdir(settings.state_dir):
-        return []  # no session has run yet
+    who = identities(c, settings)
+    if not who or (settings.store is None and not os.path.isdir(settings.state_dir)):
+        return []  # nothing it could be recorded under, or no session has run yet
     store = open_store(settings.state_dir, config=settings.store)
     try:
         alive = Liveness()
-        identities = {c.fingerprint, *([settings.identity] if settings.identity else [])}
-        return [
-            x
-            for who in sorted(identities)
-            for x in store.leases(None, who)
-            if x.state == ACTIVE and alive(x)
-        ]
+        pools = [pool.name for pool in settings.pools]
+        return [x for x in store.leases_of(who, pools) if x.state == ACTIVE and alive(x)]
     finally:
         store.close()
 
@@ -255,14 +260,14 @@ def live_leases(c: Client, settings: Settings | None) -> list:
 def list_clients(path: str, as_json: bool) -> int:
     rows = []
     for c in clients(read_lines(path)):
-        leases = live_leases(c, _settings(c))
+        leases = live_leases(c, line_settings(c))
         rows.append(
             {
                 "name": c.name,
                 "line": c.number,
                 "fingerprint": c.fingerprint,
                 "options": c.args,
-                "leases": [{"address": x.address, "device": x.device} for x in leases],
+                "leases": [{"address": x.address, "device": x.owner.device} for x in leases],
             }
         )
     if as_json:
@@ -290,7 +295,7 @@ def revoke(path: str, name: str) -> int:
         write_atomically(path, b"".join(x for n, x in enumerate(lines, 1) if n not in gone))
     ended = 0
     for c in mine:
-        settings = _settings(c)
+        settings = line_settings(c)
         for lease in live_leases(c, settings):
             assert settings is not None  # it found leases
             replaced.leave_note(

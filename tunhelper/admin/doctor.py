@@ -21,7 +21,6 @@ import pwd
 import re
 import shlex
 import shutil
-import sqlite3
 import stat
 import subprocess
 from collections.abc import Iterable, Iterator
@@ -565,47 +564,6 @@ def check_state_dir(path: str) -> list[Finding]:
     return [ok(f"{path}: owned by root, mode {stat.S_IMODE(st.st_mode):04o}")]
 
 
-def check_database(state_dir: str) -> list[Finding]:
-    """Open the lease database read-only and ask SQLite whether it is intact."""
-    path = statedir.path(state_dir, statedir.LEASES_DB)
-    if not os.path.lexists(path):
-        return [ok(f"{path}: no lease database yet; the first session creates it")]
-    aside = (
-        f"move it aside (mv {path} {path}.broken); the next session starts a fresh one and "
-        "clients lose their sticky addresses"
-    )
-    try:
-        st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):
-            return [error(f"{path} is not a regular file: {aside}")]
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-    except (OSError, sqlite3.Error) as e:
-        return [error(f"{path}: cannot open it ({e}): {aside}")]
-    try:
-        rows = db.execute("PRAGMA integrity_check").fetchall()
-        if rows != [("ok",)]:
-            first = rows[0][0] if rows else "no answer"
-            return [error(f"{path} is corrupt ({first}): {aside}")]
-        columns = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
-        if "address" not in columns or "state" not in columns:
-            return [error(f"{path} is a database but not a lease database: {aside}")]
-        leases = db.execute("SELECT state, COUNT(*) FROM leases GROUP BY state").fetchall()
-    except sqlite3.DatabaseError as e:
-        text = str(e)
-        if "locked" in text or "busy" in text:
-            return [warning(f"{path} stayed locked by another process; run doctor again")]
-        return [error(f"{path} is unusable ({text}): {aside}")]
-    finally:
-        db.close()
-    counts = dict(leases)
-    return [
-        ok(
-            f"{path}: intact, {sum(counts.values())} addresses known, "
-            f"{counts.get('active', 0)} recorded active"
-        )
-    ]
-
-
 # -- the command -------------------------------------------------------------------------
 
 
@@ -645,11 +603,13 @@ def findings(
         from tunhelper.defaults import DEFAULT_STATE_DIR
 
         dirs = sorted({line.state_dir for line in lines}) or [DEFAULT_STATE_DIR]
+    from tunhelper.admin import doctor_store
+
     for d in dirs:
         state = check_state_dir(d)
         yield from state
         if all(f.level != ERROR for f in state):
-            yield from check_database(d)
+            yield from doctor_store.check_local(d, lines)
     yield from check_stores(lines)
 
 

@@ -1,69 +1,89 @@
-"""``tunhelper doctor``'s checks of a shared lease store (``[store]`` in the config file).
+"""``tunhelper doctor``'s checks of the lease stores the keys' lines use.
 
-Nothing is changed: the database is opened with a connection of our own, read only,
-so a missing or older schema is reported, not created or migrated (the first session
-does that under its lock). psycopg is imported only when a PostgreSQL store is
-configured, as everywhere else.
+Each backend reports on its own store (:func:`tunhelper.store.verify`: SQLite's file,
+PostgreSQL's schema, clock and renewal margin), changing nothing; this module adds
+what is the admin's side: which store a state directory serves, the config file's
+mode, and whether the renew service runs on a fleet gateway.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
-import time
+import subprocess
+from collections.abc import Iterable
 from typing import Any
 
-from tunhelper.errors import TunhelperError
-from tunhelper.store import POSTGRESQL, StoreConfig
+from tunhelper.store import POSTGRESQL, StoreConfig, renew_period, verify
 
-SKEW_WARNING = 1.0  # seconds between this gateway's clock and the database's
+RENEW_SERVICE = "tunhelper-renew.service"
+
+
+def _finding(check: Any) -> Any:
+    from tunhelper.admin.findings import error, ok, warning
+
+    return {"ok": ok, "warning": warning, "error": error}[check.level](check.text)
+
+
+def _shared(config: StoreConfig | None) -> bool:
+    return config is not None and config.backend == POSTGRESQL
+
+
+def check_local(state_dir: str, lines: Iterable[Any]) -> list:
+    """The store of ``state_dir``: its SQLite database, unless every line that uses the
+    directory keeps its leases in a shared store (the default config file's, when no
+    line names the directory), where no session ever creates that file."""
+    from tunhelper import statedir
+    from tunhelper.admin.findings import ok
+
+    users = [line for line in lines if line.state_dir == state_dir]
+    stores = {line.store for line in users} if users else {_default_store()}
+    if stores and all(_shared(s) for s in stores):
+        names = ", ".join(sorted(s.where or "[store]" for s in stores if s is not None))
+        waiting = _count_lines(statedir.path(state_dir, statedir.PENDING_RELEASES))
+        return [
+            ok(
+                f"{state_dir}: leases are kept in the shared store of {names}; this directory "
+                f"keeps only the releases the database missed ({waiting} waiting)"
+            )
+        ]
+    return [_finding(c) for c in verify(state_dir, None, [], "")]
+
+
+def _default_store() -> StoreConfig | None:
+    from tunhelper.conffile import store_config
+    from tunhelper.errors import UsageError
+
+    try:
+        return store_config(None)
+    except UsageError:
+        return None  # reported with the stores
+
+
+def _count_lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
 
 
 def check_store(config: StoreConfig, pools: list[str], timeout: float = 5.0) -> list[Any]:
-    """The config file's mode, the connection, the schema, the clock, other gateways' pools."""
-    from tunhelper.admin.findings import error, ok, warning
+    """The config file's mode, the backend's own report, the renew service."""
+    from tunhelper.liveness import this_host
 
     if config.backend != POSTGRESQL:
         return []
-    where = config.where or "[store]"
-    out = [_file_mode(config, ok, warning, error)]
-    try:
-        import psycopg
-
-        from tunhelper.store import pgconnect, pgschema
-    except ImportError:
-        return [
-            *out,
-            error(f"{where}: backend = postgresql needs psycopg 3: apt install python3-psycopg"),
-        ]
-    try:
-        conninfo = pgconnect.connect_args(config, timeout)
-        before = time.time()
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            (now,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
-            after = time.time()
-            version = _schema_version(conn)
-            known = _pools(conn) if version is not None else []
-    except psycopg.Error as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return [*out, error(f"{where}: cannot reach the lease database ({text})")]
-    except TunhelperError as e:
-        return [*out, error(str(e))]
-    out.append(ok(f"{where}: the lease database answers ({(after - before) * 1000:.0f} ms)"))
-    out.append(_schema(where, version, pgschema.SCHEMA_VERSION, ok, warning, error))
-    skew = float(now) - (before + after) / 2
-    line = f"{where}: this clock is {abs(skew):.2f}s {'behind' if skew > 0 else 'ahead of'} the "
-    if abs(skew) > config.lifetime / 10:
-        out.append(error(line + "database's: leases expire at the wrong time; run NTP"))
-    elif abs(skew) > SKEW_WARNING:
-        out.append(warning(line + "database's; run NTP on every gateway"))
-    else:
-        out.append(ok(line + "database's"))
-    out.extend(_overlaps(where, pools, known, ok, error))
+    out = [_file_mode(config)]
+    out += [_finding(c) for c in verify("", config, pools, this_host(), timeout)]
+    out.append(_renew_service(config))
     return out
 
 
-def _file_mode(config: StoreConfig, ok, warning, error) -> Any:
+def _file_mode(config: StoreConfig) -> Any:
+    from tunhelper.admin.findings import error, ok, warning
+
     try:
         mode = stat.S_IMODE(os.stat(config.where).st_mode)
     except OSError as e:
@@ -78,58 +98,33 @@ def _file_mode(config: StoreConfig, ok, warning, error) -> Any:
     return ok(f"{config.where}: mode {mode:04o}")
 
 
-def _schema_version(conn) -> int | None:
-    exists = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0]
-    if not exists:
-        return None
-    return conn.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+def _renew_service(config: StoreConfig) -> Any:
+    """A fleet gateway's leases live only as long as the renew service renews them."""
+    from tunhelper.admin.findings import ok, warning
 
-
-def _pools(conn) -> list[str]:
-    exists = conn.execute("SELECT to_regclass('pools') IS NOT NULL").fetchone()[0]
-    query = "SELECT DISTINCT pool FROM leases"
-    if exists:
-        query += " UNION SELECT pool FROM pools"
-    return sorted(row[0] for row in conn.execute(query).fetchall())
-
-
-def _schema(where: str, version: int | None, ours: int, ok, warning, error) -> Any:
-    if version is None:
-        return ok(f"{where}: no schema yet; the first session creates it (version {ours})")
-    if version == ours:
-        return ok(f"{where}: schema version {version}, as this tunhelper expects")
-    if version < ours:
+    where = config.where or "[store]"
+    systemctl = shutil.which("systemctl")
+    if systemctl is None:
         return warning(
-            f"{where}: schema version {version}, older than this tunhelper's {ours}: the "
-            "first session migrates it; upgrade the other gateways too"
+            f"{where}: cannot tell whether {RENEW_SERVICE} runs (no systemctl): run "
+            "'tunhelper renew --loop' under a supervisor, or leases expire while held"
         )
-    return error(
-        f"{where}: schema version {version} is newer than this tunhelper's {ours}: "
-        "its sessions are refused; upgrade tunhelper on this gateway"
+    try:
+        state = subprocess.run(
+            [systemctl, "is-active", RENEW_SERVICE],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return warning(f"{where}: cannot ask systemd about {RENEW_SERVICE} ({e})")
+    every = renew_period(config.lifetime)
+    if state == "active":
+        return ok(f"{where}: {RENEW_SERVICE} is active (a renewal every {every:g}s)")
+    return warning(
+        f"{where}: {RENEW_SERVICE} is {state or 'unknown'}: unless 'tunhelper renew --loop' "
+        f"runs another way, this gateway's leases look expired to the others "
+        f"{config.lifetime:g}s after their last renewal; run: systemctl enable --now "
+        f"{RENEW_SERVICE}"
     )
-
-
-def _overlaps(where: str, ours: list[str], known: list[str], ok, error) -> list[Any]:
-    """A pool of this gateway that overlaps another gateway's with a different prefix
-    hands addresses out in two numberings: the database refuses a second active lease
-    of one address, so clients are refused where a common pool would serve them."""
-    import ipaddress
-
-    out = []
-    for mine in sorted(set(ours)):
-        a = ipaddress.ip_network(mine, strict=False)
-        for theirs in known:
-            try:
-                b = ipaddress.ip_network(theirs, strict=False)
-            except ValueError:
-                continue
-            if a.version == b.version and a != b and a.overlaps(b):
-                out.append(
-                    error(
-                        f"{where}: pool {mine} overlaps pool {theirs} of the shared store with "
-                        "a different prefix: give every gateway the same pool"
-                    )
-                )
-    if not out and ours:
-        out.append(ok(f"{where}: no pool here overlaps another gateway's ({len(known)} known)"))
-    return out

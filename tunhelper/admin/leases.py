@@ -39,19 +39,19 @@ def describe(
 ) -> dict[str, Any]:
     """One lease for the admin; bytes through the device for a live session here."""
     state = _state(lease, alive)
-    io = (counters or {}).get(lease.device) if state == ACTIVE else None
+    io = (counters or {}).get(lease.owner.device) if state == ACTIVE else None
     return {
         "address": lease.address,
         "pool": lease.pool,
         "client": lease.client,
-        "device": lease.device,
+        "device": lease.owner.device,
         "state": state,
         "since": _iso(lease.since),
         "since_unix": lease.since,
         "released_at": _iso(lease.released_at),
-        "pid": lease.helper_pid,
-        "session_pid": lease.session_pid,
-        "host": lease.host,
+        "pid": lease.owner.helper_pid,
+        "session_pid": lease.owner.session_pid,
+        "host": lease.owner.host,
         "bytes_in": None if io is None else io.bytes_recv,  # from the client
         "bytes_out": None if io is None else io.bytes_sent,  # to the client
         "packets_in": None if io is None else io.packets_recv,
@@ -69,9 +69,12 @@ def leases(
     client: str | None = None,
     output: str | None = None,
     config: StoreConfig | None = None,
+    output_group: str | None = None,
 ) -> int:
-    """List the leases (``--pool``: that pool only; ``--client``: clients containing it),
-    as a table, JSON or Prometheus text; ``output``: written there atomically."""
+    """List the leases (``--pool``: that pool only; ``--client``: exactly the identities
+    of the client line of that name, or that identity), as a table, JSON or Prometheus
+    text; ``output``: written there atomically."""
+    wanted = set() if client is None else _identities(client)
     store = open_store(state_dir, config=config)
     left = bridge.left_behind(state_dir)
     if left:
@@ -87,15 +90,15 @@ def leases(
         counters = psutil.net_io_counters(pernic=True)
         here = alive.host
         rows = [
-            describe(lease, alive, counters if lease.host == here else None)
-            for lease in store.leases()
+            describe(lease, alive, counters if lease.owner.host == here else None)
+            for lease in store.all_leases()
         ]
     finally:
         store.close()
     rows = [
         r
         for r in rows
-        if (pool is None or r["pool"] == pool) and (client is None or client in r["client"])
+        if (pool is None or r["pool"] == pool) and (client is None or r["client"] in wanted)
     ]
     if fmt == "prometheus":
         from tunhelper.admin import metrics
@@ -110,10 +113,24 @@ def leases(
     if output is not None:
         from tunhelper.admin import metrics
 
-        metrics.write_atomically(output, text)
+        metrics.write_atomically(output, text, output_group)
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _identities(name: str) -> set[str]:
+    """``name`` itself as an identity, and the identities of root's authorized_keys
+    lines named ``name`` (``tunhelper client list``): exact, never a substring."""
+    from tunhelper.admin import clients
+
+    found = {name}
+    for c in clients.clients(clients.read_lines(clients.default_path())):
+        if c.name == name:
+            settings = clients.line_settings(c)
+            if settings is not None:
+                found |= clients.identities(c, settings)
+    return found
 
 
 def release(state_dir: str, address: str, force: bool, config: StoreConfig | None = None) -> int:
@@ -127,24 +144,28 @@ def release(state_dir: str, address: str, force: bool, config: StoreConfig | Non
     try:
         alive = Liveness()
         held = [
-            lease for lease in store.leases() if lease.address == address and lease.state == ACTIVE
+            lease
+            for lease in store.all_leases()
+            if lease.address == address and lease.state == ACTIVE
         ]
         if not held:
             raise TunhelperError(f"no active lease for {address}; see 'tunhelper leases'")
         live = [lease for lease in held if alive(lease)]
         if live and not force:
             lease = live[0]
-            if lease.host != alive.host:  # a shared store: another gateway's, unexpired
+            if lease.owner.host != alive.host:  # a shared store: another gateway's, unexpired
+                owner = lease.owner
                 raise TunhelperError(
-                    f"{address} is held by gateway {lease.host} (helper pid "
-                    f"{lease.helper_pid} there): end that session on {lease.host}, or, if "
+                    f"{address} is held by gateway {owner.host} (helper pid "
+                    f"{owner.helper_pid} there): end that session on {owner.host}, or, if "
                     "that gateway is gone for good, use --force to free it before it expires"
                 )
             raise TunhelperError(
-                f"{address} is in use by a live session (helper pid {lease.helper_pid}); "
+                f"{address} is in use by a live session (helper pid {lease.owner.helper_pid}); "
                 "end that session, or use --force to free it anyway"
             )
-        store.release_address(address)
+        for lease in held:  # these grants only, by token: never a row judged by no one
+            store.release(lease)
     finally:
         store.close()
     print(f"released {address}")
@@ -160,22 +181,6 @@ def repair(state_dir: str) -> int:
     return 0
 
 
-def renew(state_dir: str, config: StoreConfig | None = None) -> int:
-    """Renew this host's live leases in a shared store and release its dead ones.
-
-    Run by ``tunhelper-renew.timer`` more often than the lease lifetime: another
-    gateway counts this host's leases live only until they expire. Also does the
-    releases queued while the database was away (opening the store does them)."""
-    store = open_store(state_dir, config=config)
-    try:
-        alive = Liveness()
-        live, dead = store.renew(alive.host, alive)
-    finally:
-        store.close()
-    print(f"renewed {live} live lease(s) of {alive.host}, released {dead} dead one(s)")
-    return 0
-
-
 # -- entry points (tunhelper.commands) ------------------------------------------------------
 
 
@@ -183,7 +188,13 @@ def leases_command(args: argparse.Namespace) -> int:
     from tunhelper.conffile import store_config
 
     return leases(
-        args.state_dir, args.format, args.pool, args.client, args.output, store_config(args.config)
+        args.state_dir,
+        args.format,
+        args.pool,
+        args.client,
+        args.output,
+        store_config(args.config),
+        args.output_group,
     )
 
 
@@ -194,9 +205,11 @@ def release_command(args: argparse.Namespace) -> int:
 
 
 def renew_command(args: argparse.Namespace) -> int:
+    from tunhelper.admin import clients, renew
     from tunhelper.conffile import store_config
 
-    return renew(args.state_dir, store_config(args.config))
+    keys = args.authorized_keys or clients.default_path()
+    return renew.run(args.state_dir, store_config(args.config), keys, args.loop)
 
 
 def repair_command(args: argparse.Namespace) -> int:

@@ -1,104 +1,18 @@
-"""Metrics with no daemon: refusals counted in the state directory, and the leases, pools
-and live sessions in Prometheus's text exposition format (``tunhelper leases --format
-prometheus``), which a timer can write for node_exporter's textfile collector.
-
-The refusal counter is the only thing the forced command touches, and only when it
-refuses: one small JSON file (``refusals.json``), updated under ``flock`` so concurrent
-helpers never lose a count, bounded (a fixed set of reasons, a bounded read, a bounded
-wait for the lock) and never able to turn a refusal into a traceback. This module
-imports only the standard library at the top: the refusal path stays cheap.
+"""Metrics with no daemon: the leases, pools, live sessions and the refusals the forced
+command counted (:func:`tunhelper.statedir.count_refusal`, only read here) in Prometheus's text
+exposition format (``tunhelper leases --format prometheus``), which a timer can write
+for node_exporter's textfile collector.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from collections.abc import Iterable
 from typing import Any
 
-from tunhelper import statedir
+from tunhelper.errors import REASONS
+from tunhelper.statedir import read_refusals
 
-REFUSALS_FILE = statedir.REFUSALS
-# Every reason a refusal is counted under; anything else is "other". Fixed, so the
-# file and the label set stay bounded whatever the messages say.
-REASONS = (
-    "no_device",  # sshd opened no tunnel for the session (ssh without -w, restrict, ...)
-    "pool_exhausted",  # every address of the pool held by a live session
-    "address_taken",  # the key's reserved --address held by another live session
-    "max_leases",  # the client identity holds --max-leases addresses already
-    "usage",  # the forced command's arguments are wrong (the admin's line)
-    "database",  # the lease database or state directory unusable, locked or full
-    "other",
-)
-_BY_CLASS = {
-    "NoDevice": "no_device",
-    "PoolExhausted": "pool_exhausted",
-    "AddressTaken": "address_taken",
-    "UsageError": "usage",
-}
-_LOCK_WAIT = 2.0  # seconds: a refusal never waits longer than this for the counter
-_MAX_READ = 64 * 1024
-
-
-def reason_of(error: BaseException) -> str:
-    """The counted reason of a refusal: by exception class, then by the message's words."""
-    for cls in type(error).__mro__:
-        if cls.__name__ in _BY_CLASS:
-            return _BY_CLASS[cls.__name__]
-    text = str(error)
-    if "--max-leases" in text:
-        return "max_leases"
-    if "database" in text or "state directory" in text:
-        return "database"
-    return "other"
-
-
-def _parse(data: bytes) -> dict[str, int]:
-    try:
-        loaded = json.loads(data.decode("utf-8")) if data else {}
-    except (ValueError, UnicodeDecodeError):
-        return {}  # damaged (a power cut mid-write): the counters start again
-    if not isinstance(loaded, dict):
-        return {}
-    return {r: v for r, v in loaded.items() if r in REASONS and isinstance(v, int) and v >= 0}
-
-
-def count_refusal(state_dir: str | None, error: BaseException) -> None:
-    """Add one to the refusal counter of ``error``'s reason; never raises.
-
-    Called by the forced command where a refusal becomes its one line. A state
-    directory that is missing, unwritable or full loses the count, not the refusal.
-    """
-    if not state_dir:
-        return
-    try:
-        reason = reason_of(error)
-        path = os.path.join(state_dir, REFUSALS_FILE)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(state_dir, 0o700)  # as the store makes it: a refusal may come first
-        with statedir.locked(path, _LOCK_WAIT, flags=os.O_RDWR | os.O_CREAT) as fd:
-            counts = _parse(os.read(fd, _MAX_READ))
-            counts[reason] = counts.get(reason, 0) + 1
-            data = json.dumps(counts, sort_keys=True).encode()
-            os.lseek(fd, 0, os.SEEK_SET)
-            os.ftruncate(fd, 0)
-            os.write(fd, data)
-    except Exception:  # noqa: BLE001, S110 - counting must never change a refusal
-        pass
-
-
-def read_refusals(state_dir: str) -> dict[str, int]:
-    """Every reason's count (0 for those never seen)."""
-    counts: dict[str, int] = {}
-    path = os.path.join(state_dir, REFUSALS_FILE)
-    with (
-        contextlib.suppress(FileNotFoundError),
-        statedir.locked(path, _LOCK_WAIT, shared=True, flags=os.O_RDONLY) as fd,
-    ):
-        counts = _parse(os.read(fd, _MAX_READ))
-    return {r: counts.get(r, 0) for r in REASONS}
-
+__all__ = ["read_refusals", "render", "write_atomically"]
 
 # -- the exposition format ------------------------------------------------------------------
 
@@ -179,13 +93,27 @@ def render(rows: Iterable[dict[str, Any]], refusals: dict[str, int]) -> str:
     return "\n".join(out) + "\n"
 
 
-def write_atomically(path: str, text: str) -> None:
+def write_atomically(path: str, text: str, group: str | None = None) -> None:
     """Write ``text`` to ``path`` so that a reader (the textfile collector) sees the old
-    file or the new one, never half of one; 0644, as node_exporter runs as its own user."""
-    from tunhelper import statedir
-    from tunhelper.errors import TunhelperError
+    file or the new one, never half of one.
 
+    The per-session series name clients (key fingerprints, certificate key IDs) with
+    their addresses, which local users must not read (docs/security.md): the file is
+    0600, or 0640 in ``group`` (node_exporter's textfile collector runs as its own user,
+    ``prometheus`` on Debian), never world-readable.
+    """
+    import grp
+
+    from tunhelper import statedir
+    from tunhelper.errors import TunhelperError, UsageError
+
+    gid = None
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise UsageError(f"--output-group {group}: no such group") from None
     try:
-        statedir.write_atomically(path, text.encode(), 0o644)
+        statedir.write_atomically(path, text.encode(), 0o600 if gid is None else 0o640, gid)
     except OSError as e:
         raise TunhelperError(f"cannot write {path}: {e.strerror}; check --output") from None

@@ -22,7 +22,7 @@ POLL_INTERVAL = 0.05
 
 
 class NoDevice(TunhelperError):
-    pass
+    reason = "no_device"
 
 
 def _nearest_session_process(

@@ -77,13 +77,21 @@ def leases_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pool", metavar="POOL", help="only this pool's leases (its network)")
     p.add_argument(
-        "--client", metavar="TEXT", help="only the leases of clients whose identity contains TEXT"
+        "--client",
+        metavar="NAME",
+        help="only the leases of the client line NAME (tunhelper client list) or of the "
+        "identity NAME, exactly",
     )
     p.add_argument(
         "--output",
         metavar="FILE",
         help="write to FILE atomically (a temporary file, then a rename) instead of "
-        "stdout: for node_exporter's textfile collector",
+        "stdout: for node_exporter's textfile collector; mode 0600, it names clients",
+    )
+    p.add_argument(
+        "--output-group",
+        metavar="GROUP",
+        help="FILE readable by GROUP too (mode 0640), e.g. the textfile collector's",
     )
     _add_state_dir(p)
     _add_store_config(p)
@@ -104,11 +112,17 @@ def release_parser() -> argparse.ArgumentParser:
 def renew_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="tunhelper renew",
-        description="Renew this gateway's live leases in a shared lease store (one statement) "
-        "and release its dead ones; run by tunhelper-renew.timer.",
+        description="Renew this gateway's live leases in every shared lease store its keys' "
+        "lines reach, and --config's (one statement each), and release its dead ones.",
     )
     _add_state_dir(p)
     _add_store_config(p)
+    _add_authorized_keys(p)
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        help="renew for ever, each store every lifetime/3 (tunhelper-renew.service)",
+    )
     return p
 
 

@@ -197,13 +197,14 @@ def check_limit(store: LeaseStore, settings: Settings, client: str, alive: Alive
     if held > limit:
         raise TunhelperError(
             f"client {client} already has {held - 1} live session(s) in pool "
-            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first"
+            f"{settings.pool.name}, the most it may hold (--max-leases {limit}): end one first",
+            reason="max_leases",
         )
 
 
 def _live_sessions(store: LeaseStore, pool: str, client: str, alive: Alive) -> list[Lease]:
     """The client's live sessions in ``pool``, in allocation order (oldest first)."""
-    live = [x for x in store.leases(pool, client) if x.state == ACTIVE and alive(x)]
+    live = [x for x in store.leases_of([client], [pool]) if x.state == ACTIVE and alive(x)]
     return sorted(live, key=lambda x: (x.since, x.token))
 
 
@@ -217,13 +218,13 @@ def _refuse_if_elsewhere(leases: list[Lease], limit: int) -> None:
     """
     this = liveness.this_host()
     for lease in leases:
-        if lease.host != this:
+        if lease.owner.host != this:
             left = ""
             if lease.expires is not None:
                 seconds = max(0.0, lease.expires - time.time())
                 left = f" (its lease expires in {seconds:.0f}s unless renewed)"
             raise TunhelperError(
-                f"this client's session {lease.address} is live on gateway {lease.host}, "
+                f"this client's session {lease.address} is live on gateway {lease.owner.host}, "
                 f"the most --max-sessions {limit} allows: end it there first{left}"
             )
 

@@ -78,12 +78,7 @@ def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, t
     sides = _lease(settings, found, client, sides, reserved_for_others, taken)  # 2. lease
     _configure(settings, device, sides, mtu, taken)  # 3. configure
     values = _hook_values(settings, device, sides, client, environ)
-    if settings.up:
-        hooks.run(
-            "up", settings.up, hooks.environment({"event": "up", **values}), settings.hook_timeout
-        )
-    if settings.down:
-        taken.add(DownHook(settings.down, values, settings.hook_timeout, device))
+    _hooks_up(settings, values, device, taken)
     announce(_announcement(settings, device, sides, mtu), describe)  # 4. announce
     first = sides[0]
     assert first.lease is not None
@@ -97,6 +92,28 @@ def _run(settings: Settings, environ: Mapping[str, str], found: SessionDevice, t
     _, reason, taken.counters = hold(found)  # only if the keeper could not be started
     log.info(f"session end: address {first.lease.address} device {device.name}: {reason}")
     return reason
+
+
+def _hooks_up(
+    settings: Settings, values: dict[str, object], device: DeviceInfo, taken: Taken
+) -> None:
+    """Run the up hook, with the down hook recorded before it starts: a signal while
+    the up hook runs leaves its work to the down hook. An up hook that fails never
+    came up, so its down hook is not owed."""
+    down = None
+    if settings.down:
+        down = DownHook(settings.down, values, settings.hook_timeout, device)
+        taken.add(down)
+    if not settings.up:
+        return
+    try:
+        hooks.run(
+            "up", settings.up, hooks.environment({"event": "up", **values}), settings.hook_timeout
+        )
+    except TunhelperError:
+        if down is not None:
+            taken.discard(down)
+        raise
 
 
 def _plan(settings: Settings, device: DeviceInfo) -> list[Side]:
@@ -177,7 +194,8 @@ def _configure(
 def _session_devices(taken: Taken) -> set[str]:
     """The devices of the store's live sessions (other than ours, whose routes come now)."""
     alive = liveness.Liveness()
-    return {x.device for x in taken.store.get().leases() if x.state == ACTIVE and alive(x)}
+    leases = taken.store.get().all_leases()
+    return {x.owner.device for x in leases if x.state == ACTIVE and alive(x)}
 
 
 def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Taken) -> None:
@@ -195,15 +213,14 @@ def _guard(settings: Settings, device: DeviceInfo, sides: list[Side], taken: Tak
     if missing:
         log.warning(f"{missing[0]}: the client on {device.name} could send in another's name")
         return
+    taken.add(Guarded(device))  # recorded before nft runs: a signal during it leaves no chain
     try:
         platform.guard_link(device, sources, gateway_link)
     except platform.PlatformError as e:
-        taken.add(Guarded(device))  # a partly loaded filter is removed too
         raise TunhelperError(
             f"could not install the source filter on {device.name} ({e.strerror}); "
             "check that nftables works on this host (tunhelper doctor)"
         ) from e
-    taken.add(Guarded(device))
 
 
 def _announcement(
@@ -314,8 +331,8 @@ def _exit_status(step: Callable[[], None], refusals: str | None = None) -> int:
         return 1
     except TunhelperError as e:
         log.error(str(e))
-        from tunhelper.admin import metrics  # only on errors; stdlib only
+        from tunhelper import statedir  # only on errors; stdlib only
 
-        metrics.count_refusal(refusals, e)
+        statedir.count_refusal(refusals, e.reason)
         return e.exit_code
     return 0

@@ -74,11 +74,11 @@ class Leased:
         taken.store.get().release(self.lease)
 
     def fields(self) -> dict[str, Any]:
-        return asdict(self.lease)
+        return self.lease.record()
 
     @classmethod
     def load(cls, fields: dict[str, Any]) -> Leased:
-        return cls(Lease(**fields))
+        return cls(Lease.from_record(fields))
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,12 @@ class Taken:
         self.counters: tuple[int, int] | None = None  # the device's last byte counts
 
     def add(self, item: Item) -> None:
+        """Record ``item``: before it is taken, wherever a signal could land between."""
         self.items.append(item)
+
+    def discard(self, item: Item) -> None:
+        """Forget an item recorded ahead that turned out never to be taken."""
+        self.items.remove(item)
 
     def give_back(self, reason: str) -> None:
         """Give back everything, each step on its own: one failure never stops the rest.

@@ -18,27 +18,35 @@ from tunhelper.store.base import (
     ACTIVE,
     DEFAULT_LIFETIME,
     LEASE_FIELDS,
+    MAX_LIFETIME,
+    MIN_LIFETIME,
     POSTGRESQL,
     RELEASED,
     SQLITE,
     AddressTaken,
     Alive,
+    Check,
     Lease,
     LeaseStore,
     Owner,
     PoolExhausted,
     Request,
     StoreConfig,
+    StoreError,
+    renew_period,
 )
 
 __all__ = [
     "ACTIVE",
     "AddressTaken",
     "Alive",
+    "Check",
     "DEFAULT_LIFETIME",
     "LEASE_FIELDS",
     "Lease",
     "LeaseStore",
+    "MAX_LIFETIME",
+    "MIN_LIFETIME",
     "Owner",
     "POSTGRESQL",
     "PoolExhausted",
@@ -46,8 +54,17 @@ __all__ = [
     "Request",
     "SQLITE",
     "StoreConfig",
+    "StoreError",
     "open_store",
+    "renew_period",
+    "verify",
 ]
+
+
+_PSYCOPG = (
+    "needs psycopg 3: apt install python3-psycopg with the .deb, "
+    "pip install 'tunhelper[pg]' in a venv"
+)
 
 
 def open_store(
@@ -61,16 +78,38 @@ def open_store(
     could enter would let them read every lease or hold SQLite's locks (stalling every
     session): one not owned by us or open to group or others is refused.
     """
-    statedir.prepare(state_dir)
+    try:
+        statedir.prepare(state_dir)
+    except TunhelperError as e:  # counted as the database's refusal, as the store's own
+        raise StoreError(str(e)) from None
     if config is not None and config.backend == POSTGRESQL:
         try:
             from tunhelper.store.postgres import PostgresLeaseStore
         except ImportError:
-            raise TunhelperError(
-                f"{config.where or '[store]'}: backend = postgresql needs psycopg 3: "
-                "apt install python3-psycopg (or pip install 'tunhelper[pg]')"
+            raise StoreError(
+                f"{config.where or '[store]'}: backend = postgresql {_PSYCOPG}"
             ) from None
         return PostgresLeaseStore(config, state_dir, timeout)
     from tunhelper.store.sqlite import SqliteLeaseStore
 
     return SqliteLeaseStore(statedir.path(state_dir, statedir.LEASES_DB), timeout)
+
+
+def verify(
+    state_dir: str, config: StoreConfig | None, pools: list[str], host: str, timeout: float = 5.0
+) -> list[Check]:
+    """The backend's own report on its store, changing nothing (``tunhelper doctor``):
+    SQLite's database in ``state_dir``, or the PostgreSQL database ``config`` names
+    (``pools``: this gateway's, checked against the shared store's; ``host``: this
+    gateway, whose renewal margin is reported)."""
+    if config is not None and config.backend == POSTGRESQL:
+        try:
+            from tunhelper.store.pgverify import verify as verify_postgres
+        except ImportError:
+            return [
+                Check("error", f"{config.where or '[store]'}: backend = postgresql " + _PSYCOPG)
+            ]
+        return verify_postgres(config, pools, host, timeout)
+    from tunhelper.store.sqlite import verify as verify_sqlite
+
+    return verify_sqlite(state_dir)

@@ -41,8 +41,8 @@ def check_reserved(request: Request, lease: Lease | None, alive: Alive) -> int:
     if lease is not None and lease.state == ACTIVE and alive(lease):
         raise AddressTaken(
             f"--address {address} is held by another live session (client {lease.client}, "
-            f"helper pid {lease.helper_pid}, gateway {lease.host}); end that session or "
-            "reserve another address"
+            f"helper pid {lease.owner.helper_pid}, gateway {lease.owner.host}); end that "
+            "session or reserve another address"
         )
     return slot
 

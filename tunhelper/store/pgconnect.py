@@ -13,7 +13,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from tunhelper.errors import TunhelperError
-from tunhelper.store.base import LEASE_FIELDS, AddressTaken, StoreConfig
+from tunhelper.store.base import LEASE_FIELDS, AddressTaken, StoreConfig, StoreError
 
 
 def connect_args(config: StoreConfig, timeout: float) -> str:
@@ -32,7 +32,7 @@ def connect_args(config: StoreConfig, timeout: float) -> str:
     try:
         given = conninfo_to_dict(config.conninfo)
     except psycopg.ProgrammingError as e:
-        raise TunhelperError(f"{config.where}: conninfo: {first_line(e)}") from None
+        raise StoreError(f"{config.where}: conninfo: {first_line(e)}") from None
     home = pwd.getpwuid(os.geteuid()).pw_dir
     extra: dict[str, object] = {}
     if "passfile" not in given:
@@ -73,7 +73,7 @@ class Errors:
         if value is None or not isinstance(value, psycopg.Error):
             return False
         if isinstance(value, pg_errors.LockNotAvailable):
-            raise TunhelperError(
+            raise StoreError(
                 "the lease database's pool stayed locked by another gateway's allocation "
                 "longer than --db-timeout; try again"
             ) from None
@@ -83,11 +83,11 @@ class Errors:
                 "give the gateways the same --pool (run 'tunhelper doctor')"
             ) from None
         if isinstance(value, psycopg.OperationalError):
-            raise TunhelperError(
+            raise StoreError(
                 f"lost the lease database ({first_line(value)}); check that PostgreSQL "
                 f"is up and [store] in {self.where}"
             ) from None
-        raise TunhelperError(
+        raise StoreError(
             f"lease database error ({first_line(value)}); run 'tunhelper doctor'"
         ) from None
 

@@ -25,7 +25,7 @@ import json
 import os
 import time
 import uuid
-from dataclasses import asdict
+from collections.abc import Collection
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -42,6 +42,8 @@ from tunhelper.store.base import (
     PoolExhausted,
     Request,
     StoreConfig,
+    StoreError,
+    scope,
 )
 from tunhelper.store.pgconnect import Errors, connect_args, first_line, placeholder, unreachable
 from tunhelper.store.pgschema import FAST_GRANT_FAILED, MIGRATIONS, SCHEMA, SCHEMA_VERSION
@@ -83,7 +85,7 @@ class PostgresLeaseStore:
                     prepare_threshold=0,
                 )
             except psycopg.Error as e:
-                raise TunhelperError(
+                raise StoreError(
                     f"cannot reach the lease database ({first_line(e)}); check that "
                     f"PostgreSQL is up and [store] in {self.where}"
                 ) from None
@@ -113,7 +115,7 @@ class PostgresLeaseStore:
             if version == SCHEMA_VERSION:
                 return
             if version is not None and version > SCHEMA_VERSION:
-                raise TunhelperError(self._newer(version))
+                raise StoreError(self._newer(version))
             with self._db.transaction():
                 self._db.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_SCHEMA,))
                 self._db.execute(
@@ -128,7 +130,7 @@ class PostgresLeaseStore:
                     )
                     return
                 if version > SCHEMA_VERSION:
-                    raise TunhelperError(self._newer(version))
+                    raise StoreError(self._newer(version))
                 while version < SCHEMA_VERSION:
                     for statement in MIGRATIONS[version]:
                         self._db.execute(statement)
@@ -199,7 +201,7 @@ class PostgresLeaseStore:
             token=token,
             since=now,
             released_at=None,
-            **asdict(owner),
+            owner=owner,
             expires=now + self.lifetime,
         )
 
@@ -228,8 +230,8 @@ class PostgresLeaseStore:
             high = self._rebuild(request)
         raise PoolExhausted(order.EXHAUSTED.format(pool=request.pool))
 
-    def _changed(self, request: Request, slot: int) -> TunhelperError:
-        return TunhelperError(
+    def _changed(self, request: Request, slot: int) -> StoreError:
+        return StoreError(
             f"lease database: address {request.address_of(slot)} of pool {request.pool} "
             "changed under the pool's lock (a row written by hand?); try again, and run "
             "'tunhelper doctor' if it persists"
@@ -254,25 +256,18 @@ class PostgresLeaseStore:
             return True
         return cur.rowcount == 1
 
-    def release_address(self, address: str) -> int:
+    def all_leases(self) -> list[Lease]:
         with self._errors():
-            cur = self._db.execute(
-                "UPDATE leases SET state = %s, released_at = %s WHERE address = %s AND state = %s",
-                (RELEASED, time.time(), address, ACTIVE),
-            )
-            return cur.rowcount
+            return [Lease.from_row(r) for r in self._db.execute(_SELECT + " ORDER BY pool, slot")]
 
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]:
+    def leases_of(self, identities: Collection[str], pools: Collection[str]) -> list[Lease]:
+        who, where = scope(identities, pools)
         with self._errors():
-            if pool is None:
-                rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
-            elif client is None:
-                rows = self._db.execute(_SELECT + " WHERE pool = %s ORDER BY slot", (pool,))
-            else:
-                rows = self._db.execute(
-                    _SELECT + " WHERE pool = %s AND client = %s ORDER BY since", (pool, client)
-                )
-            return [Lease(*r) for r in rows]
+            rows = self._db.execute(
+                _SELECT + " WHERE client = ANY(%s) AND pool = ANY(%s) ORDER BY since",
+                (who, where),
+            )
+            return [Lease.from_row(r) for r in rows]
 
     def live_count(self, pool: str, client: str, alive: Alive) -> int:
         with self._errors():
@@ -280,7 +275,7 @@ class PostgresLeaseStore:
                 _SELECT + " WHERE pool = %s AND client = %s AND state = %s",
                 (pool, client, ACTIVE),
             ).fetchall()
-        return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
+        return sum(1 for lease in (Lease.from_row(r) for r in rows) if alive(lease))
 
     def renew(self, host: str, alive: Alive) -> tuple[int, int]:
         """Move on the expiry of ``host``'s live leases, in one statement, and release its
@@ -290,7 +285,7 @@ class PostgresLeaseStore:
                 _SELECT + " WHERE host = %s AND state = %s", (host, ACTIVE)
             ).fetchall()
             live, dead = [], []
-            for lease in (Lease(*r) for r in rows):
+            for lease in (Lease.from_row(r) for r in rows):
                 (live if alive(lease) else dead).append(lease.token)
             if live:
                 self._db.execute(
@@ -304,12 +299,6 @@ class PostgresLeaseStore:
                     (RELEASED, time.time(), ACTIVE, dead),
                 )
         return len(live), len(dead)
-
-    def server_time(self) -> float:
-        """The database server's clock, for the doctor's skew check."""
-        with self._errors():
-            (now,) = self._db.execute("SELECT extract(epoch FROM clock_timestamp())").fetchone()
-        return float(now)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -346,7 +335,7 @@ class PostgresLeaseStore:
                     )
         except TunhelperError:
             for e in entries:  # still away: back in the queue
-                self._queue(Lease(**placeholder(e)))
+                self._queue(Lease.from_record(placeholder(e)))
             raise
         finally:
             os.unlink(work)
@@ -373,7 +362,7 @@ class PostgresLeaseStore:
             _SELECT + " WHERE pool = %s AND client = %s ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
-        lease = order.sticky(request, (Lease(*r) for r in rows), alive)
+        lease = order.sticky(request, (Lease.from_row(r) for r in rows), alive)
         return None if lease is None else (lease.slot, lease.token)
 
     def _reserved(self, request: Request, alive: Alive) -> tuple[int, str | None]:
@@ -381,7 +370,7 @@ class PostgresLeaseStore:
         row = self._db.execute(
             _SELECT + " WHERE pool = %s AND slot = %s", (request.pool, request.reserved)
         ).fetchone()
-        lease = None if row is None else Lease(*row)
+        lease = None if row is None else Lease.from_row(row)
         slot = order.check_reserved(request, lease, alive)
         return slot, None if lease is None else lease.token
 
@@ -424,7 +413,7 @@ class PostgresLeaseStore:
             cur.execute(
                 _SELECT + " WHERE pool = %s AND state = %s ORDER BY since", (request.pool, ACTIVE)
             )
-            lease = order.reclaimable(request, (Lease(*r) for r in cur), alive)
+            lease = order.reclaimable(request, (Lease.from_row(r) for r in cur), alive)
         return None if lease is None else (lease.slot, lease.token)
 
     # -- the never-used slots: high-water mark and holes ------------------------------
@@ -475,12 +464,12 @@ class PostgresLeaseStore:
             token=uuid.uuid4().hex,
             since=now,
             released_at=None,
-            **asdict(request.owner),
+            owner=request.owner,
             expires=now + self.lifetime,
         )
         if old_token is None:
             self._mark_used(request, slot, high)
-        values = [getattr(lease, c) for c in _ALL]
+        values = [*lease.row(), lease.expires]
         cur = self._db.execute(_GRANT, (*values, old_token or ""))
         return lease if cur.rowcount == 1 else None
 

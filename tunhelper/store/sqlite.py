@@ -12,22 +12,25 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 import uuid
-from dataclasses import asdict
+from collections.abc import Collection
 from typing import Callable
 
 from tunhelper import statedir
-from tunhelper.errors import TunhelperError
 from tunhelper.store import order
 from tunhelper.store.base import (
     ACTIVE,
     LEASE_FIELDS,
     RELEASED,
     Alive,
+    Check,
     Lease,
     PoolExhausted,
     Request,
+    StoreError,
+    scope,
 )
 
 DB_NAME = statedir.LEASES_DB
@@ -123,26 +126,20 @@ class SqliteLeaseStore:
             )
             return cur.rowcount == 1
 
-    def release_address(self, address: str) -> int:
-        with self._transaction():
-            cur = self._db.execute(
-                "UPDATE leases SET state = ?, released_at = ? WHERE address = ? AND state = ?",
-                (RELEASED, time.time(), address, ACTIVE),
-            )
-            return cur.rowcount
+    def all_leases(self) -> list[Lease]:
+        return self._select(" ORDER BY pool, slot", ())
 
-    def leases(self, pool: str | None = None, client: str | None = None) -> list[Lease]:
-        """All leases, or those of one pool, or of one client in one pool."""
+    def leases_of(self, identities: Collection[str], pools: Collection[str]) -> list[Lease]:
+        who, where = scope(identities, pools)
+        marks = ", ".join("?" for _ in who), ", ".join("?" for _ in where)
+        return self._select(
+            f" WHERE client IN ({marks[0]}) AND pool IN ({marks[1]}) ORDER BY since",
+            (*who, *where),
+        )
+
+    def _select(self, rest: str, args: tuple) -> list[Lease]:
         try:
-            if pool is None:
-                rows = self._db.execute(_SELECT + " ORDER BY pool, slot")
-            elif client is None:
-                rows = self._db.execute(_SELECT + " WHERE pool = ? ORDER BY slot", (pool,))
-            else:
-                rows = self._db.execute(
-                    _SELECT + " WHERE pool = ? AND client = ? ORDER BY since", (pool, client)
-                )
-            return [Lease(*r) for r in rows]
+            return [Lease.from_row(r) for r in self._db.execute(_SELECT + rest, args)]
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
 
@@ -154,7 +151,7 @@ class SqliteLeaseStore:
             ).fetchall()
         except sqlite3.DatabaseError as e:
             raise _db_error(self.path, e) from None
-        return sum(1 for lease in (Lease(*r) for r in rows) if alive(lease))
+        return sum(1 for lease in (Lease.from_row(r) for r in rows) if alive(lease))
 
     def renew(self, host: str, alive: Alive) -> tuple[int, int]:
         """One gateway's own store has no lifetimes to renew: release its dead leases."""
@@ -162,7 +159,7 @@ class SqliteLeaseStore:
             rows = self._db.execute(
                 _SELECT + " WHERE host = ? AND state = ?", (host, ACTIVE)
             ).fetchall()
-            dead = [lease for lease in (Lease(*r) for r in rows) if not alive(lease)]
+            dead = [lease for lease in (Lease.from_row(r) for r in rows) if not alive(lease)]
             for lease in dead:
                 self._db.execute(
                     "UPDATE leases SET state = ?, released_at = ? WHERE token = ? AND state = ?",
@@ -181,7 +178,7 @@ class SqliteLeaseStore:
             _SELECT + " WHERE pool = ? AND client = ? ORDER BY since DESC",
             (request.pool, request.client),
         ).fetchall()
-        lease = order.sticky(request, (Lease(*r) for r in rows), alive)
+        lease = order.sticky(request, (Lease.from_row(r) for r in rows), alive)
         return None if lease is None else lease.slot
 
     def _reserved(self, request: Request, alive: Alive) -> int:
@@ -190,7 +187,7 @@ class SqliteLeaseStore:
         row = self._db.execute(
             _SELECT + " WHERE pool = ? AND slot = ?", (request.pool, request.reserved)
         ).fetchone()
-        slot = order.check_reserved(request, None if row is None else Lease(*row), alive)
+        slot = order.check_reserved(request, None if row is None else Lease.from_row(row), alive)
         if row is None:
             self._mark_used(request, slot, self._high_water(request))
         return slot
@@ -238,7 +235,7 @@ class SqliteLeaseStore:
             (request.pool, ACTIVE),
         )
         try:
-            lease = order.reclaimable(request, (Lease(*r) for r in rows), alive)
+            lease = order.reclaimable(request, (Lease.from_row(r) for r in rows), alive)
             return None if lease is None else lease.slot
         finally:
             rows.close()
@@ -323,10 +320,10 @@ class SqliteLeaseStore:
             token=uuid.uuid4().hex,
             since=time.time(),
             released_at=None,
-            **asdict(request.owner),
+            owner=request.owner,
         )
         self._db.execute("DELETE FROM leases WHERE pool = ? AND slot = ?", (request.pool, slot))
-        self._db.execute(_INSERT, tuple(getattr(lease, f) for f in LEASE_FIELDS))
+        self._db.execute(_INSERT, lease.row())
         return lease
 
     # -- plumbing ----------------------------------------------------------------
@@ -367,6 +364,44 @@ class _Transaction:
         return False
 
 
+def verify(state_dir: str) -> list[Check]:
+    """The database of ``state_dir``, opened read-only: intact, a lease database, how
+    many addresses it knows. Changes nothing (doctor)."""
+    path = os.path.join(state_dir, DB_NAME)
+    if not os.path.lexists(path):
+        return [Check("ok", f"{path}: no lease database yet; the first session creates it")]
+    aside = (
+        f"move it aside (mv {path} {path}.broken); the next session starts a fresh one and "
+        "clients lose their sticky addresses"
+    )
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return [Check("error", f"{path} is not a regular file: {aside}")]
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+    except (OSError, sqlite3.Error) as e:
+        return [Check("error", f"{path}: cannot open it ({e}): {aside}")]
+    try:
+        rows = db.execute("PRAGMA integrity_check").fetchall()
+        if rows != [("ok",)]:
+            first = rows[0][0] if rows else "no answer"
+            return [Check("error", f"{path} is corrupt ({first}): {aside}")]
+        columns = {row[1] for row in db.execute("PRAGMA table_info(leases)")}
+        if not set(LEASE_FIELDS) <= columns:
+            return [Check("error", f"{path} is a database but not a lease database: {aside}")]
+        leases = db.execute("SELECT state, COUNT(*) FROM leases GROUP BY state").fetchall()
+    except sqlite3.DatabaseError as e:
+        text = str(e)
+        if "locked" in text or "busy" in text:
+            return [Check("warning", f"{path} stayed locked by another process; run doctor again")]
+        return [Check("error", f"{path} is unusable ({text}): {aside}")]
+    finally:
+        db.close()
+    counts = dict(leases)
+    known, active = sum(counts.values()), counts.get(ACTIVE, 0)
+    return [Check("ok", f"{path}: intact, {known} addresses known, {active} recorded active")]
+
+
 def _first_slot(rows: sqlite3.Cursor, wanted: Callable[[int], bool]) -> int | None:
     """The first slot (rows of one column) wanted; reads no further than that."""
     try:
@@ -378,19 +413,19 @@ def _first_slot(rows: sqlite3.Cursor, wanted: Callable[[int], bool]) -> int | No
         rows.close()
 
 
-def _db_error(path: str, e: sqlite3.DatabaseError) -> TunhelperError:
+def _db_error(path: str, e: sqlite3.DatabaseError) -> StoreError:
     text = str(e)
     if "locked" in text or "busy" in text:
-        return TunhelperError(
+        return StoreError(
             f"lease database {path} stayed locked by another process; try again, "
             "and if it persists look for a stuck process holding it"
         )
     if isinstance(e, sqlite3.OperationalError) and ("readonly" in text or "disk" in text):
-        return TunhelperError(
+        return StoreError(
             f"cannot write lease database {path} ({text}{_no_space(path)}); "
             "check the state directory"
         )
-    return TunhelperError(
+    return StoreError(
         f"lease database {path} is unusable ({text}); it was left untouched for the admin: "
         "run 'tunhelper doctor'"
     )

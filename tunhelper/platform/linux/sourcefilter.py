@@ -82,6 +82,8 @@ def _run(script: str, *argv: str) -> str:
         raise TimeoutError(62, "nft did not answer") from e
     if result.returncode != 0:
         why = next((x for x in result.stderr.splitlines() if "Error" in x), "failed").strip()
+        if "No such file or directory" in why:
+            raise FileNotFoundError(2, f"nft: {why}")  # a table, chain or set not there
         raise OSError(22, f"nft: {why}")
     return result.stdout
 
@@ -197,10 +199,48 @@ def guard_link(device: DeviceInfo, sources: list[str], gateway_link: str | None)
 
 
 def unguard_link(device: DeviceInfo) -> None:
-    """Remove the device's chain, its pin sets and its pins; one already gone is fine."""
+    """Remove the device's chain, its pin sets and its pins, by the chain's recorded
+    name: the cost of one session's teardown does not grow with the table. A chain
+    that was recorded but never created (a signal before ``nft`` ran), or is already
+    gone, is fine."""
     if not valid_ifname(device.name):
         raise ValueError(f"bad interface name {device.name!r}")
-    _remove([chain_name(device)])
+    chain = chain_name(device)
+    with contextlib.suppress(FileNotFoundError):  # not there: never created, or gone
+        _run(f"delete chain netdev {TABLE} {chain}\n", "-f", "-")
+    if device.mode != "tap":
+        return
+    for attempt in (1, 2):  # another port freeing stale pins may race us: look again
+        pins = _own_pins(chain)
+        if not pins:
+            return
+        try:
+            _run("".join(f"{line}\n" for line in pins), "-f", "-")
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+
+
+def _own_pins(chain: str) -> list[str]:
+    """The commands that delete ``chain``'s pin sets and their pins in the shared sets,
+    from a listing of those two small sets only."""
+    import json
+
+    script = []
+    for own, shared in ((chain, MACS), (f"{chain}_ll", LINK_LOCALS)):
+        try:
+            listed = json.loads(_run("", "-j", "list", "set", "netdev", TABLE, own))
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            listed = {}
+        sets = [i["set"] for i in listed.get("nftables", []) if "set" in i]
+        pinned = [str(e) for s in sets for e in s.get("elem", []) if not isinstance(e, dict)]
+        script.append(f"delete set netdev {TABLE} {own}")
+        if pinned:  # our own pins: the shared set holds them, as only this port added them
+            script.insert(0, f"delete element netdev {TABLE} {shared} {{ {', '.join(pinned)} }}")
+    return script
 
 
 class _Table:
@@ -253,10 +293,6 @@ def _remove(chains: list[str]) -> None:
         except OSError:
             if attempt == 2 and any(c in _Table().chains for c in chains):
                 raise  # only a chain still there is a failure
-
-
-def _chains() -> list[str]:
-    return _Table().chains
 
 
 def _live(chain: str) -> bool:
