@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 
 from tunhelper import log, platform, protocol
-from tunhelper.client import background, link, notify, reconnect, sshconfig
+from tunhelper.client import background, link, reconnect, sshconfig
 from tunhelper.client.journal import Journal
 from tunhelper.client.link import EXIT_AUTH, EXIT_FAILED, Failed  # noqa: F401 - exit codes
 from tunhelper.client.machine import Machine
@@ -245,7 +245,6 @@ def _connected(
         )  # fmt: skip
         _report(found, ann, options.as_json, destination)
         if first:
-            notify.notify("READY=1")
             background.ready(0, found.device.name)
         kind, reason, _ = hold(found)
     except Interrupted as e:

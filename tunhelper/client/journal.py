@@ -139,9 +139,21 @@ def read_all(run_dir: str = RUN_DIR) -> list[tuple[str, dict[str, Any]]]:
         except (OSError, ValueError, KeyError, TypeError) as e:
             log.error(f"ignoring unreadable connect record {path}: {e}")
             continue
-        if data.get("netns", here) == here:
+        if _netns_of(data, here) == here:
             found.append((path, data))
     return found
+
+
+def _netns_of(data: dict[str, Any], here: int) -> int:
+    """The namespace a journal was written in. An earlier version did not say: then
+    the live process's own, and for a dead one this namespace (its records are
+    replayed here, as that version did)."""
+    if "netns" in data:
+        return data["netns"]
+    try:
+        return os.stat(f"/proc/{int(data['pid'])}/ns/net").st_ino
+    except (OSError, ValueError):
+        return here
 
 
 def alive(data: dict[str, Any]) -> bool:

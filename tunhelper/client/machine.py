@@ -75,6 +75,7 @@ class Machine:
             self.reconnects += 1
         if self.kill_switch:
             self._apply(state, status.get("device"), bool(status.get("dns")))
+        ready = state is State.CONNECTED and not self.ever_connected
         self.state = state
         self.ever_connected |= state is State.CONNECTED
         if state is not State.CONNECTED:
@@ -82,7 +83,7 @@ class Machine:
         since = status.pop("since", time.time())
         fields = {"state": state.value, "since": since, "reconnects": self.reconnects}
         self.journal.update(**fields, **{k: v for k, v in status.items() if k != "dns"})
-        notify.notify(f"STATUS={self.status_line()}")
+        notify.notify(*(["READY=1"] if ready else []), f"STATUS={self.status_line()}")
 
     def _apply(self, state: State, device: object, dns: bool) -> None:
         if state is State.CONNECTED:
