@@ -57,6 +57,7 @@ def _connect(argv: list[str]) -> int:
             reconnect=args.reconnect,
             shuffle=args.shuffle,
             kill_switch=args.kill_switch,
+            allow_lan=args.allow_lan,
             multiplex=args.multiplex,
             aes=not args.no_aes_gcm,
             ssh_cmd=args.ssh_cmd,
@@ -77,6 +78,14 @@ def _disconnect(argv: list[str]) -> int:
     for path in background.disconnect(args.device, args.pid_file):
         print(f"ended {path}")
     return 0
+
+
+def _status(argv: list[str]) -> int:
+    from tunhelper import options
+    from tunhelper.client import status
+
+    args = options.status_parser().parse_args(argv)
+    return status.run(args.json)
 
 
 def _leases(argv: list[str]) -> int:
@@ -147,6 +156,7 @@ def _client(command: str, argv: list[str]) -> int:
 COMMANDS = {
     "connect": _connect,
     "disconnect": _disconnect,
+    "status": _status,
     "leases": _leases,
     "release": _release,
     "repair": _repair,

@@ -37,7 +37,8 @@ address as the first line of output, and holds until the session ends."""
 EPILOG = """\
 client commands (see 'tunhelper connect --help'):
   tunhelper connect [options] DESTINATION          ssh -w any, then configure this end
-  tunhelper disconnect [DEVICE]                    end a background connect
+  tunhelper disconnect [DEVICE]                    end a connect (and its kill-switch)
+  tunhelper status [--json]                        each connect: state, link, last error
 admin commands:
   tunhelper leases [--format table|json|prometheus] [--pool P] [--client C]
                    [--output FILE] [--state-dir D]  list leases (or metrics)
@@ -97,11 +98,18 @@ exit status:
   3    the ssh connection ended after the link was up (without --reconnect)
   4    the local device disappeared (without --reconnect)
   5    ssh could not authenticate (key or host key): never retried
+  70   an internal error (reported in one line)
   130  interrupted before the link was up
 
 With --reconnect, a lost link is brought back with exponential backoff (up to about a
 minute, with jitter), through the next DESTINATION if several are given; a refusal
 by the server (1) or an authentication failure (5) ends connect at once.
+
+With --kill-switch connect fails closed: nothing but SIGINT/SIGTERM (also from
+'tunhelper disconnect' or 'systemctl stop') removes the blocking. A failure (a
+refusal, a changed host key, a lost link without --reconnect) leaves it BLOCKED and
+running: one line says what is wrong and what to do, 'tunhelper status' shows it, and
+the code above is its exit status once the user ends it.
 """
 
 
@@ -634,6 +642,12 @@ def connect_parser() -> argparse.ArgumentParser:
         "while reconnecting; only the ssh connection itself passes",
     )
     p.add_argument(
+        "--allow-lan",
+        action="store_true",
+        help="with --kill-switch: let traffic to the private networks (10/8, 172.16/12, "
+        "192.168/16, link-local, fc00::/7) through outside the tunnel (off by default)",
+    )
+    p.add_argument(
         "--multiplex",
         action="store_true",
         help="keep your ControlMaster/ControlPath (default: its own connection, -S none)",
@@ -688,6 +702,17 @@ def disconnect_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the pid file given to connect --pid-file",
     )
+    return p
+
+
+def status_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="tunhelper status",
+        description="Show every running 'tunhelper connect' on this host: state, "
+        "destination, device, addresses, since when, bytes both ways, reconnects, the "
+        "last error and what to do.",
+    )
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per connect")
     return p
 
 
@@ -759,4 +784,5 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "client revoke": client_revoke_parser,
     "connect": connect_parser,
     "disconnect": disconnect_parser,
+    "status": status_parser,
 }
