@@ -226,7 +226,7 @@ def _attempt(
         line, closed = ssh.first_line(options.wait)
         if line is None:
             raise link.never_came_up(ssh, closed, options.wait, options.tap, destination)
-        up = link.configure_link(ssh, line, journal, platform.client.CAPABILITIES)
+        up = link.configure_link(ssh, line, journal, platform.client.CAPABILITIES, plan.peers)
         return _connected(options, machine, up, destination)
     finally:
         journal.give_back(keep=lambda r: r.get("kind") == "nft")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import psutil
 
 from tunhelper import configure, family, log, platform, protocol
-from tunhelper.client import diagnose, fulltunnel, reconnect
+from tunhelper.client import diagnose, fulltunnel, reconnect, trust
 from tunhelper.client.journal import Journal
 from tunhelper.errors import TunhelperError
 from tunhelper.server import discover
@@ -159,8 +159,12 @@ def never_came_up(ssh: Ssh, closed: bool, wait: float, tap: bool, destination: s
     return Failed(message, hint="check the network path to the gateway")
 
 
-def configure_link(ssh: Ssh, line: str, journal: Journal, capabilities) -> Up:
-    """Configure this end from the announcement; host-wide changes through the journal."""
+def configure_link(
+    ssh: Ssh, line: str, journal: Journal, capabilities, peers: tuple[tuple[str, int], ...]
+) -> Up:
+    """Configure this end from the announcement, as far as :mod:`trust` lets it: the
+    gateway's routes and DNS servers are held against this host's own networks first.
+    Host-wide changes (rules, DNS) go through the journal."""
     ann = protocol.parse(line)
     found = discover.find_device_of(ssh.process, DEVICE_WAIT)
     if found is None:
@@ -169,24 +173,35 @@ def configure_link(ssh: Ssh, line: str, journal: Journal, capabilities) -> Up:
             retry=False,
             hint="check /dev/net/tun, and that ssh runs as root",
         )
+    peer = fulltunnel.ssh_peer(ssh.proc.pid)
+    addresses = [a for a, _ in peers] + ([peer] if peer else [])
+    try:
+        verdict = trust.judge(ann, trust.host_view(addresses, tunnel=found.device.name))
+    except trust.Untrusted as e:
+        raise Failed(str(e), retry=False, hint="check the gateway's pool and routes") from None
+    up = Up(found, ann, warnings=verdict.warnings())
+    for warning in up.warnings:
+        log.warning(warning)
     configure.apply_local(found.device, ann)  # vanish with the device: no record
     if ann.address6 is not None:
         configure.apply_local6(found.device, ann)
-    full = fulltunnel.families(ann) if capabilities.full_tunnel else []
-    routes = fulltunnel.other_routes(ann, full)
-    if routes:
-        configure.routes_by_family(found.device, routes, _via(ann))
+    full = list(verdict.full)
+    if full and not capabilities.full_tunnel:
+        log.warning("this system cannot route everything through the link: the gateway's "
+                    "default route is ignored, only its other routes are used")  # fmt: skip
+        full = []
+    if verdict.routes:
+        configure.routes_by_family(found.device, list(verdict.routes), _via(ann))
     if full:
-        _full_tunnel(found, full, ssh.proc.pid, journal)
-    up = Up(found, ann)
-    if ann.dns:
-        up.dns = _dns(found.device.name, ann.dns, bool(full), journal)
+        _full_tunnel(found, full, peer, journal)
+    if verdict.dns.servers:
+        servers = list(verdict.dns.servers)
+        up.dns = _dns(found.device.name, servers, verdict.dns.default_route, journal)
     return up
 
 
-def _full_tunnel(found, versions: list[int], ssh_pid: int, journal: Journal) -> None:
+def _full_tunnel(found, versions: list[int], peer: str | None, journal: Journal) -> None:
     """Everything through the link, the ssh connection's own peer excepted."""
-    peer = fulltunnel.ssh_peer(ssh_pid)
     if peer is None:
         raise Failed("cannot find the TCP peer of ssh: not routing everything", retry=False)
     if platform.client.full_tunnel_active():
