@@ -53,7 +53,8 @@ def explain(stderr: str, status: int | None, tap: bool = False) -> str | None:
 
 
 _FINGERPRINT = re.compile(
-    r"The fingerprint for the (\S+) key sent by the remote host is\s+(\S+?)\.?$", re.M
+    r"The fingerprint for the (\S+) key sent by the remote host is\s+"
+    r"(SHA256:[A-Za-z0-9+/=]+|MD5:[0-9a-f:]+)"
 )
 _OFFENDING = re.compile(r"Offending (\S+) key in (\S+)")
 _UNKNOWN = re.compile(r"No (\S+) host key is known for (\S+)")

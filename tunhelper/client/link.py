@@ -181,14 +181,16 @@ def configure_link(
         raise Failed(str(e), retry=False, hint="check the gateway's pool and routes") from None
     up = Up(found, ann, warnings=verdict.warnings())
     for warning in up.warnings:
-        log.warning(warning)
+        log.error(f"warning: {warning}")  # the user's to see: stderr and syslog
     configure.apply_local(found.device, ann)  # vanish with the device: no record
     if ann.address6 is not None:
         configure.apply_local6(found.device, ann)
     full = list(verdict.full)
     if full and not capabilities.full_tunnel:
-        log.warning("this system cannot route everything through the link: the gateway's "
-                    "default route is ignored, only its other routes are used")  # fmt: skip
+        log.error(
+            "warning: this system cannot route everything through the link: the "
+            "gateway's default route is ignored, only its other routes are used"
+        )
         full = []
     if verdict.routes:
         configure.routes_by_family(found.device, list(verdict.routes), _via(ann))
