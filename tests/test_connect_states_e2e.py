@@ -1,0 +1,120 @@
+"""The connect state machine end to end: what ``tunhelper status`` shows in each state,
+a failure that blocks instead of ending, a hung connect that ``disconnect`` still
+ends, a second connect refused while one holds the kill-switch. A real sshd behind a
+router namespace (tests/test_client_e2e.py's); the attacks are in test_hostile_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.lab import run, tunhelper_command, wait_until
+from tests.test_client_e2e import BEYOND, FULL, Router, connect, ping, snapshot
+
+
+@pytest.fixture
+def routed(make_lab):
+    """A lab client behind a router (test_client_e2e's shape)."""
+    routers: list[Router] = []
+
+    def factory(helper_args=FULL, **kw):
+        lab = make_lab(helper_args, **kw)
+        client = lab.add_client()
+        routers.append(Router(lab, client))
+        return lab, client, routers[-1]
+
+    yield factory
+    for router in routers:
+        router.close()
+
+
+def status(client, *extra: str) -> str:
+    result = run(tunhelper_command(), "status", *extra, ns=client.ns, check=False)
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    return result.stdout
+
+
+def entries(client) -> list[dict]:
+    return json.loads(status(client, "--json"))
+
+
+def tables(client) -> list[str]:
+    out = run("nft", "list", "tables", ns=client.ns).stdout
+    return [line.split()[-1] for line in out.splitlines() if "tunhelper" in line]
+
+
+def test_status_shows_the_link_its_bytes_and_then_nothing(routed) -> None:
+    lab, client, router = routed()
+    assert entries(client) == [] and "no connect is running" in status(client)
+    conn = connect(client, "--json", "--kill-switch")
+    up = json.loads(conn.status() or "{}")
+    assert up.get("address"), conn.stderr()
+    assert ping(client, BEYOND, 3)
+    (entry,) = entries(client)
+    assert entry["state"] == "connected" and entry["pid"] == conn.proc.pid
+    assert (entry["device"], entry["address"]) == (up["device"], up["address"])
+    assert entry["destination"] == up["destination"] and entry["kill_switch"] is True
+    assert entry["received"] > 0 and entry["sent"] > 0  # the pings, both ways
+    assert abs(entry["since"] - time.time()) < 60 and entry["reconnects"] == 0
+    text = status(client)
+    assert f"connected: {up['device']} {up['address']} to {up['destination']}" in text
+    assert "transfer:" in text and "kill-switch: on" in text
+    assert conn.interrupt() == 0
+    assert entries(client) == []  # the control is the entry above
+
+
+def test_a_refusal_under_the_kill_switch_blocks_until_the_user_ends_it(routed) -> None:
+    lab, client, router = routed(["--pool", "192.168.3.0/30", *FULL[2:]])  # one address
+    holder = lab.add_client().tunhelper_connect()  # another identity, on the bridge
+    assert holder.status() is not None, holder.stderr()
+    before = snapshot(client)
+    late = connect(client, "--kill-switch")
+    assert wait_until(lambda: [e["state"] for e in entries(client)] == ["blocked"], 30)
+    (entry,) = entries(client)
+    assert "refused" in entry["error"] and entry["hint"], entry
+    assert late.proc.poll() is None  # blocked, still running: not an exit that unblocks
+    assert tables(client) == ["tunhelper_client"]  # the control: the table is seen
+    blocked = [x for x in late.stderr().splitlines() if x.startswith("tunhelper: blocked:")]
+    assert len(blocked) == 1, late.stderr()
+    start = router.counters()["Icmp.InEchos"]
+    run("ping", "-c", "2", "-W", "1", "10.232.0.1", ns=client.ns, check=False)
+    assert router.counters()["Icmp.InEchos"] == start  # nothing leaves while blocked
+    late.proc.send_signal(signal.SIGTERM)  # systemctl stop
+    assert late.wait(15) == 1  # the failure's code, once the user ended it
+    assert snapshot(client) == before and entries(client) == []
+    run("ping", "-c", "2", "-W", "1", "10.232.0.1", ns=client.ns, check=False)
+    assert router.counters()["Icmp.InEchos"] == start + 2  # the control: now it leaves
+
+
+def test_disconnect_ends_a_hung_connect_and_says_so(routed) -> None:
+    lab, client, router = routed()
+    before = snapshot(client)
+    conn = connect(client, "--json", "--kill-switch")
+    assert json.loads(conn.status() or "{}").get("address"), conn.stderr()
+    assert snapshot(client) != before  # the control: the snapshot sees what it changed
+    os.kill(conn.proc.pid, signal.SIGSTOP)  # hung: it will never act on SIGTERM
+    result = run(tunhelper_command(), "disconnect", ns=client.ns, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "did not end within" in result.stderr  # truthful: it had to be killed
+    assert conn.wait(10) is not None
+    assert wait_until(lambda: snapshot(client) == before, 10), snapshot(client)
+    assert entries(client) == []
+
+
+def test_a_second_connect_is_refused_while_one_holds_the_kill_switch(routed) -> None:
+    lab, client, router = routed()
+    first = connect(client, "--json", "--kill-switch")
+    assert json.loads(first.status() or "{}").get("address"), first.stderr()
+    during = snapshot(client)
+    second = connect(client, "--json")
+    assert second.wait(30) not in (None, 0)
+    lines = [x for x in second.stderr().splitlines() if x.startswith("tunhelper:")]
+    assert len(lines) == 1 and "kill-switch" in lines[0], second.stderr()
+    assert snapshot(client) == during  # it changed nothing
+    assert ping(client, BEYOND)
+    assert first.interrupt() == 0
