@@ -215,7 +215,7 @@ def test_resolved_gets_the_default_dns_route_only_on_a_full_tunnel() -> None:
 def test_backends_declare_their_capabilities_and_provide_every_concern() -> None:
     for backend in (linux_client, freebsd_client):
         assert isinstance(backend.CAPABILITIES, clientbase.Capabilities)
-        for protocol in (*clientbase.CONCERNS.values(), clientbase.Changes):
+        for protocol in (*clientbase.CONCERNS.values(), clientbase.Changes, clientbase.Scope):
             assert isinstance(backend, protocol), (backend.__name__, protocol.__name__)
     lacking = clientbase.missing(freebsd_client.CAPABILITIES, {"firewall": True})
     assert lacking == ["firewall"]  # refused at start, never mid-session

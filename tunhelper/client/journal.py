@@ -37,11 +37,8 @@ Record = dict[str, Any]
 
 
 def netns() -> int:
-    """This process's network namespace (the inode of /proc/self/ns/net; 0 unknown)."""
-    try:
-        return os.stat("/proc/self/ns/net").st_ino
-    except OSError:
-        return 0
+    """This process's network namespace, as the platform numbers it."""
+    return platform.client.netns()
 
 
 def _me() -> tuple[int, float]:
@@ -150,10 +147,7 @@ def _netns_of(data: dict[str, Any], here: int) -> int:
     replayed here, as that version did)."""
     if "netns" in data:
         return data["netns"]
-    try:
-        return os.stat(f"/proc/{int(data['pid'])}/ns/net").st_ino
-    except (OSError, ValueError):
-        return here
+    return platform.client.netns(int(data["pid"])) or here
 
 
 def alive(data: dict[str, Any]) -> bool:

@@ -86,6 +86,13 @@ class Changes(Protocol):
         """Take it off again; what is already gone is not an error."""
 
 
+@runtime_checkable
+class Scope(Protocol):
+    def netns(self, pid: int | None = None) -> int:
+        """The network namespace of ``pid`` (this process if ``None``) as a number,
+        0 if unknown: a connect's journal belongs to the namespace it changed."""
+
+
 CONCERNS = {"firewall": Firewall, "full_tunnel": Routes, "resolv_conf": Dns}
 
 

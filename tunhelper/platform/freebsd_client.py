@@ -47,3 +47,7 @@ def cpu_has_aes() -> bool:
 
 def ssh_preexec():
     return None  # procctl(PROC_PDEATHSIG_CTL) not wired yet: ssh is ended by connect
+
+
+def netns(pid: int | None = None) -> int:
+    return 0  # one network stack per host (jails aside): every journal is this one's

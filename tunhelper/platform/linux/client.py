@@ -205,3 +205,11 @@ def ssh_preexec():
         prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
 
     return tie
+
+
+def netns(pid: int | None = None) -> int:
+    """The inode of ``/proc/PID/ns/net`` (0 if it cannot be read)."""
+    try:
+        return os.stat(f"/proc/{'self' if pid is None else int(pid)}/ns/net").st_ino
+    except (OSError, ValueError):
+        return 0

@@ -17,12 +17,11 @@ import shutil
 import subprocess
 
 from tunhelper.platform.base import DeviceInfo, PlatformError
-from tunhelper.platform.clientbase import Record
 
 _TIMEOUT = 10
 
 
-def plan(device: str, servers: list[str], full: bool) -> Record | None:
+def plan(device: str, servers: list[str], full: bool) -> dict | None:
     """The record for this host's resolver manager, or ``None`` if it has none."""
     for tool in ("resolvectl", "resolvconf"):
         if shutil.which(tool):
@@ -30,7 +29,7 @@ def plan(device: str, servers: list[str], full: bool) -> Record | None:
     return None
 
 
-def commands(record: Record) -> list[tuple[list[str], str | None]]:
+def commands(record: dict) -> list[tuple[list[str], str | None]]:
     """The commands (argv, stdin) that apply ``record``: pure, for the tests."""
     device, servers = record["device"], list(record["servers"])
     if record["tool"] == "resolvectl":
@@ -43,12 +42,12 @@ def commands(record: Record) -> list[tuple[list[str], str | None]]:
     return [(["resolvconf", "-a", f"{device}.tunhelper"], lines)]
 
 
-def apply(record: Record) -> None:
+def apply(record: dict) -> None:
     for argv, stdin in commands(record):
         _run(argv, stdin)
 
 
-def revert(record: Record) -> None:
+def revert(record: dict) -> None:
     device = record["device"]
     if record["tool"] == "resolvectl":
         _run(["resolvectl", "revert", device], None, check=False)  # a gone link: forgotten
