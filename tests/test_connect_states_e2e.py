@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.lab import run, tunhelper_command, wait_until
+from tests.lab import Connect, run, tunhelper_command, wait_until
 from tests.test_client_e2e import BEYOND, FULL, Router, connect, ping, snapshot
 
 
@@ -118,3 +118,28 @@ def test_a_second_connect_is_refused_while_one_holds_the_kill_switch(routed) -> 
     assert snapshot(client) == during  # it changed nothing
     assert ping(client, BEYOND)
     assert first.interrupt() == 0
+
+
+def test_a_second_kill_switch_connect_takes_a_blocked_one_over_without_a_gap(routed) -> None:
+    """The user fixed what blocked the first (here: the gateway had no address free)
+    and connects again: the new connect takes the table over, the old one ends, and
+    nothing leaves in between (no disconnect, which would open the host)."""
+    lab, client, router = routed(["--pool", "192.168.3.0/30", *FULL[2:]])
+    holder = lab.add_client().tunhelper_connect()
+    assert holder.status() is not None, holder.stderr()
+    first = connect(client, "--kill-switch")
+    assert wait_until(lambda: [e["state"] for e in entries(client)] == ["blocked"], 30)
+    assert holder.interrupt() == 0  # the address is free again
+    start = router.counters()["Icmp.InEchos"]
+    pinger = Connect(client, ["ip", "netns", "exec", client.ns, "ping", "-i", "0.1", "10.232.0.1"])
+    second = connect(client, "--json", "--kill-switch")
+    assert json.loads(second.status() or "{}").get("address"), second.stderr()
+    assert first.wait(20) == 1, first.stderr()  # handed over: ended, its failure's code
+    pinger.close()
+    assert router.counters()["Icmp.InEchos"] == start  # not one packet in between
+    assert tables(client) == ["tunhelper_client"]
+    assert [e["state"] for e in entries(client)] == ["connected"]
+    assert second.interrupt() == 0
+    assert tables(client) == []
+    run("ping", "-c", "2", "-W", "1", "10.232.0.1", ns=client.ns, check=False)
+    assert router.counters()["Icmp.InEchos"] == start + 2  # the control: now they leave

@@ -28,7 +28,7 @@ from tunhelper import log, platform, protocol
 from tunhelper.client import background, link, reconnect, sshconfig
 from tunhelper.client.journal import Journal
 from tunhelper.client.link import EXIT_AUTH, EXIT_FAILED, Failed  # noqa: F401 - exit codes
-from tunhelper.client.machine import Machine
+from tunhelper.client.machine import HAND_OVER, Machine
 from tunhelper.client.policy import State
 from tunhelper.errors import TunhelperError
 from tunhelper.hold import SIGNAL, hold
@@ -100,6 +100,7 @@ def run(options: Options) -> int:
     if options.background:
         background.start(options.pid_file)  # the parent exits once the child is ready
     catch_end_signals()
+    handed = _catch_hand_over()
     journal = Journal()
     machine = None
     try:
@@ -115,13 +116,31 @@ def run(options: Options) -> int:
         finally:
             ignore_end_signals()
             if machine is not None:
-                log.quietly("give back what connect changed", machine.finish)
+                log.quietly("give back what connect changed", machine.finish, bool(handed))
             journal.close()
             if background.written():
                 background.remove_pid_file(background.written())
     except Interrupted as e:
         log.error(f"interrupted by {e} before the link was up")
         return EXIT_INTERRUPTED
+
+
+class HandedOver(Interrupted):
+    """A new kill-switch connect took the table over (SIGUSR1): end, keeping it."""
+
+
+def _catch_hand_over() -> list[int]:
+    """SIGUSR1 ends connect like a request, except that the table stays: it belongs to
+    the connect that sent it. Returns a list that holds the signal once it came."""
+    came: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if not came:
+            came.append(signum)
+            raise HandedOver(signum)
+
+    signal.signal(HAND_OVER, handler)
+    return came
 
 
 def _plan(options: Options) -> Plan:

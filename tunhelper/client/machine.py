@@ -12,6 +12,7 @@ one line saying what is wrong and what to do, and the table stays.
 
 from __future__ import annotations
 
+import signal
 import time
 
 from tunhelper import log, platform
@@ -20,6 +21,9 @@ from tunhelper.client import notify, policy
 from tunhelper.client.policy import State
 from tunhelper.errors import TunhelperError
 from tunhelper.platform.clientbase import KILL_SWITCH_TABLE
+
+# What a new kill-switch connect sends a live one to take its table over.
+HAND_OVER = signal.SIGUSR1
 
 
 class Busy(TunhelperError):
@@ -46,14 +50,23 @@ class Machine:
     # -- the start: take the host over from a dead predecessor ---------------------
 
     def start(self, destination: str) -> list[str]:
-        """Refuse if a live connect here would conflict; take the table over in one
-        transaction (never removing it first); then give back what dead predecessors
-        left. Returns the journals recovered."""
-        for _, data in journal_.read_all(journal_.os.path.dirname(self.journal.path)):
+        """Take the host over, then give back what dead predecessors left; return the
+        journals recovered.
+
+        A live connect with a kill-switch is taken over by one with a kill-switch: the
+        table is recorded here first, the other is asked to hand over (SIGUSR1: it
+        gives back everything but the table and ends), and only then is the table's
+        content replaced, in one transaction: no moment without a policy. Any other
+        live connect here would fight ours over the host: refused.
+        """
+        directory = journal_.os.path.dirname(self.journal.path)
+        for _, data in journal_.read_all(directory):
             if data["pid"] == self.journal.pid or not journal_.alive(data):
                 continue
             theirs = any(r.get("kind") == "nft" for r in data["changes"])
-            if self.kill_switch or theirs:
+            if not (self.kill_switch or theirs):
+                continue
+            if not (self.kill_switch and theirs and self._take_over(data)):
                 state = data.get("status", {}).get("state", "running")
                 raise Busy(
                     f"another connect (pid {data['pid']}, {state}) is running"
@@ -63,7 +76,26 @@ class Machine:
         self.journal.update(destination=destination, kill_switch=self.kill_switch)
         self.enter(State.CONNECTING, destination=destination)
         keep = (lambda r: r == self._table) if self.kill_switch else (lambda r: False)
-        return journal_.recover(journal_.os.path.dirname(self.journal.path), keep)
+        return journal_.recover(directory, keep)
+
+    def _take_over(self, data: dict, wait: float = 20.0) -> bool:
+        """Ask a live kill-switch connect to hand its table over; whether it ended."""
+        if not self.journal.has(self._table):
+            self.journal.change(self._table)  # ours before theirs goes
+        pid, start = int(data["pid"]), float(data["start"])
+        try:
+            journal_.os.kill(pid, HAND_OVER)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while platform.same_process(pid, start):
+            if time.monotonic() > deadline:
+                self.journal.changes.remove(self._table)  # not ours after all: forget it
+                self.journal.write()
+                return False
+            time.sleep(0.05)
+        log.info(f"connect: took the kill-switch over from pid {pid}")
+        return True
 
     # -- transitions ---------------------------------------------------------------
 
@@ -113,12 +145,14 @@ class Machine:
         """An error without the kill-switch: recorded for status, nothing blocked."""
         self.journal.update(error=error, hint=hint)
 
-    def finish(self) -> None:
-        """The user asked: give everything back, the kill-switch's table last."""
+    def finish(self, handed_over: bool = False) -> None:
+        """The user asked: give everything back, the kill-switch's table last. Handed
+        over to a new connect: everything but the table, which is the new one's now."""
         if self.state is not State.DISCONNECTED:
             if self.state is not State.DISCONNECTING:
                 self.enter(State.DISCONNECTING)
-            self.journal.give_back()  # newest first: the table, recorded first, goes last
+            keep = (lambda r: r == self._table) if handed_over else (lambda r: False)
+            self.journal.give_back(keep)  # newest first: the table, recorded first, last
             self.state = State.DISCONNECTED
         self.journal.close()
 
