@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.lab import Connect, run, tunhelper_command, wait_until
-from tests.test_client_e2e import BEYOND, FULL, Router, connect, ping, snapshot
+from tests.test_client_e2e import BEYOND, FULL, GATEWAY, Router, connect, ping, snapshot
 
 
 @pytest.fixture
@@ -143,3 +143,41 @@ def test_a_second_kill_switch_connect_takes_a_blocked_one_over_without_a_gap(rou
     assert tables(client) == []
     run("ping", "-c", "2", "-W", "1", "10.232.0.1", ns=client.ns, check=False)
     assert router.counters()["Icmp.InEchos"] == start + 2  # the control: now they leave
+
+
+def test_a_gateway_that_cannot_be_resolved_blocks_rather_than_exits(routed) -> None:
+    """Under the kill-switch even a failure before the first attempt (here: a name no
+    resolver knows; after a kill, the old table would block DNS the same way) blocks:
+    an exit would leave a killed predecessor's table with nothing to stop."""
+    lab, client, router = routed()
+    before = snapshot(client)
+    conn = connect(client, "--kill-switch", dest=("root@gw.tunhelper.invalid",))
+    assert wait_until(lambda: [e["state"] for e in entries(client)] == ["blocked"], 30)
+    (entry,) = entries(client)
+    assert "resolve" in entry["error"] and "disconnect" in entry["hint"], entry
+    assert tables(client) == ["tunhelper_client"] and conn.proc.poll() is None
+    result = run(tunhelper_command(), "disconnect", ns=client.ns, check=False, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert conn.wait(15) == 1
+    assert snapshot(client) == before  # the control: the table was seen above
+
+
+def test_a_restarted_connect_finds_its_gateway_without_dns(routed, tmp_path) -> None:
+    """A connect killed under the kill-switch leaves its table, which blocks DNS; the
+    restarted one takes the gateway's address from the journal the killed one left."""
+    lab, client, router = routed()
+    hosts = tmp_path / "ssh_config"
+    hosts.write_text("Host office\n  HostName gw.tunhelper.invalid\n  User root\n")
+    etc_hosts = router.etc / "hosts"
+    etc_hosts.write_text(f"127.0.0.1 localhost\n{GATEWAY} gw.tunhelper.invalid\n")
+    ssh = f"{client.ssh_command()} -F {hosts}"
+    first = client.tunhelper_connect("-e", ssh, "--json", "--kill-switch", server="office")
+    assert json.loads(first.status() or "{}").get("address"), first.stderr()
+    first.proc.kill()
+    first.wait(10)
+    etc_hosts.write_text("127.0.0.1 localhost\n")  # the name is gone: only the journal knows
+    lookup = run("getent", "hosts", "gw.tunhelper.invalid", ns=client.ns, check=False)
+    assert lookup.returncode != 0  # the control: nothing else could resolve it now
+    second = client.tunhelper_connect("-e", ssh, "--json", "--kill-switch", server="office")
+    assert json.loads(second.status() or "{}").get("address"), second.stderr()
+    assert second.interrupt() == 0

@@ -22,10 +22,11 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tunhelper import log, platform, protocol
 from tunhelper.client import background, link, reconnect, sshconfig
+from tunhelper.client import journal as journal_
 from tunhelper.client.journal import Journal
 from tunhelper.client.link import EXIT_AUTH, EXIT_FAILED, Failed  # noqa: F401 - exit codes
 from tunhelper.client.machine import HAND_OVER, Machine
@@ -65,11 +66,14 @@ class Options:
 class Plan:
     """What is decided before anything is blocked: the gateways in order, ssh's added
     options per gateway, and the first hops' addresses (resolved now, so ssh needs no
-    DNS outside the tunnel)."""
+    DNS outside the tunnel). ``resolved``: those addresses per gateway, kept in the
+    journal so that a connect started while a kill-switch blocks DNS (after a kill, or
+    to take a blocked one over) still knows where its gateways are."""
 
     destinations: list[str]
     added: dict[str, list[str]]
     peers: tuple[tuple[str, int], ...]
+    resolved: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 def ssh_argv(
@@ -105,13 +109,16 @@ def run(options: Options) -> int:
     machine = None
     try:
         try:
-            plan = _plan(options)
+            plan, failure = _plan_or_block(options)
             machine = Machine(
                 journal, kill_switch=options.kill_switch, peers=plan.peers,
                 allow_lan=options.allow_lan,
             )  # fmt: skip
             for path in machine.start(plan.destinations[0]):
                 log.info(f"connect: gave back what a killed connect left ({path})")
+            journal.update(resolved=plan.resolved)
+            if failure is not None:
+                return _failed(machine, str(failure), FIX_AND_RECONNECT, EXIT_FAILED)
             return _run(options, plan, machine)
         finally:
             ignore_end_signals()
@@ -143,17 +150,34 @@ def _catch_hand_over() -> list[int]:
     return came
 
 
+FIX_AND_RECONNECT = "fix it, then 'tunhelper disconnect' and connect again"
+
+
+def _plan_or_block(options: Options) -> tuple[Plan, TunhelperError | None]:
+    """The plan; under the kill-switch a plan that fails (no address for any gateway,
+    ssh -G failing) is no reason to open the host: an empty plan and the failure, to
+    enter blocked with. The table a killed predecessor left stays in force meanwhile."""
+    try:
+        return _plan(options), None
+    except TunhelperError as e:
+        if not options.kill_switch:
+            raise
+        return Plan([options.destination], {}, ()), e
+
+
 def _plan(options: Options) -> Plan:
     destinations = reconnect.order((options.destination, *options.more), options.shuffle)
+    known = journal_.resolved()  # what earlier connects resolved, for a blocked DNS
     configs = {d: sshconfig.resolve(options.ssh_cmd, d) for d in destinations}
     aes = options.aes and platform.client.cpu_has_aes()
     builtin = sshconfig.default_ciphers(options.ssh_cmd) if aes else None
-    added, peers = {}, set()
+    added, peers, resolved = {}, set(), {}
     for d, c in configs.items():
         added[d] = sshconfig.added_options(
             c, multiplex=options.multiplex, cpu_aes=aes, builtin_ciphers=builtin
         )
-        addresses = sshconfig.peer_addresses(c)
+        addresses = sshconfig.peer_addresses(c) or known.get(d, [])
+        resolved[d] = addresses
         if options.kill_switch:
             added[d] += sshconfig.pinned(c, addresses)
         peers.update(addresses)
@@ -162,7 +186,7 @@ def _plan(options: Options) -> Plan:
             "--kill-switch: cannot resolve the first hop of any destination (ssh -G); "
             "with a ProxyCommand, name the gateway with ProxyJump instead"
         )
-    return Plan(destinations, added, tuple(sorted(peers)))
+    return Plan(destinations, added, tuple(sorted(peers)), resolved)
 
 
 def _run(options: Options, plan: Plan, machine: Machine) -> int:

@@ -171,3 +171,14 @@ def recover(run_dir: str = RUN_DIR, keep: Callable[[Record], bool] = lambda r: F
             os.unlink(path)
         done.append(path)
     return done
+
+
+def resolved(run_dir: str = RUN_DIR) -> dict[str, list[tuple[str, int]]]:
+    """The gateways' addresses earlier connects of this namespace resolved (their
+    journals' ``resolved``; where two disagree, the one read last)."""
+    known: dict[str, list[tuple[str, int]]] = {}
+    for _, data in read_all(run_dir):
+        for destination, addresses in dict(data.get("status", {}).get("resolved", {})).items():
+            with contextlib.suppress(TypeError, ValueError):
+                known[destination] = [(str(a), int(p)) for a, p in addresses]
+    return known

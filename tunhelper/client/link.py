@@ -182,9 +182,12 @@ def configure_link(
     up = Up(found, ann, warnings=verdict.warnings())
     for warning in up.warnings:
         log.error(f"warning: {warning}")  # the user's to see: stderr and syslog
-    configure.apply_local(found.device, ann)  # vanish with the device: no record
-    if ann.address6 is not None:
-        configure.apply_local6(found.device, ann)
+    try:  # the device's own configuration vanishes with it: no record
+        configure.apply_local(found.device, ann)
+        if ann.address6 is not None:
+            configure.apply_local6(found.device, ann)
+    except OSError as e:  # the device went away meanwhile, most likely
+        raise Failed(f"could not configure {found.device.name}: {e}") from None
     full = list(verdict.full)
     if full and not capabilities.full_tunnel:
         log.error(
@@ -193,7 +196,12 @@ def configure_link(
         )
         full = []
     if verdict.routes:
-        configure.routes_by_family(found.device, list(verdict.routes), _via(ann))
+        try:
+            configure.routes_by_family(found.device, list(verdict.routes), _via(ann))
+        except OSError as e:
+            raise Failed(
+                f"could not add the gateway's routes on {found.device.name}: {e}"
+            ) from None
     if full:
         _full_tunnel(found, full, peer, journal)
     if verdict.dns.servers:
