@@ -181,3 +181,23 @@ def test_a_restarted_connect_finds_its_gateway_without_dns(routed, tmp_path) -> 
     second = client.tunhelper_connect("-e", ssh, "--json", "--kill-switch", server="office")
     assert json.loads(second.status() or "{}").get("address"), second.stderr()
     assert second.interrupt() == 0
+
+
+def test_a_new_kill_switch_connect_takes_over_from_a_hung_one(routed) -> None:
+    lab, client, router = routed()
+    before = snapshot(client)
+    first = connect(client, "--json", "--kill-switch")
+    assert json.loads(first.status() or "{}").get("address"), first.stderr()
+    assert snapshot(client) != before  # the control: the snapshot sees what it changed
+    os.kill(first.proc.pid, signal.SIGSTOP)  # hung: it will never hand over
+    start = router.counters()["Icmp.InEchos"]
+    pinger = Connect(client, ["ip", "netns", "exec", client.ns, "ping", "-i", "0.2", "10.232.0.1"])
+    second = connect(client, "--json", "--kill-switch")
+    assert json.loads(second.status(60) or "{}").get("address"), second.stderr()
+    assert first.wait(10) is not None  # killed by the newcomer
+    assert "did not hand over" in second.stderr()  # and said so
+    pinger.close()
+    assert router.counters()["Icmp.InEchos"] == start
+    assert [e["state"] for e in entries(client)] == ["connected"]
+    assert second.interrupt() == 0
+    assert snapshot(client) == before

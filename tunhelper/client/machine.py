@@ -12,6 +12,7 @@ one line saying what is wrong and what to do, and the table stays.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 
@@ -79,7 +80,9 @@ class Machine:
         return journal_.recover(directory, keep)
 
     def _take_over(self, data: dict, wait: float = 20.0) -> bool:
-        """Ask a live kill-switch connect to hand its table over; whether it ended."""
+        """Ask a live kill-switch connect to hand its table over; whether it ended. A
+        hung one (no answer in ``wait`` seconds) is killed: its journal is then a dead
+        one's, replayed by :meth:`start` with the table kept."""
         if not self.journal.has(self._table):
             self.journal.change(self._table)  # ours before theirs goes
         pid, start = int(data["pid"]), float(data["start"])
@@ -87,13 +90,14 @@ class Machine:
             journal_.os.kill(pid, HAND_OVER)
         except ProcessLookupError:
             return True
-        deadline = time.monotonic() + wait
-        while platform.same_process(pid, start):
-            if time.monotonic() > deadline:
+        if not _ended(pid, start, wait):
+            log.error(f"connect pid {pid} did not hand over within {wait:g}s: killing it")
+            with contextlib.suppress(ProcessLookupError):
+                journal_.os.kill(pid, signal.SIGKILL)  # hung: its journal is replayed
+            if not _ended(pid, start, 5.0):
                 self.journal.changes.remove(self._table)  # not ours after all: forget it
                 self.journal.write()
                 return False
-            time.sleep(0.05)
         log.info(f"connect: took the kill-switch over from pid {pid}")
         return True
 
@@ -159,6 +163,15 @@ class Machine:
     def status_line(self) -> str:
         """One line, as ``STATUS=`` and ``tunhelper status`` say it."""
         return line(self.journal.status)
+
+
+def _ended(pid: int, start: float, wait: float) -> bool:
+    deadline = time.monotonic() + wait
+    while platform.same_process(pid, start):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def line(status: dict) -> str:
