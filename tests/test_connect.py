@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from tunhelper import protocol
 from tunhelper.client import connect
 from tunhelper.errors import TunhelperError
+from tunhelper.link import discover
 from tunhelper.platform import DeviceInfo
 from tunhelper.protocol import Announcement
-from tunhelper.server import discover
 
 
 def options(**kw) -> connect.Options:

@@ -23,9 +23,9 @@ import psutil
 import pytest
 
 from tunhelper.errors import TunhelperError
+from tunhelper.link import discover
 from tunhelper.platform import DeviceInfo, PlatformError, freebsd
 from tunhelper.platform.freebsd import IFCONFIG, PROCSTAT, SYSCTL, Completed
-from tunhelper.server import discover
 
 DATA = Path(__file__).parent / "data" / "freebsd"
 TUN = DeviceInfo("tun100", 7, "tun")

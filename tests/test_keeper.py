@@ -28,9 +28,10 @@ pytestmark = pytest.mark.e2e
 SETUP = textwrap.dedent(
     """
     import json, subprocess, sys
-    from tunhelper import configure, platform
+    from tunhelper import platform
+    from tunhelper.link import configure
     from tunhelper.pool import Pool
-    from tunhelper.server.bridge import BridgePlan
+    from tunhelper.link.bridge import BridgePlan
     from tunhelper.server.keeper import become_keeper
     from tunhelper.server.teardown import Configured, DownHook, Guarded, Leased, Taken
     from tunhelper.store import Request, liveness

@@ -35,7 +35,7 @@ sys.stdin.read()
 """
 
 FIND = (
-    "from tunhelper.server.discover import find_device; import sys;"
+    "from tunhelper.link.discover import find_device; import sys;"
     "d = find_device(float(sys.argv[1]), {'SSH_TUNNEL': 'tun9'});"
     "print(d.device.name, d.device.mode, d.session_pid)"
 )

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from tunhelper import statedir
 from tunhelper.errors import TunhelperError
 from tunhelper.pool import Pool
-from tunhelper.server import lock
 from tunhelper.store import Owner, Request, open_store
 
 SYSTEM_PYTHON = "/usr/bin/python3"  # a venv under root's home is not nobody's to run
@@ -55,7 +55,7 @@ def _filled(state: Path) -> None:
         lambda lease: True,
     )
     store.close()
-    with lock.held(str(state), "bridges"):
+    with statedir.held(str(state), "bridges"):
         pass
 
 
@@ -98,12 +98,12 @@ def test_a_lock_held_too_long_refuses_in_one_line(tmp_path: Path) -> None:
         start = time.monotonic()
         with (
             pytest.raises(TunhelperError, match="stayed locked") as e,
-            lock.held(str(state), "bridges", timeout=0.3),
+            statedir.held(str(state), "bridges", timeout=0.3),
         ):
             pass
         assert 0.3 <= time.monotonic() - start < 3
         assert "\n" not in str(e.value)
-    with lock.held(str(state), "bridges", timeout=0.3):  # free again: taken at once
+    with statedir.held(str(state), "bridges", timeout=0.3):  # free again: taken at once
         pass
 
 
@@ -112,6 +112,6 @@ def test_a_lock_file_is_never_followed_through_a_link(tmp_path: Path) -> None:
     state.mkdir(mode=0o700)
     target = tmp_path / "elsewhere"
     (state / "bridges.lock").symlink_to(target)
-    with pytest.raises(OSError), lock.held(str(state), "bridges", timeout=0.1):
+    with pytest.raises(OSError), statedir.held(str(state), "bridges", timeout=0.1):
         pass
     assert not target.exists()

@@ -1,8 +1,9 @@
 """The man pages say what ``--help`` says: same commands, same options, both ways.
 
 Admins read ``man tunhelper`` before they trust a forced command, so a page that has
-drifted from the code is a bug. The parsers in ``options.PARSERS`` are the truth; every
-command there must have a section whose ``.TP`` tags name exactly its options.
+drifted from the code is a bug. The parsers in the command table (``tunhelper.commands``)
+are the truth; every command there must have a section whose ``.TP`` tags name exactly
+its options.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import REPO
-from tunhelper import __version__, cli, options
+from tunhelper import __version__, commands, options
 
 MAN_DIR = REPO / "man"
 MAIN_PAGE = MAN_DIR / "tunhelper.8"
@@ -99,9 +100,9 @@ def parser_words(parser: argparse.ArgumentParser) -> dict[str, str | None]:
     return out
 
 
-@pytest.mark.parametrize("command", sorted(options.PARSERS))
+@pytest.mark.parametrize("command", sorted(commands.BY_NAME))
 def test_options_in_help_and_man_page_are_the_same(command: str) -> None:
-    expected = parser_words(options.PARSERS[command]())
+    expected = parser_words(commands.BY_NAME[command].make_parser())
     section = section_of(command)
     documented = set().union(*(documented_words(tag) for tag in section.tags))
     name = f"tunhelper {command}".strip()
@@ -120,24 +121,27 @@ def test_options_in_help_and_man_page_are_the_same(command: str) -> None:
 
 
 def test_no_page_mentions_an_option_that_does_not_exist() -> None:
-    known = {o for make in options.PARSERS.values() for o in parser_words(make())}
+    known = {o for c in commands.COMMANDS for o in parser_words(c.make_parser())}
     for page in pages():
         text = page.read_text().replace("\\-", "-")
         mentioned = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", text))
         assert mentioned <= known, f"{page.name} mentions {sorted(mentioned - known)}"
 
 
-def test_every_parser_is_registered_and_every_command_has_one() -> None:
-    """A new ``*_parser()`` must join options.PARSERS, so the checks above see it."""
+def test_every_parser_is_registered_and_every_command_runs() -> None:
+    """A new ``*_parser()`` must join the command table, so the checks above see it;
+    and every command's parser and entry point exist."""
     defined = {
         obj
         for name, obj in inspect.getmembers(options, inspect.isfunction)
         if name.endswith("_parser") and obj.__module__ == options.__name__
     }
-    unregistered = sorted(f.__name__ for f in defined - set(options.PARSERS.values()))
-    assert not unregistered, f"add to options.PARSERS (and document): {unregistered}"
-    assert set(options.PARSERS.values()) <= defined
-    assert set(cli.COMMANDS) <= set(options.PARSERS) - {""}
+    registered = {commands.load(c.parser) for c in commands.COMMANDS}
+    unregistered = sorted(f.__name__ for f in defined - registered)
+    assert not unregistered, f"add to tunhelper.commands (and document): {unregistered}"
+    assert registered <= defined
+    for c in commands.COMMANDS:
+        assert callable(c.run()), c.entry
 
 
 def test_page_header_carries_the_version() -> None:
@@ -165,6 +169,6 @@ def test_page_renders_without_warnings(page: Path) -> None:
     text = result.stdout
     assert "NAME" in text and "SYNOPSIS" in text
     if page == MAIN_PAGE:
-        for make in options.PARSERS.values():
-            for word in parser_words(make()):
+        for c in commands.COMMANDS:
+            for word in parser_words(c.make_parser()):
                 assert re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text), word

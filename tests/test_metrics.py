@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.lab import run, tunhelper_command
 from tunhelper.admin import metrics, table
 from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.link.discover import NoDevice
 from tunhelper.pool import Pool
-from tunhelper.server.discover import NoDevice
 from tunhelper.store import Owner, PoolExhausted, Request, liveness, open_store
 
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tunhelper import configure
 from tunhelper.errors import TunhelperError
-from tunhelper.server.bridge import BridgePlan
+from tunhelper.link import configure
+from tunhelper.link.bridge import BridgePlan
 
 MANAGED = BridgePlan("thbrx", managed=True, address="192.168.3.1", prefixlen=24)
 ADMINS = BridgePlan("lan0", managed=False, address=None, prefixlen=24)

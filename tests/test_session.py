@@ -16,10 +16,11 @@ import pytest
 
 from tunhelper import log
 from tunhelper import settings as settings_module
+from tunhelper.link import discover
+from tunhelper.link.bridge import BridgePlan
 from tunhelper.platform import DeviceInfo
 from tunhelper.pool import Pool
-from tunhelper.server import discover, policy, session, teardown
-from tunhelper.server.bridge import BridgePlan
+from tunhelper.server import policy, session, teardown
 from tunhelper.settings import Settings
 from tunhelper.signals import Interrupted
 from tunhelper.store import ACTIVE, RELEASED, liveness, open_store
@@ -52,10 +53,10 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr("tunhelper.platform.unguard_link", lambda d: events.append("unguard"))
     # Nothing here may touch the real network: the bridge is faked too.
     monkeypatch.setattr(
-        "tunhelper.server.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
+        "tunhelper.link.bridge.join", lambda d, plan, mtu, sd: events.append(f"join {plan.name}")
     )
     monkeypatch.setattr(
-        "tunhelper.server.bridge.leave", lambda d, plan, sd: events.append(f"leave {plan.name}")
+        "tunhelper.link.bridge.leave", lambda d, plan, sd: events.append(f"leave {plan.name}")
     )
     monkeypatch.setattr(
         "tunhelper.server.session.announce",
@@ -393,7 +394,7 @@ def test_sources_not_filtered_is_a_warning_not_a_refusal(world) -> None:
 def test_what_the_session_took_survives_the_handover_to_the_slim_holder() -> None:
     import json
 
-    from tunhelper import configure
+    from tunhelper.link import configure
 
     for applied in (
         configure.PointToPoint(DEVICE, "192.168.3.1", "192.168.3.2"),
@@ -530,7 +531,7 @@ def test_the_managed_bridge_plan_carries_one_gateway_per_family() -> None:
     admins = settings_module.serve_settings(["--pool", "fd00:3::/112", "--bridge", "lan0"]).bridge
     assert not admins.managed and admins.gateways() == []
     # a record an older helper wrote (no IPv6 fields) still reads
-    from tunhelper import configure
+    from tunhelper.link import configure
 
     old = {"name": "thbrx", "managed": True, "address": "192.168.3.1", "prefixlen": 24}
     record = {"kind": "bridge", "device": DEVICE._asdict(), "plan": old, "state_dir": "/x"}

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from tunhelper import __version__, defaults, family, log
+from tunhelper import __version__, commands, defaults, family, log
 from tunhelper.errors import UsageError
 
 _IFNAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,14}")
@@ -33,23 +33,6 @@ path 'command -v tunhelper' prints, e.g. /opt/tunhelper/bin/tunhelper), and conn
 with 'ssh -T -w any SERVER': tunhelper finds the device sshd opened for the
 session, leases the client an address, configures the device, prints the client's
 address as the first line of output, and holds until the session ends."""
-
-EPILOG = """\
-client commands (see 'tunhelper connect --help'):
-  tunhelper connect [options] DESTINATION          ssh -w any, then configure this end
-  tunhelper disconnect [DEVICE]                    end a connect (and its kill-switch)
-  tunhelper status [--json]                        each connect: state, link, last error
-admin commands:
-  tunhelper leases [--format table|json|prometheus] [--pool P] [--client C]
-                   [--output FILE] [--state-dir D]  list leases (or metrics)
-  tunhelper release ADDRESS [--force] [--state-dir D]  free a lease by hand
-  tunhelper repair [--state-dir D]                 remove bridges killed helpers left
-  tunhelper renew [--config PATH]                  renew this gateway's shared leases
-  tunhelper doctor [options]                       check sshd, keys and state; one line each
-  tunhelper client add NAME --key KEY -- OPTION... add a client's authorized_keys line
-  tunhelper client list [--json]                   the clients and their live leases
-  tunhelper client revoke NAME                     remove a client, end its sessions
-"""
 
 DOCTOR_DESCRIPTION = """\
 Check this gateway's setup and print one line per finding, "ok:", "warning:" or
@@ -476,7 +459,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="tunhelper",
         description=DESCRIPTION,
-        epilog=EPILOG,
+        epilog=commands.epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"tunhelper {__version__}")
@@ -767,22 +750,3 @@ def client_revoke_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", type=client_name, help="the client's name")
     _add_authorized_keys(p)
     return p
-
-
-# Every command's parser, by command name ("" is the forced command). The man page is
-# checked against this registry (tests/test_manpage.py): a command added here without
-# its options documented, or documented options it lacks, fails the tests.
-PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "": serve_parser,
-    "leases": leases_parser,
-    "release": release_parser,
-    "repair": repair_parser,
-    "renew": renew_parser,
-    "doctor": doctor_parser,
-    "client add": client_add_parser,
-    "client list": client_list_parser,
-    "client revoke": client_revoke_parser,
-    "connect": connect_parser,
-    "disconnect": disconnect_parser,
-    "status": status_parser,
-}

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from tunhelper import conffile, defaults, family
 from tunhelper.conffile import ClientSection
 from tunhelper.errors import UsageError
+from tunhelper.link.bridge import BridgePlan, default_name
 from tunhelper.options import DEFAULT_ROUTE, serve_parser
 from tunhelper.pool import Pool
-from tunhelper.server.bridge import BridgePlan, default_name
 from tunhelper.store import StoreConfig
 
 

@@ -11,6 +11,7 @@ a lock file beside authorized_keys, so two admins' edits never lose one another.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunhelper.admin import doctor
-from tunhelper.admin.atomic import write_atomically
 from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.statedir import write_atomically
 
 if TYPE_CHECKING:
     from tunhelper.settings import Settings
@@ -148,12 +149,12 @@ def check_key(key: str) -> tuple[str, str, str]:
 
 def check_helper_args(args: list[str]) -> None:
     """The helper's own parsers and cross-checks, as a session would run them."""
-    from tunhelper.options import PARSERS
+    from tunhelper.commands import WORDS
     from tunhelper.settings import serve_settings
 
     if not args:
         raise UsageError("give the helper's options after --, e.g. -- --pool 192.168.3.0/24")
-    if args[0] in PARSERS:
+    if args[0] in WORDS:
         raise UsageError(f"the helper's options, not the command {args[0]!r}")
     for arg in args:
         if not arg.isprintable():
@@ -175,12 +176,12 @@ def key_line(name: str, key_type: str, blob: str, command: list[str]) -> bytes:
 def _editing(path: str) -> Iterator[None]:
     """Hold the lock on ``path``'s edits (``.authorized_keys.lock`` beside it): a
     read-modify-write that another one overlapped would drop its line."""
-    from tunhelper.server import lock
+    from tunhelper import statedir
 
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, mode=0o700, exist_ok=True)
     try:
-        with lock.held(directory, f".{os.path.basename(path)}"):
+        with statedir.held(directory, f".{os.path.basename(path)}"):
             yield
     except OSError as e:
         raise TunhelperError(f"cannot lock {path} for editing: {e.strerror}") from None
@@ -308,3 +309,20 @@ def revoke(path: str, name: str) -> int:
                 "sshd's RevokedKeys"
             )
     return 0
+
+
+# -- entry points (tunhelper.commands) ------------------------------------------------------
+
+
+def add_command(args: argparse.Namespace) -> int:
+    return add(
+        args.authorized_keys or default_path(), args.name, args.key, args.helper, args.program
+    )
+
+
+def list_command(args: argparse.Namespace) -> int:
+    return list_clients(args.authorized_keys or default_path(), args.json)
+
+
+def revoke_command(args: argparse.Namespace) -> int:
+    return revoke(args.authorized_keys or default_path(), args.name)

@@ -12,6 +12,7 @@ directories and their lease databases (opened read-only). Every finding is one l
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fnmatch
 import io
@@ -27,7 +28,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunhelper import family, platform
+from tunhelper import family, platform, statedir
 from tunhelper.admin.findings import ERROR, OK, Finding, error, ok, warning
 from tunhelper.errors import TunhelperError, UsageError
 
@@ -338,8 +339,8 @@ def check_key_line(
     ``version``: the sshd's OpenSSH version (``None``: unknown, judged as the newest).
     """
     from tunhelper.admin import openssh
-    from tunhelper.options import PARSERS
-    from tunhelper.server.bridge import default_name
+    from tunhelper.commands import WORDS
+    from tunhelper.link.bridge import default_name
     from tunhelper.settings import serve_settings
 
     try:
@@ -362,7 +363,7 @@ def check_key_line(
         for option, why in WANTED_RESTRICTIONS.items():
             if option not in names:
                 out.append(warning(f"{where}: no {option}: {why}; add {option}"))
-    if args and args[0] in PARSERS:
+    if args and args[0] in WORDS:
         out.append(error(f"{where}: the forced command runs 'tunhelper {args[0]}', not the helper"))
         return out, None
     try:
@@ -558,30 +559,15 @@ def check_state_dir(path: str) -> list[Finding]:
         return [ok(f"{path}: not there yet; the first session creates it (mode 0700)")]
     except OSError as e:
         return [error(f"{path}: {e.strerror}")]
-    if not stat.S_ISDIR(st.st_mode):
-        return [error(f"{path} is not a directory; move it aside or change --state-dir")]
-    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
-        return [
-            error(
-                f"{path} is writable by others (they could forge leases); run: "
-                f"chown root {path} && chmod 700 {path}"
-            )
-        ]
-    if st.st_mode & 0o077:
-        return [
-            error(
-                f"{path} is open to others (they could read every lease or lock the "
-                f"database, and sessions refuse it); run: chmod 700 {path}"
-            )
-        ]
+    wrong = statedir.problem(path, st)
+    if wrong is not None:
+        return [error(wrong)]
     return [ok(f"{path}: owned by root, mode {stat.S_IMODE(st.st_mode):04o}")]
 
 
 def check_database(state_dir: str) -> list[Finding]:
     """Open the lease database read-only and ask SQLite whether it is intact."""
-    from tunhelper.store.sqlite import DB_NAME
-
-    path = os.path.join(state_dir, DB_NAME)
+    path = statedir.path(state_dir, statedir.LEASES_DB)
     if not os.path.lexists(path):
         return [ok(f"{path}: no lease database yet; the first session creates it")]
     aside = (
@@ -693,3 +679,8 @@ def run(sshd_config: str | None, authorized_keys: str | None, state_dir: str | N
         if finding.level == ERROR:
             worst = ERROR
     return 1 if worst == ERROR else 0
+
+
+def doctor_command(args: argparse.Namespace) -> int:
+    """The ``doctor`` command (tunhelper.commands)."""
+    return run(args.sshd_config, args.authorized_keys, args.state_dir)

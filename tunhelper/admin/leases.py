@@ -7,6 +7,7 @@ tap session of the pool), on purpose and said.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 from tunhelper import family, platform
 from tunhelper.errors import TunhelperError
-from tunhelper.server import bridge
+from tunhelper.link import bridge
 from tunhelper.store import ACTIVE, Lease, StoreConfig, open_store
 from tunhelper.store.liveness import Liveness
 
@@ -173,3 +174,30 @@ def renew(state_dir: str, config: StoreConfig | None = None) -> int:
         store.close()
     print(f"renewed {live} live lease(s) of {alive.host}, released {dead} dead one(s)")
     return 0
+
+
+# -- entry points (tunhelper.commands) ------------------------------------------------------
+
+
+def leases_command(args: argparse.Namespace) -> int:
+    from tunhelper.conffile import store_config
+
+    return leases(
+        args.state_dir, args.format, args.pool, args.client, args.output, store_config(args.config)
+    )
+
+
+def release_command(args: argparse.Namespace) -> int:
+    from tunhelper.conffile import store_config
+
+    return release(args.state_dir, args.address, args.force, store_config(args.config))
+
+
+def renew_command(args: argparse.Namespace) -> int:
+    from tunhelper.conffile import store_config
+
+    return renew(args.state_dir, store_config(args.config))
+
+
+def repair_command(args: argparse.Namespace) -> int:
+    return repair(args.state_dir)

@@ -12,15 +12,14 @@ imports only the standard library at the top: the refusal path stays cheap.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-REFUSALS_FILE = "refusals.json"
+from tunhelper import statedir
+
+REFUSALS_FILE = statedir.REFUSALS
 # Every reason a refusal is counted under; anything else is "other". Fixed, so the
 # file and the label set stay bounded whatever the messages say.
 REASONS = (
@@ -55,25 +54,6 @@ def reason_of(error: BaseException) -> str:
     return "other"
 
 
-@contextlib.contextmanager
-def _locked(path: str, flags: int, lock: int) -> Iterator[int]:
-    """The file open and flock'd, waiting at most ``_LOCK_WAIT``; OSError otherwise."""
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + _LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, lock | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise OSError(errno.EWOULDBLOCK, "refusal counter stayed locked") from None
-                time.sleep(0.002)
-        yield fd
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _parse(data: bytes) -> dict[str, int]:
     try:
         loaded = json.loads(data.decode("utf-8")) if data else {}
@@ -97,7 +77,7 @@ def count_refusal(state_dir: str | None, error: BaseException) -> None:
         path = os.path.join(state_dir, REFUSALS_FILE)
         with contextlib.suppress(FileExistsError):
             os.mkdir(state_dir, 0o700)  # as the store makes it: a refusal may come first
-        with _locked(path, os.O_RDWR | os.O_CREAT, fcntl.LOCK_EX) as fd:
+        with statedir.locked(path, _LOCK_WAIT, flags=os.O_RDWR | os.O_CREAT) as fd:
             counts = _parse(os.read(fd, _MAX_READ))
             counts[reason] = counts.get(reason, 0) + 1
             data = json.dumps(counts, sort_keys=True).encode()
@@ -112,7 +92,10 @@ def read_refusals(state_dir: str) -> dict[str, int]:
     """Every reason's count (0 for those never seen)."""
     counts: dict[str, int] = {}
     path = os.path.join(state_dir, REFUSALS_FILE)
-    with contextlib.suppress(FileNotFoundError), _locked(path, os.O_RDONLY, fcntl.LOCK_SH) as fd:
+    with (
+        contextlib.suppress(FileNotFoundError),
+        statedir.locked(path, _LOCK_WAIT, shared=True, flags=os.O_RDONLY) as fd,
+    ):
         counts = _parse(os.read(fd, _MAX_READ))
     return {r: counts.get(r, 0) for r in REASONS}
 

@@ -20,6 +20,7 @@ our regular files. ``disconnect`` also finds connects by their journals
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import glob
 import os
@@ -221,3 +222,10 @@ def _gone(pid: int, start: float, wait: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def disconnect_command(args: argparse.Namespace) -> int:
+    """The ``disconnect`` command (tunhelper.commands): one line per connect ended."""
+    for path in disconnect(args.device, args.pid_file):
+        print(f"ended {path}")
+    return 0

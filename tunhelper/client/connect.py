@@ -19,6 +19,7 @@ place. Without the kill-switch, failures end connect with the exit codes below.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import time
@@ -31,8 +32,8 @@ from tunhelper.client.journal import Journal
 from tunhelper.client.link import EXIT_AUTH, EXIT_FAILED, Failed  # noqa: F401 - exit codes
 from tunhelper.client.machine import HAND_OVER, Machine
 from tunhelper.client.policy import State
-from tunhelper.errors import TunhelperError
-from tunhelper.hold import SIGNAL, hold
+from tunhelper.errors import TunhelperError, UsageError
+from tunhelper.link.hold import SIGNAL, hold
 from tunhelper.platform import clientbase
 from tunhelper.signals import Interrupted, catch_end_signals, ignore_end_signals
 
@@ -324,3 +325,35 @@ def _report(found, ann: protocol.Announcement, as_json: bool, destination: str =
             address6 = f"{ann.address6}/{ann.prefix6}" if ann.mode == "tap" else ann.address6
             text += f" {address6} gateway {ann.gateway6}"
     print(text, flush=True)
+
+
+def connect_command(args: argparse.Namespace) -> int:
+    """The ``connect`` command (tunhelper.commands): a profile's words join argv's."""
+    if args.profile is not None:
+        from tunhelper import options
+        from tunhelper.client import profile
+
+        if args.destination:
+            raise UsageError("give the destinations in the profile or on the command line")
+        # as if the profile's words followed argv's: its options win, flags add up
+        args = options.connect_parser().parse_args(profile.read(args.profile), namespace=args)
+    if not args.destination:
+        raise UsageError("connect needs a DESTINATION (or --profile NAME)")
+    return run(
+        Options(
+            destination=args.destination[0],
+            more=tuple(args.destination[1:]),
+            reconnect=args.reconnect,
+            shuffle=args.shuffle,
+            kill_switch=args.kill_switch,
+            allow_lan=args.allow_lan,
+            multiplex=args.multiplex,
+            aes=not args.no_aes_gcm,
+            ssh_cmd=args.ssh_cmd,
+            tap=args.tap,
+            wait=args.wait,
+            as_json=args.json,
+            background=args.background,
+            pid_file=args.pid_file,
+        )
+    )

@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from tunhelper import log, platform
+from tunhelper import log, platform, statedir
 from tunhelper.defaults import RUN_DIR
 
 PREFIX = "client-"
@@ -91,11 +91,7 @@ class Journal:
             "status": self.status,
         }
         os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
-        tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, self.path)
+        statedir.write_atomically(self.path, json.dumps(data).encode(), 0o600)
 
 
 def undo(record: Record) -> None:

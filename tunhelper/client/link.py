@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from tunhelper import configure, family, log, platform, protocol
+from tunhelper import family, log, platform, protocol
 from tunhelper.client import diagnose, fulltunnel, reconnect, trust
 from tunhelper.client.journal import Journal
 from tunhelper.errors import TunhelperError
-from tunhelper.server import discover
+from tunhelper.link import configure, discover
 
 # Exit codes: why connect ended (connect's docstring has the list).
 EXIT_FAILED = 1

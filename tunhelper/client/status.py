@@ -103,6 +103,11 @@ def text(entries: list[dict[str, Any]]) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def status_command(args) -> int:  # noqa: ANN001 - argparse's Namespace
+    """The ``status`` command (tunhelper.commands)."""
+    return run(args.json)
+
+
 def run(as_json: bool) -> int:
     entries = collect()
     print(json.dumps(entries) if as_json else text(entries), end="" if not as_json else "\n")

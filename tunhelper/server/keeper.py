@@ -17,7 +17,7 @@ import os
 import sys
 
 from tunhelper import signals
-from tunhelper.hold import hold
+from tunhelper.link.hold import hold
 from tunhelper.platform import DeviceInfo, SessionDevice
 
 _MAX_RECORD = 60000  # a pipe buffers 64 KiB; a record is a few hundred bytes

@@ -17,8 +17,9 @@ from collections.abc import Iterable
 
 from tunhelper import defaults, family, log
 from tunhelper.errors import TunhelperError
+from tunhelper.link import bridge
 from tunhelper.platform import DeviceInfo
-from tunhelper.server import bridge, replaced
+from tunhelper.server import replaced
 from tunhelper.settings import Settings
 from tunhelper.store import ACTIVE, Alive, Lease, LeaseStore, liveness
 

@@ -14,7 +14,9 @@ import os
 import re
 import time
 
-DIRECTORY = "replaced"
+from tunhelper import statedir
+
+DIRECTORY = statedir.REPLACED
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _MAX_NOTE = 512
 _KEEP = 300.0  # a note nobody read (its helper was already gone) is removed after this

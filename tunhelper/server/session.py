@@ -16,13 +16,14 @@ from dataclasses import dataclass, replace
 
 import psutil
 
-from tunhelper import configure, log, platform
+from tunhelper import log, platform
 from tunhelper.errors import TunhelperError
-from tunhelper.hold import hold
+from tunhelper.link import bridge, configure, discover
+from tunhelper.link.hold import hold
 from tunhelper.platform import DeviceInfo, SessionDevice
 from tunhelper.pool import Pool
 from tunhelper.protocol import Announcement, announce, wants_description
-from tunhelper.server import bridge, discover, hooks, identity, policy
+from tunhelper.server import hooks, identity, policy
 from tunhelper.server.keeper import become_keeper
 from tunhelper.server.teardown import NOT_SET_UP, Configured, DownHook, Guarded, Leased, Taken
 from tunhelper.server.teardown import end_connection as end_connection

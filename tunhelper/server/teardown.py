@@ -19,10 +19,11 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from tunhelper import configure, log, platform
+from tunhelper import log, platform
 from tunhelper.errors import TunhelperError
+from tunhelper.link import configure, discover
 from tunhelper.platform import DeviceInfo, SessionDevice
-from tunhelper.server import discover, hooks, replaced
+from tunhelper.server import hooks, replaced
 from tunhelper.store import Lease, LeaseStore, StoreConfig, open_store
 
 STDERR_DRAIN_TIMEOUT = 2.0
@@ -82,7 +83,7 @@ class Leased:
 
 @dataclass(frozen=True)
 class Configured:
-    """A change to a device or the routing table (:mod:`tunhelper.configure`)."""
+    """A change to a device or the routing table (:mod:`tunhelper.link.configure`)."""
 
     applied: configure.Applied
     kind = "configured"

@@ -30,6 +30,7 @@ from dataclasses import asdict
 import psycopg
 from psycopg import errors as pg_errors
 
+from tunhelper import statedir
 from tunhelper.errors import TunhelperError
 from tunhelper.store import order
 from tunhelper.store.base import (
@@ -45,7 +46,7 @@ from tunhelper.store.base import (
 from tunhelper.store.pgconnect import Errors, connect_args, first_line, placeholder, unreachable
 from tunhelper.store.pgschema import FAST_GRANT_FAILED, MIGRATIONS, SCHEMA, SCHEMA_VERSION
 
-PENDING = "pending-releases"  # in the state directory: releases the database missed
+PENDING = statedir.PENDING_RELEASES  # releases the database missed
 _ALL = [*LEASE_FIELDS, "expires"]
 _COLUMNS = ", ".join(_ALL)
 # Built from our own dataclass, never from input.

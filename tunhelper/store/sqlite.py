@@ -17,6 +17,7 @@ import uuid
 from dataclasses import asdict
 from typing import Callable
 
+from tunhelper import statedir
 from tunhelper.errors import TunhelperError
 from tunhelper.store import order
 from tunhelper.store.base import (
@@ -29,7 +30,7 @@ from tunhelper.store.base import (
     Request,
 )
 
-DB_NAME = "leases.sqlite3"
+DB_NAME = statedir.LEASES_DB
 _COLUMNS = ", ".join(LEASE_FIELDS)
 # Built from our own dataclass, never from input: the only SQL assembled at run time.
 _SELECT = f"SELECT {_COLUMNS} FROM leases"  # noqa: S608

@@ -20,12 +20,11 @@ import os
 import socket
 from dataclasses import dataclass
 
-from tunhelper import platform
+from tunhelper import platform, statedir
 from tunhelper.errors import TunhelperError
 from tunhelper.platform import DeviceInfo
-from tunhelper.server import lock
 
-MARKERS = "bridges"  # one empty file per bridge tunhelper created
+MARKERS = statedir.BRIDGES  # one empty file per bridge tunhelper created
 
 
 @dataclass(frozen=True)
@@ -163,7 +162,7 @@ def mtu_ceiling(plan: BridgePlan) -> int | None:
 
 def join(device: DeviceInfo, plan: BridgePlan, mtu: int, state_dir: str) -> None:
     """Make ``device`` a port of the plan's bridge, creating a managed one if needed."""
-    with lock.held(state_dir, "bridges"):
+    with statedir.held(state_dir, "bridges"):
         _remove_unused(state_dir)
         if platform.bridge_ports(plan.name) is None:
             if not plan.managed:
@@ -203,7 +202,7 @@ def _add_gateways(plan: BridgePlan, state_dir: str) -> None:
 
 def leave(device: DeviceInfo, plan: BridgePlan, state_dir: str) -> None:
     """Take ``device`` off the bridge, and remove a managed bridge nobody uses any more."""
-    with lock.held(state_dir, "bridges"):
+    with statedir.held(state_dir, "bridges"):
         platform.remove_port(device, plan.name)
         _remove_unused(state_dir)
 
@@ -222,5 +221,5 @@ def repair(state_dir: str) -> list[str]:
     """Remove what killed helpers left: created bridges without ports."""
     if not os.path.isdir(os.path.join(state_dir, MARKERS)):
         return []
-    with lock.held(state_dir, "bridges"):
+    with statedir.held(state_dir, "bridges"):
         return _remove_unused(state_dir)

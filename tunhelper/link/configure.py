@@ -14,11 +14,11 @@ from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tunhelper import family, log, platform
+from tunhelper import family, log, platform, statedir
 from tunhelper.defaults import IPV6_MIN_MTU, MAX_MTU
 from tunhelper.errors import TunhelperError
+from tunhelper.link import bridge
 from tunhelper.platform import DeviceInfo
-from tunhelper.server import bridge, lock
 
 if TYPE_CHECKING:
     from tunhelper.protocol import Announcement
@@ -152,7 +152,7 @@ def client_networks(
     """
     from tunhelper.pool import overlap
 
-    with lock.held(state_dir, "routes"):
+    with statedir.held(state_dir, "routes"):
         for network in networks:
             for other, other_device in platform.our_routes():
                 if sessions is not None and other_device not in sessions:
