@@ -176,7 +176,7 @@ def configure_link(
     peer = fulltunnel.ssh_peer(ssh.proc.pid)
     addresses = [a for a, _ in peers] + ([peer] if peer else [])
     try:
-        verdict = trust.judge(ann, trust.host_view(addresses, tunnel=found.device.name))
+        verdict = trust.judge(ann, _host_view(addresses, found.device.name, journal))
     except trust.Untrusted as e:
         raise Failed(str(e), retry=False, hint="check the gateway's pool and routes") from None
     up = Up(found, ann, warnings=verdict.warnings())
@@ -208,6 +208,23 @@ def configure_link(
         servers = list(verdict.dns.servers)
         up.dns = _dns(found.device.name, servers, verdict.dns.default_route, journal)
     return up
+
+
+def _host_view(peers: list[str], device: str, journal: Journal) -> trust.HostView:
+    """This host's own networks, without our tunnel nor those of the other live
+    connects here (a second link to one gateway is not the LAN)."""
+    from tunhelper.client import journal as journal_
+
+    tunnels = [device]
+    for _, data in journal_.read_all(os.path.dirname(journal.path)):
+        other = data.get("status", {}).get("device")
+        if other and data["pid"] != journal.pid and journal_.alive(data):
+            tunnels.append(other)
+    try:
+        connected, routes = platform.routes_view.local_networks(tunnels)
+    except OSError as e:
+        raise Failed(f"cannot read this host's networks to check the gateway's: {e}") from None
+    return trust.HostView(tuple(connected), tuple(routes), tuple(sorted(set(peers))))
 
 
 def _full_tunnel(found, versions: list[int], peer: str | None, journal: Journal) -> None:
