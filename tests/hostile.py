@@ -155,7 +155,7 @@ class HostileNet:
         mine, theirs = ("", "") if port is None else (f"tcp sport {port}", f"tcp dport {port}")
         ruleset = f"""
         table inet {_CUT_TABLE} {{
-          chain fwd {{
+          chain cut {{
             type filter hook forward priority -10; policy accept;
             ip daddr {GATEWAY} {mine} tcp dport 22 drop
             ip saddr {GATEWAY} {theirs} tcp sport 22 drop

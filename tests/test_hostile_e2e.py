@@ -164,7 +164,7 @@ def test_a_gateway_named_only_by_the_lans_dns_connects_and_reconnects(hostile) -
 
 
 def test_ipv6_only_underlay_survives_a_neighbour_cache_flush(hostile) -> None:
-    lab, client, net = hostile(FULL6, ipv6_only=True, sshd_options={"ListenAddress": GATEWAY6})
+    lab, client, net = hostile(FULL6, ipv6_only=True, sshd_options={"ListenAddress": "::"})
     conn = connect(client, "--json", "--reconnect", "--kill-switch", server=f"root@{GATEWAY6}")
     up(conn)
     ping6 = ("ping", "-6", "-c", "1", "-W", "1", BEYOND6)
@@ -216,7 +216,8 @@ def test_background_kill_switch_then_disconnect_under_a_subreaper(hostile) -> No
     assert snapshot(client.ns) == before
     assert status(client.ns) == []
     result = disconnect(client.ns)  # a second one finds nothing to do, and says so
-    assert result.returncode == 0 and snapshot(client.ns) == before
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 1
+    assert snapshot(client.ns) == before
 
 
 def test_a_restarted_connect_takes_over_the_kill_switch_without_a_gap(hostile) -> None:
@@ -251,10 +252,12 @@ def test_sigkill_at_random_points_of_setup_then_disconnect_leaves_nothing(hostil
             time.sleep(rng.uniform(0.05, 1.5))  # noqa: ASYNC251 - the random kill point
         conn.proc.kill()
         conn.wait(10)
-        left_something += snapshot(client.ns) != before
+        left = snapshot(client.ns) != before or ssh_pids(client.ns) != []
+        left_something += left
         result = disconnect(client.ns)
-        assert result.returncode == 0, (seed, attempt, result.stderr)
-        assert "Traceback" not in result.stderr
+        assert "Traceback" not in result.stderr, (seed, attempt, result.stderr)
+        if left:  # with nothing to end, disconnect may say so and fail, truthfully
+            assert result.returncode == 0, (seed, attempt, result.stderr)
         wait_for(lambda: snapshot(client.ns) == before, 10, f"clean (seed {seed}, {attempt})")
         assert ssh_pids(client.ns) == [], (seed, attempt)
     assert left_something >= 1  # the control: the snapshot saw what SIGKILL left
