@@ -231,14 +231,19 @@ class Prober:
         targets = [BEYOND6, ROUTER_LAN6] if v6 else [BEYOND, ROUTER_LAN]
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "python3", "-c", _PROBE, *targets],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
         )
+        assert self.proc.stdout is not None
+        ready = self.proc.stdout.readline()  # after its first round: the scenario may start
+        assert ready == b"sending\n", "the prober did not start"
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
         self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def __enter__(self) -> Prober:
         return self
@@ -336,6 +341,8 @@ while count is None or sent < count:
                 s.sendto(b"leak", (target, 9))
             except OSError:
                 pass
+    if sent == 0:
+        print("sending", flush=True)
     sent += 1
     time.sleep(0.02)
 """

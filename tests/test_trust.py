@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import sys
+import uuid
 
 import pytest
 
+from tests.conftest import require_lab_prerequisites
+from tests.lab import run
 from tunhelper.client import trust
 from tunhelper.client.trust import HostView, Untrusted, judge
 from tunhelper.protocol import Announcement
@@ -148,3 +153,44 @@ def test_host_view_reads_this_hosts_networks() -> None:
     """Against the real kernel (read only): loopback is always there."""
     view = trust.host_view(["192.0.2.77", "192.0.2.77"])
     assert "127.0.0.0/8" in view.connected and view.peers == ("192.0.2.77",)
+
+
+_READ = (
+    "import json; from tunhelper.platform.linux import routes_view as r; "
+    "print(json.dumps([r.local_networks(['tun9']), r.local_networks()]))"
+)
+
+
+def test_local_networks_reads_the_hosts_own_and_leaves_out_the_tunnels() -> None:
+    """platform/linux/routes_view.py against a real kernel, in a namespace of its own."""
+    require_lab_prerequisites()
+    ns = f"th-trust-{uuid.uuid4().hex[:6]}"
+    run("ip", "netns", "add", ns)
+    try:
+        steps = [
+            ("link", "add", "d0", "type", "veth", "peer", "name", "d1"),
+            ("addr", "add", "10.9.0.2/24", "dev", "d0"),
+            ("link", "set", "d1", "up"),
+            ("link", "set", "d0", "up"),
+            ("link", "add", "tun9", "type", "veth", "peer", "name", "t9"),  # the tunnel's stand-in
+            ("addr", "add", "192.168.3.2", "peer", "192.168.3.1/32", "dev", "tun9"),
+            ("link", "set", "t9", "up"),
+            ("link", "set", "tun9", "up"),
+            ("route", "add", "default", "via", "10.9.0.1"),
+            ("route", "add", "10.50.0.0/16", "via", "10.9.0.1"),  # the LAN's router's
+            ("route", "add", "blackhole", "10.80.0.0/16"),  # the user's policy
+            ("route", "add", "10.60.0.0/16", "dev", "tun9"),  # the tunnel's own
+            ("route", "add", "10.70.0.0/16", "via", "10.9.0.1", "proto", "113"),  # tunhelper's
+        ]
+        for step in steps:
+            run("ip", *step, ns=ns)
+        out = run(sys.executable, "-c", _READ, ns=ns).stdout
+        (connected, routes), (all_connected, all_routes) = json.loads(out)
+    finally:
+        run("ip", "netns", "del", ns, check=False)
+    assert {"10.9.0.0/24", "10.9.0.2/32"} <= set(connected)
+    assert not [n for n in connected if n.startswith("192.168.3.")]
+    assert [r for r in routes if "." in r] == ["10.50.0.0/16", "10.80.0.0/16", "10.9.0.0/24"]
+    # the control: not excluded, the tunnel's address and route are seen
+    assert {"192.168.3.1/32", "192.168.3.2/32"} <= set(all_connected)
+    assert "10.60.0.0/16" in all_routes and "10.70.0.0/16" not in all_routes
