@@ -27,13 +27,10 @@ from tests.hostile import (
     LAN_DNS,
     HostileNet,
     Prober,
-    disconnect,
     kill_ssh,
     probe_once,
     snapshot,
     ssh_pids,
-    state,
-    status,
     strict_ssh,
     wait_for,
 )
@@ -54,10 +51,6 @@ def hostile(make_lab):
     yield factory
     for net in nets:
         net.close()
-
-
-def connect(client: Client, *args: str, server: str = f"root@{GATEWAY}"):
-    return client.tunhelper_connect(*args, server=server)
 
 
 def up(conn, timeout: float = 30) -> dict:
@@ -82,23 +75,23 @@ def test_a_cut_then_an_impostor_with_another_host_key_stays_blocked(hostile) -> 
     attacker's sshd. connect must stay blocked, name the key, and leak nothing."""
     lab, client, net = hostile()
     strict = strict_ssh(client, net.known_hosts)
-    conn = connect(client, "-e", strict, "--json", "--reconnect", "--kill-switch")
+    conn = net.connect("-e", strict, "--json", "--reconnect", "--kill-switch")
     up(conn)
     start = net.leaks()
     with Prober(client.ns):
         net.cut()
         fingerprint = net.impersonate_gateway()
         kill_ssh(client.ns)
-        wait_for(lambda: state(client.ns) == "blocked", 25, "connect says it is blocked")
+        wait_for(lambda: net.state() == "blocked", 25, "connect says it is blocked")
         net.heal()  # the impostor still answers: it owns the gateway's address now
         time.sleep(1)  # noqa: ASYNC251 - a window for a wrong unlock to show, not a sync
-        assert state(client.ns) == "blocked"
+        assert net.state() == "blocked"
     assert net.leaks() == start
     assert net.kill_switch_tables(), "the kill-switch stays"
     assert len(tunhelper_lines(conn, fingerprint)) == 1, conn.stderr()  # one line, the key
-    (running,) = status(client.ns)
+    (running,) = net.status()
     assert fingerprint in json.dumps(running), running  # the last error names it too
-    result = disconnect(client.ns)
+    result = net.disconnect()
     assert result.returncode == 0, result.stderr
     assert net.kill_switch_tables() == []
     given_back(client, net, start)
@@ -108,7 +101,7 @@ def test_a_refused_reconnect_stays_blocked(hostile) -> None:
     """The roaming client's old session is still live on the gateway, which refuses
     extra sessions: the reconnect is refused, and the kill-switch must stay."""
     lab, client, net = hostile([*FULL, "--refuse-extra"])
-    conn = connect(client, "--json", "--reconnect", "--kill-switch")
+    conn = net.connect("--json", "--reconnect", "--kill-switch")
     up(conn)
     port = _ssh_local_port(client)
     start = net.leaks()
@@ -116,18 +109,18 @@ def test_a_refused_reconnect_stays_blocked(hostile) -> None:
         net.cut(port)  # only the old connection: the gateway keeps its session
         kill_ssh(client.ns)
         wait_for(lambda: "refus" in conn.stderr(), 25, "the gateway refuses the reconnect")
-        wait_for(lambda: state(client.ns) == "blocked", 15, "connect says it is blocked")
+        wait_for(lambda: net.state() == "blocked", 15, "connect says it is blocked")
         assert conn.proc.poll() is None or net.kill_switch_tables(), conn.stderr()
     assert net.leaks() == start
     assert net.kill_switch_tables()
-    assert disconnect(client.ns).returncode == 0
+    assert net.disconnect().returncode == 0
     given_back(client, net, start)
 
 
 def test_a_containers_forwarded_traffic_never_leaves_outside_the_tunnel(hostile) -> None:
     lab, client, net = hostile()
     container = net.container()
-    conn = connect(client, "--json", "--reconnect", "--kill-switch")
+    conn = net.connect("--json", "--reconnect", "--kill-switch")
     first = up(conn)
     start = net.leaks()
     with Prober(container):  # to the LAN while up, beyond the gateway while down
@@ -136,7 +129,7 @@ def test_a_containers_forwarded_traffic_never_leaves_outside_the_tunnel(hostile)
         again = up(conn, 30)
         assert again["device"] == first["device"]
     assert net.leaks() == start
-    assert disconnect(client.ns).returncode == 0
+    assert net.disconnect().returncode == 0
     probe_once(container)
     assert net.leaks() > start  # the control: forwarding is open again
 
@@ -146,10 +139,8 @@ def test_a_gateway_named_only_by_the_lans_dns_connects_and_reconnects(hostile) -
     assert run("getent", "hosts", GATEWAY_NAME, ns=client.ns, check=False).returncode != 0
     queries = net.serve_gateway_name()  # the control: only the LAN's DNS knows it
     strict = strict_ssh(client, net.known_hosts)
-    conn = connect(
-        client, "-e", strict, "--json", "--reconnect", "--kill-switch",
-        server=f"root@{GATEWAY_NAME}",
-    )  # fmt: skip
+    args = ("-e", strict, "--json", "--reconnect", "--kill-switch")
+    conn = net.connect(*args, server=f"root@{GATEWAY_NAME}")
     up(conn, 30)  # resolved once, before blocking; ssh never looks it up itself
     asked = int(queries.read_text())
     assert asked > 0
@@ -159,13 +150,13 @@ def test_a_gateway_named_only_by_the_lans_dns_connects_and_reconnects(hostile) -
         up(conn, 30)
     assert net.leaks() == start
     assert int(queries.read_text()) == asked  # no query left the host under the switch
-    assert disconnect(client.ns).returncode == 0
+    assert net.disconnect().returncode == 0
     given_back(client, net, start)
 
 
 def test_ipv6_only_underlay_survives_a_neighbour_cache_flush(hostile) -> None:
     lab, client, net = hostile(FULL6, ipv6_only=True, sshd_options={"ListenAddress": "::"})
-    conn = connect(client, "--json", "--reconnect", "--kill-switch", server=f"root@{GATEWAY6}")
+    conn = net.connect("--json", "--reconnect", "--kill-switch", server=f"root@{GATEWAY6}")
     up(conn)
     ping6 = ("ping", "-6", "-c", "1", "-W", "1", BEYOND6)
     assert run(*ping6, ns=client.ns, check=False).returncode == 0
@@ -183,7 +174,7 @@ def test_ipv6_only_underlay_survives_a_neighbour_cache_flush(hostile) -> None:
             run("ip", "-6", "neigh", "flush", "all", ns=ns)
         up(conn, 30)
     assert net.leaks() == start
-    assert disconnect(client.ns).returncode == 0
+    assert net.disconnect().returncode == 0
     given_back(client, net, start, v6=True)
 
 
@@ -201,8 +192,7 @@ def test_background_kill_switch_then_disconnect_under_a_subreaper(hostile) -> No
     before = snapshot(client.ns)
     argv = [tunhelper_command(), "connect", "-e", client.ssh_command(), "--json",
             "--background", "--kill-switch", f"root@{GATEWAY}"]  # fmt: skip
-    reaper = Session(client, ["ip", "netns", "exec", client.ns, "python3", "-c", _SUBREAPER,
-                              *argv])  # fmt: skip
+    reaper = Session(client, net.client_argv("python3", "-c", _SUBREAPER, *argv))
     client.sessions.append(reaper)
     assert json.loads(reaper.read_line(30) or "{}").get("address"), reaper.stderr()
     assert reaper.read_line(15) == "exit 0"
@@ -210,12 +200,12 @@ def test_background_kill_switch_then_disconnect_under_a_subreaper(hostile) -> No
     assert during["nft"] != before["nft"]  # the control: the snapshot sees the table
     assert len(net.kill_switch_tables()) == 1  # one table, named once
     began = time.monotonic()
-    result = disconnect(client.ns)
+    result = net.disconnect()
     assert result.returncode == 0, result.stderr
     assert time.monotonic() - began < 20
     assert snapshot(client.ns) == before
-    assert status(client.ns) == []
-    result = disconnect(client.ns)  # a second one finds nothing to do, and says so
+    assert net.status() == []
+    result = net.disconnect()  # a second one finds nothing to do, and says so
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 1
     assert snapshot(client.ns) == before
 
@@ -223,13 +213,13 @@ def test_background_kill_switch_then_disconnect_under_a_subreaper(hostile) -> No
 def test_a_restarted_connect_takes_over_the_kill_switch_without_a_gap(hostile) -> None:
     lab, client, net = hostile()
     before = snapshot(client.ns)
-    first = connect(client, "--json", "--kill-switch")
+    first = net.connect("--json", "--kill-switch")
     up(first)
     start = net.leaks()
     with Prober(client.ns):
         first.proc.kill()  # as a crash or an OOM kill: its table stays, recorded
         first.wait(10)
-        second = connect(client, "--json", "--kill-switch")
+        second = net.connect("--json", "--kill-switch")
         up(second, 30)
     assert net.leaks() == start
     assert len(net.kill_switch_tables()) == 1
@@ -244,9 +234,9 @@ def test_sigkill_at_random_points_of_setup_then_disconnect_leaves_nothing(hostil
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     left_something = 0
-    for attempt in range(6):
-        conn = connect(client, "--json", "--kill-switch")
-        if attempt == 5:
+    for attempt in range(5):
+        conn = net.connect("--json", "--kill-switch")
+        if attempt == 4:
             up(conn)  # the last one once the link is up, so something is always there
         else:
             time.sleep(rng.uniform(0.05, 1.5))  # noqa: ASYNC251 - the random kill point
@@ -254,7 +244,7 @@ def test_sigkill_at_random_points_of_setup_then_disconnect_leaves_nothing(hostil
         conn.wait(10)
         left = snapshot(client.ns) != before or ssh_pids(client.ns) != []
         left_something += left
-        result = disconnect(client.ns)
+        result = net.disconnect()
         assert "Traceback" not in result.stderr, (seed, attempt, result.stderr)
         if left:  # with nothing to end, disconnect may say so and fail, truthfully
             assert result.returncode == 0, (seed, attempt, result.stderr)
@@ -285,7 +275,7 @@ CRAFTED = {
 def test_a_hostile_announcement_never_takes_the_lan_or_the_ssh_peer(hostile) -> None:
     line = json.dumps(CRAFTED, separators=(",", ":"))
     lab, client, net = hostile(command=f"printf '%s\\n' '{line}'; exec sleep 600")
-    conn = connect(client, "--json")
+    conn = net.connect("--json")
     device = up(conn)["device"]
     for lan_host in ("10.232.0.77", "10.232.0.200", LAN_DNS, GATEWAY):
         assert _route_dev(client, lan_host) == "eth0", lan_host
