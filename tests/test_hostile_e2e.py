@@ -260,13 +260,14 @@ CRAFTED = {
     "gateway": "192.168.3.1",
     "mode": "tun",
     "mtu": 1500,
-    # the LAN's halves, a LAN host (its resolver), a route over the ssh peer, and one
-    # honest route beyond the gateway
+    # the LAN's halves, a LAN host (its resolver), a route over the ssh peer, one inside
+    # a network the client routes through its LAN's router, and one honest route
     "routes": [
         "10.232.0.0/25",
         "10.232.0.128/25",
         f"{LAN_DNS}/32",
         "10.231.0.0/16",
+        "10.50.7.0/24",
         "198.51.100.0/24",
     ],  # fmt: skip
 }
@@ -275,12 +276,13 @@ CRAFTED = {
 def test_a_hostile_announcement_never_takes_the_lan_or_the_ssh_peer(hostile) -> None:
     line = json.dumps(CRAFTED, separators=(",", ":"))
     lab, client, net = hostile(command=f"printf '%s\\n' '{line}'; exec sleep 600")
+    run("ip", "route", "add", "10.50.0.0/16", "via", "10.232.0.1", ns=client.ns)
     conn = net.connect("--json")
     device = up(conn)["device"]
-    for lan_host in ("10.232.0.77", "10.232.0.200", LAN_DNS, GATEWAY):
+    for lan_host in ("10.232.0.77", "10.232.0.200", LAN_DNS, GATEWAY, "10.50.7.1"):
         assert _route_dev(client, lan_host) == "eth0", lan_host
     assert _route_dev(client, BEYOND) == device  # the honest route is applied
-    for dropped in CRAFTED["routes"][:4]:
+    for dropped in CRAFTED["routes"][:5]:
         assert len(tunhelper_lines(conn, dropped)) == 1, (dropped, conn.stderr())
     assert conn.proc.poll() is None  # dropped, not refused: the link stays up
     # the control: the same route added by hand does take a LAN host
