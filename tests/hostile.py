@@ -59,7 +59,11 @@ class HostileNet:
         self.run_dir = lab.dir / "run"
         self.run_dir.mkdir(mode=0o755)
         os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
-        self._build()
+        try:
+            self._build()
+        except BaseException:
+            self.close()  # the lab removes the rest
+            raise
 
     # -- building --------------------------------------------------------------------
 
