@@ -153,7 +153,7 @@ class HostileNet:
         self.client.sessions.append(conn)
         return conn
 
-    def tunhelper(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    def tunhelper(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
         argv = self.client_argv(tunhelper_command(), *args)
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 

@@ -53,7 +53,7 @@ def hostile(make_lab):
         net.close()
 
 
-def up(conn, timeout: float = 30) -> dict:
+def up(conn, timeout: float = 60) -> dict:
     status_line = json.loads(conn.status(timeout) or "{}")
     assert status_line.get("address"), conn.stderr()
     return status_line
@@ -82,7 +82,7 @@ def test_a_cut_then_an_impostor_with_another_host_key_stays_blocked(hostile) -> 
         net.cut()
         fingerprint = net.impersonate_gateway()
         kill_ssh(client.ns)
-        wait_for(lambda: net.state() == "blocked", 25, "connect says it is blocked")
+        wait_for(lambda: net.state() == "blocked", 45, "connect says it is blocked")
         net.heal()  # the impostor still answers: it owns the gateway's address now
         time.sleep(1)  # noqa: ASYNC251 - a window for a wrong unlock to show, not a sync
         assert net.state() == "blocked"
@@ -109,8 +109,8 @@ def test_a_refused_reconnect_stays_blocked(hostile) -> None:
     with Prober(client.ns):
         net.cut(port)  # only the old connection: the gateway keeps its session
         kill_ssh(client.ns)
-        wait_for(lambda: "refus" in conn.stderr(), 25, "the gateway refuses the reconnect")
-        wait_for(lambda: net.state() == "blocked", 15, "connect says it is blocked")
+        wait_for(lambda: "refus" in conn.stderr(), 45, "the gateway refuses the reconnect")
+        wait_for(lambda: net.state() == "blocked", 30, "connect says it is blocked")
         assert conn.proc.poll() is None or net.kill_switch_tables(), conn.stderr()
     assert net.leaks() == start
     assert net.kill_switch_tables()
@@ -127,7 +127,7 @@ def test_a_containers_forwarded_traffic_never_leaves_outside_the_tunnel(hostile)
     with Prober(container):  # to the LAN while up, beyond the gateway while down
         time.sleep(1)  # noqa: ASYNC251 - traffic while connected, not a sync
         kill_ssh(client.ns)  # the link drops; connect reconnects
-        again = up(conn, 30)
+        again = up(conn)
         assert again["device"] == first["device"]
     assert net.leaks() == start
     assert net.disconnect().returncode == 0
@@ -142,13 +142,13 @@ def test_a_gateway_named_only_by_the_lans_dns_connects_and_reconnects(hostile) -
     strict = strict_ssh(client, net.known_hosts)
     args = ("-e", strict, "--json", "--reconnect", "--kill-switch")
     conn = net.connect(*args, server=f"root@{GATEWAY_NAME}")
-    up(conn, 30)  # resolved once, before blocking; ssh never looks it up itself
+    up(conn)  # resolved once, before blocking; ssh never looks it up itself
     asked = int(queries.read_text())
     assert asked > 0
     start = net.leaks()
     with Prober(client.ns):
         kill_ssh(client.ns)
-        up(conn, 30)
+        up(conn)
     assert net.leaks() == start
     assert int(queries.read_text()) == asked  # no query left the host under the switch
     assert net.disconnect().returncode == 0
@@ -167,13 +167,13 @@ def test_ipv6_only_underlay_survives_a_neighbour_cache_flush(hostile) -> None:
             run("ip", "-6", "neigh", "flush", "all", ns=ns)
         wait_for(
             lambda: run(*ping6, ns=client.ns, check=False).returncode == 0,
-            15,
+            30,
             "the tunnel carries again after the flush",
         )
         kill_ssh(client.ns)  # a flap: the reconnect needs neighbour discovery too
         for ns in (client.ns, net.ns):
             run("ip", "-6", "neigh", "flush", "all", ns=ns)
-        up(conn, 30)
+        up(conn)
     assert net.leaks() == start
     assert net.disconnect().returncode == 0
     given_back(client, net, start, v6=True)
@@ -203,7 +203,7 @@ def test_background_kill_switch_then_disconnect_under_a_subreaper(hostile) -> No
     began = time.monotonic()
     result = net.disconnect()
     assert result.returncode == 0, result.stderr
-    assert time.monotonic() - began < 20
+    assert time.monotonic() - began < 45  # it ends: a hung one never would
     assert snapshot(client.ns) == before
     assert net.status() == []
     result = net.disconnect()  # a second one finds nothing to do, and says so
@@ -221,7 +221,7 @@ def test_a_restarted_connect_takes_over_the_kill_switch_without_a_gap(hostile) -
         first.proc.kill()  # as a crash or an OOM kill: its table stays, recorded
         first.wait(10)
         second = net.connect("--json", "--kill-switch")
-        up(second, 30)
+        up(second)
     assert net.leaks() == start
     assert len(net.kill_switch_tables()) == 1
     assert second.interrupt() == 0  # the user's request: everything given back
@@ -249,7 +249,7 @@ def test_sigkill_at_random_points_of_setup_then_disconnect_leaves_nothing(hostil
         assert "Traceback" not in result.stderr, (seed, attempt, result.stderr)
         if left:  # with nothing to end, disconnect may say so and fail, truthfully
             assert result.returncode == 0, (seed, attempt, result.stderr)
-        wait_for(lambda: snapshot(client.ns) == before, 10, f"clean (seed {seed}, {attempt})")
+        wait_for(lambda: snapshot(client.ns) == before, 20, f"clean (seed {seed}, {attempt})")
         assert ssh_pids(client.ns) == [], (seed, attempt)
     assert left_something >= 1  # the control: the snapshot saw what SIGKILL left
 
