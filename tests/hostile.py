@@ -26,7 +26,8 @@ import subprocess
 import textwrap
 from pathlib import Path
 
-from tests.lab import SSHD, UNDERLAY, Client, Lab, run, tunhelper_command, wait_until
+from tests.lab import SSHD, UNDERLAY, Client, Connect, Lab, run, tunhelper_command, wait_until
+from tunhelper.defaults import RUN_DIR
 
 GATEWAY, GATEWAY6 = f"{UNDERLAY}.0.1", "fd31::1"
 ROUTER_LAN, ROUTER_LAN6, CLIENT_LAN, CLIENT_LAN6 = "10.232.0.1", "fd32::1", "10.232.0.2", "fd32::2"
@@ -53,7 +54,16 @@ class HostileNet:
         self.dns: subprocess.Popen | None = None
         self.container_ns: str | None = None
         self.known_hosts = lab.dir / "known_hosts"
-        self._build()
+        # The client's own /run/tunhelper: on this shared machine, other tests' connects
+        # (other namespaces, other versions) write theirs to the host's.
+        self.run_dir = lab.dir / "run"
+        self.run_dir.mkdir(mode=0o755)
+        os.makedirs(RUN_DIR, mode=0o755, exist_ok=True)
+        try:
+            self._build()
+        except BaseException:
+            self.close()  # the lab removes the rest
+            raise
 
     # -- building --------------------------------------------------------------------
 
@@ -124,6 +134,42 @@ class HostileNet:
     def close(self) -> None:
         """What the lab does not remove itself: the client's /etc/netns files."""
         shutil.rmtree(self.etc, ignore_errors=True)
+
+    # -- the client's commands ------------------------------------------------------
+
+    def client_argv(self, *argv: str) -> list[str]:
+        """``argv`` in the client's namespace, with its own run directory mounted on
+        /run/tunhelper (a mount namespace of its own; every step execs, so the pid is
+        the command's)."""
+        mount = f'mount --bind "$0" {RUN_DIR} && exec "$@"'
+        return ["ip", "netns", "exec", self.client.ns, "unshare", "-m", "sh", "-c", mount,
+                str(self.run_dir), *argv]  # fmt: skip
+
+    def connect(self, *args: str, server: str = f"root@{GATEWAY}") -> Connect:
+        """Start ``tunhelper connect`` on the client; returns at once."""
+        ssh = self.client.ssh_command()
+        argv = self.client_argv(tunhelper_command(), "connect", "-e", ssh, *args, server)
+        conn = Connect(self.client, argv)
+        self.client.sessions.append(conn)
+        return conn
+
+    def tunhelper(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+        argv = self.client_argv(tunhelper_command(), *args)
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+    def status(self) -> list[dict]:
+        """``tunhelper status --json`` on the client: one object per connect."""
+        result = self.tunhelper("status", "--json")
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout or "[]")
+        return data if isinstance(data, list) else [data]
+
+    def state(self) -> str | None:
+        found = self.status()
+        return found[0].get("state") if len(found) == 1 else None
+
+    def disconnect(self) -> subprocess.CompletedProcess:
+        return self.tunhelper("disconnect")
 
     # -- observing -------------------------------------------------------------------
 
@@ -281,23 +327,6 @@ def kill_ssh(ns: str) -> None:
     for pid in ssh_pids(ns):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-
-
-def status(ns: str) -> list[dict]:
-    """``tunhelper status --json`` in ``ns``: one object per running connect."""
-    result = run(tunhelper_command(), "status", "--json", ns=ns, check=False)
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout or "[]")
-    return data if isinstance(data, list) else data.get("connects", [data])
-
-
-def state(ns: str) -> str | None:
-    found = status(ns)
-    return found[0].get("state") if len(found) == 1 else None
-
-
-def disconnect(ns: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return run(tunhelper_command(), "disconnect", ns=ns, check=False, timeout=timeout)
 
 
 def snapshot(ns: str) -> dict[str, str]:
