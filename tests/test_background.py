@@ -66,7 +66,7 @@ def test_a_directory_others_can_write_is_refused(tmp_path: Path, sleeper) -> Non
     shared.mkdir()
     shared.chmod(0o1777)
     with pytest.raises(TunhelperError, match="others"):
-        background.detach(str(shared / "connect.pid"))  # refused before any fork
+        background.start(str(shared / "connect.pid"))  # refused before any fork
     (shared / "connect.pid").write_text(pid_line(sleeper))
     with pytest.raises(TunhelperError, match="others"):
         background.disconnect(None, str(shared / "connect.pid"))
@@ -83,7 +83,8 @@ def test_the_pid_file_is_written_without_following_a_planted_link(tmp_path: Path
     script = (
         "import os, sys, time\n"
         "from tunhelper.client import background\n"
-        "background.detach(sys.argv[1])\n"
+        "background.start(sys.argv[1])\n"
+        "background.ready(0)\n"
         "time.sleep(0.5)\n"
         "os._exit(0)\n"
     )

@@ -310,12 +310,18 @@ def test_a_profile_under_a_notify_socket_reports_ready_with_the_address(
             client.sessions.append(conn)
             status = json.loads(conn.status() or "{}")
             assert status.get("address") == "192.168.3.2", conn.stderr()
-            message = manager.recv(4096).decode()
+            messages = [manager.recv(4096).decode()]
+            while "READY=1" not in messages[-1]:
+                messages.append(manager.recv(4096).decode())
         finally:
             conf.unlink()
             for made in reversed(created):  # the host's /etc as it was
                 made.rmdir()
-    assert message.splitlines() == ["READY=1", f"STATUS={status['device']} 192.168.3.2"]
+    assert messages[0] == f"STATUS=connecting to root@{GATEWAY}"
+    assert messages[-1].splitlines() == [
+        "READY=1",
+        f"STATUS=connected: {status['device']} 192.168.3.2 to root@{GATEWAY}",
+    ]
     assert conn.interrupt() == 0
 
 

@@ -9,8 +9,8 @@ import pytest
 
 from tests.test_postgres import POOL, always, request
 from tunhelper.admin import doctor_store
-from tunhelper.store import POSTGRESQL, StoreConfig, open_store, pgverify
 from tunhelper.liveness import this_host
+from tunhelper.store import POSTGRESQL, StoreConfig, open_store, pgverify
 
 
 @pytest.fixture

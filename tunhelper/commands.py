@@ -64,8 +64,16 @@ COMMANDS: tuple[Command, ...] = (
         "disconnect",
         f"{_OPTIONS}:disconnect_parser",
         "tunhelper.client.background:disconnect_command",
-        "end a background connect",
+        "end a connect (and its kill-switch)",
         usage="[DEVICE]",
+        side="client",
+    ),
+    Command(
+        "status",
+        f"{_OPTIONS}:status_parser",
+        "tunhelper.client.status:status_command",
+        "each connect: state, link, last error",
+        usage="[--json]",
         side="client",
     ),
     Command(

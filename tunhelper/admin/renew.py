@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from tunhelper.defaults import CONFIG_PATH, DB_TIMEOUT
 from tunhelper.errors import TunhelperError
+from tunhelper.liveness import Liveness
 from tunhelper.store import POSTGRESQL, StoreConfig, open_store, renew_period
 from tunhelper.store.base import MIN_RENEW_PERIOD
-from tunhelper.liveness import Liveness
 
 
 @dataclass(frozen=True)

@@ -1,49 +1,48 @@
-"""``tunhelper connect``: the client side configures itself from what the server announced.
+"""``tunhelper connect``: a state machine around ``ssh -w any`` that fails closed.
 
 Runs the system ssh with ``-w any`` and the versioned describe request, finds the
-local device that its own ssh child opened (the same discovery code as the server,
-pointed at the child), configures it from the announcement, and holds until ssh
-ends or a signal; then removes what it configured. Replaces the guide's
-``LocalCommand (sleep 3; ifconfig ...) &``.
+local device its own ssh child opened, configures it from the announcement
+(:mod:`link`), and holds until ssh ends or a signal. Around that one link: its own
+ssh connection whatever ssh_config says (:mod:`sshconfig`), a full tunnel by policy
+routing (:mod:`fulltunnel`), reconnect and failover (:mod:`reconnect`), the
+kill-switch, systemd's notify protocol (:mod:`notify`), and one journal of what it
+changed (:mod:`journal`) that a later connect or disconnect replays after a SIGKILL.
 
-Around that one link (issue 18): its own ssh connection whatever ssh_config says
-(:mod:`sshconfig`), a full tunnel by policy routing (:mod:`fulltunnel`), reconnect and
-failover across destinations (:mod:`reconnect`), an nftables kill-switch, systemd's
-notify protocol (:mod:`notify`), and a state file that a later connect or disconnect
-replays after a SIGKILL (:mod:`state`).
+The states and what passes in each are :mod:`policy`'s; :mod:`machine` applies them.
+With ``--kill-switch``, only the user's request ends connect: SIGINT, SIGTERM (also
+from ``tunhelper disconnect`` and ``systemctl stop``), SIGHUP, SIGQUIT. Every failure
+(a refusal, a changed host key, authentication, a lost link without ``--reconnect``,
+an internal error) enters ``blocked``: one line on stderr and in ``tunhelper status``
+saying what is wrong and what to do, and connect keeps running with the table in
+place. Without the kill-switch, failures end connect with the exit codes below.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
-import selectors
-import subprocess
-import threading
+import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import psutil
-
-from tunhelper import family, log, platform, protocol
-from tunhelper.client import background, diagnose, fulltunnel, notify, reconnect, sshconfig
-from tunhelper.client.state import State, recover
+from tunhelper import log, platform, protocol
+from tunhelper.client import background, link, reconnect, sshconfig
+from tunhelper.client import journal as journal_
+from tunhelper.client.journal import Journal
+from tunhelper.client.link import EXIT_AUTH, EXIT_FAILED, Failed  # noqa: F401 - exit codes
+from tunhelper.client.machine import HAND_OVER, Machine
+from tunhelper.client.policy import State
 from tunhelper.errors import TunhelperError, UsageError
-from tunhelper.link import configure, discover
 from tunhelper.link.hold import SIGNAL, hold
+from tunhelper.platform import clientbase
 from tunhelper.signals import Interrupted, catch_end_signals, ignore_end_signals
 
 # Exit codes: why connect ended.
-EXIT_REQUESTED = 0  # SIGINT, SIGTERM or 'tunhelper disconnect'
-EXIT_FAILED = 1  # never established: refused by the server, no device, no announcement
-EXIT_CONNECTION_ENDED = 3  # ssh ended after the link was up (server, network)
+EXIT_REQUESTED = 0  # SIGINT, SIGTERM or 'tunhelper disconnect' (also ending a blocked one)
+EXIT_CONNECTION_ENDED = 3  # ssh ended after the link was up (without --reconnect)
 EXIT_DEVICE_GONE = 4  # the local device was deleted under us
-EXIT_AUTH = 5  # ssh could not authenticate (key, host key): never retried
-EXIT_INTERRUPTED = 130  # a signal before the link was up
-
-DEVICE_WAIT = 5.0  # ssh opens its device before it asks for the channel: normally instant
+EXIT_INTERRUPTED = 130  # a signal before the link was up (no kill-switch)
+EXIT_INTERNAL = 70  # a bug: reported in one line, never a traceback
 
 
 @dataclass(frozen=True)
@@ -59,25 +58,23 @@ class Options:
     reconnect: bool = False
     shuffle: bool = False
     kill_switch: bool = False
+    allow_lan: bool = False  # under the kill-switch: let the private networks through
     multiplex: bool = False  # keep the user's ControlMaster/ControlPath
     aes: bool = True  # put AES-GCM first when the CPU has AES and the user chose no ciphers
 
 
-class Failed(TunhelperError):
-    """An attempt that did not bring the link up; ``retry``: whether another may help."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILED, retry: bool = True) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retry = retry
-
-
 @dataclass
-class Link:
-    """What one attempt learned and took, for the loop around it."""
+class Plan:
+    """What is decided before anything is blocked: the gateways in order, ssh's added
+    options per gateway, and the first hops' addresses (resolved now, so ssh needs no
+    DNS outside the tunnel). ``resolved``: those addresses per gateway, kept in the
+    journal so that a connect started while a kill-switch blocks DNS (after a kill, or
+    to take a blocked one over) still knows where its gateways are."""
 
-    destination: str
-    unit: int | None = None  # the local unit number, asked for again on reconnect
+    destinations: list[str]
+    added: dict[str, list[str]]
+    peers: tuple[tuple[str, int], ...]
+    resolved: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
 def ssh_argv(
@@ -98,336 +95,213 @@ def ssh_argv(
 def run(options: Options) -> int:
     if os.geteuid() != 0:
         raise TunhelperError("connect must run as root: it configures the local tunnel device")
+    lacking = clientbase.missing(
+        platform.client.CAPABILITIES, {"firewall": options.kill_switch or options.allow_lan}
+    )
+    if lacking:
+        raise TunhelperError(f"--kill-switch is not supported on this system ({lacking[0]})")
+    if options.allow_lan and not options.kill_switch:
+        raise TunhelperError("--allow-lan only means something with --kill-switch")
+    if options.background:
+        background.start(options.pid_file)  # the parent exits once the child is ready
     catch_end_signals()
-    for path in recover():
-        log.info(f"connect: restored what a killed connect left ({path})")
-    state = State()
+    handed = _catch_hand_over()
+    journal = Journal()
+    machine = None
     try:
         try:
-            return _loop(options, state)
+            plan, failure = _plan_or_block(options)
+            machine = Machine(
+                journal, kill_switch=options.kill_switch, peers=plan.peers,
+                allow_lan=options.allow_lan,
+            )  # fmt: skip
+            for path in machine.start(plan.destinations[0]):
+                log.info(f"connect: gave back what a killed connect left ({path})")
+            journal.update(resolved=plan.resolved)
+            if failure is not None:
+                return _failed(machine, str(failure), FIX_AND_RECONNECT, EXIT_FAILED)
+            return _run(options, plan, machine)
         finally:
             ignore_end_signals()
-            state.clear()
+            if machine is not None:
+                log.quietly("give back what connect changed", machine.finish, bool(handed))
+            journal.close()
+            if background.written():
+                background.remove_pid_file(background.written())
     except Interrupted as e:
         log.error(f"interrupted by {e} before the link was up")
         return EXIT_INTERRUPTED
 
 
-def _loop(options: Options, state: State) -> int:
+class HandedOver(Interrupted):
+    """A new kill-switch connect took the table over (SIGUSR1): end, keeping it."""
+
+
+def _catch_hand_over() -> list[int]:
+    """SIGUSR1 ends connect like a request, except that the table stays: it belongs to
+    the connect that sent it. Returns a list that holds the signal once it came."""
+    came: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if not came:
+            came.append(signum)
+            raise HandedOver(signum)
+
+    signal.signal(HAND_OVER, handler)
+    return came
+
+
+FIX_AND_RECONNECT = "fix it, then 'tunhelper disconnect' and connect again"
+
+
+def _plan_or_block(options: Options) -> tuple[Plan, TunhelperError | None]:
+    """The plan; under the kill-switch a plan that fails (no address for any gateway,
+    ssh -G failing) is no reason to open the host: an empty plan and the failure, to
+    enter blocked with. The table a killed predecessor left stays in force meanwhile."""
+    try:
+        return _plan(options), None
+    except TunhelperError as e:
+        if not options.kill_switch:
+            raise
+        return Plan([options.destination], {}, ()), e
+
+
+def _plan(options: Options) -> Plan:
     destinations = reconnect.order((options.destination, *options.more), options.shuffle)
+    known = journal_.resolved()  # what earlier connects resolved, for a blocked DNS
     configs = {d: sshconfig.resolve(options.ssh_cmd, d) for d in destinations}
     aes = options.aes and platform.client.cpu_has_aes()
     builtin = sshconfig.default_ciphers(options.ssh_cmd) if aes else None
-    added = {
-        d: sshconfig.added_options(
+    added, peers, resolved = {}, set(), {}
+    for d, c in configs.items():
+        added[d] = sshconfig.added_options(
             c, multiplex=options.multiplex, cpu_aes=aes, builtin_ciphers=builtin
         )
-        for d, c in configs.items()
-    }
-    peers = sorted({p for c in configs.values() for p in sshconfig.peer_addresses(c)})
-    if options.kill_switch:
-        if not peers:
-            raise TunhelperError(
-                "--kill-switch: cannot resolve the first hop of any destination (ssh -G); "
-                "with a ProxyCommand, name the gateway with ProxyJump instead"
-            )
-        state.add([_kill_switch(None, peers)])
-    index, failures, ready, unit = 0, 0, False, None
+        addresses = sshconfig.peer_addresses(c) or known.get(d, [])
+        resolved[d] = addresses
+        if options.kill_switch:
+            added[d] += sshconfig.pinned(c, addresses)
+        peers.update(addresses)
+    if options.kill_switch and not peers:
+        raise TunhelperError(
+            "--kill-switch: cannot resolve the first hop of any destination (ssh -G); "
+            "with a ProxyCommand, name the gateway with ProxyJump instead"
+        )
+    return Plan(destinations, added, tuple(sorted(peers)), resolved)
+
+
+def _run(options: Options, plan: Plan, machine: Machine) -> int:
+    """The loop, and what ends it: the user's request, or a failure (blocked under the
+    kill-switch, else an exit code)."""
+    try:
+        return _loop(options, plan, machine)
+    except Interrupted:
+        return EXIT_REQUESTED if machine.ever_connected else EXIT_INTERRUPTED
+    except Failed as e:
+        return _failed(machine, str(e), e.hint, e.code)
+    except TunhelperError as e:
+        return _failed(machine, str(e), "", EXIT_FAILED)
+    except Exception as e:  # noqa: BLE001 - a bug must block, never open the host
+        what = f"internal error: {type(e).__name__}: {e}"
+        return _failed(machine, what, "please report it; 'tunhelper disconnect' ends it", 70)
+
+
+def _failed(machine: Machine, error: str, hint: str, code: int) -> int:
+    """Without the kill-switch: one line and the exit code. With it: blocked until the
+    user asks (the table stays); then ``code``, so a unit shows why it had failed."""
+    if not machine.kill_switch:
+        log.error(f"{error}{'; ' + hint if hint else ''}")
+        machine.failed(error, hint)
+        return code
+    try:
+        machine.block(error, hint)
+    except Exception as e:  # noqa: BLE001 - keep the last table, keep waiting
+        log.error(f"blocked, but the kill-switch could not be rewritten: {e}")
+    background.ready(code)
+    try:
+        while True:
+            signal.pause()  # only an end signal (Interrupted) leaves
+    except Interrupted:
+        return code
+
+
+def _loop(options: Options, plan: Plan, machine: Machine) -> int:
+    destinations = plan.destinations
+    index, failures, unit = 0, 0, None
     last = len(destinations) - 1
     while True:
         destination = destinations[index % len(destinations)]
-        link = Link(destination, unit)
         try:
-            kind, reason = _attempt(options, link, added[destination], peers, state, ready)
-        except Interrupted:
-            if ready:  # the user ended a reconnecting link: a request, not a failure
-                return EXIT_REQUESTED
-            raise
+            kind, reason, unit = _attempt(options, plan, machine, destination, unit)
         except Failed as e:
             if not e.retry or (not options.reconnect and index >= last):
-                log.error(str(e))
-                return e.code
+                raise
             log.error(f"{destination}: {e}")
             failures += 1
         else:
-            ready, unit, failures = True, link.unit, 0
+            failures = 0
             if kind == SIGNAL:
                 return EXIT_REQUESTED
             if not options.reconnect and index >= last:
-                log.error(f"{reason}; the link is down")
-                return EXIT_DEVICE_GONE if kind == platform.DEVICE_GONE else EXIT_CONNECTION_ENDED
+                code = EXIT_DEVICE_GONE if kind == platform.DEVICE_GONE else EXIT_CONNECTION_ENDED
+                raise Failed(f"{reason}; the link is down", code, hint="connect again")
             log.error(f"{destination}: {reason}; the link is down, reconnecting")
         index += 1
-        try:
-            _wait_before_retry(failures, destinations[index % len(destinations)])
-        except Interrupted:
-            if ready:
-                return EXIT_REQUESTED
-            raise
-
-
-def _wait_before_retry(failures: int, destination: str) -> None:
-    seconds = reconnect.delay(failures)
-    notify.notify(f"STATUS=reconnecting to {destination} in {seconds:.0f}s")
-    log.info(f"connect: trying {destination} in {seconds:.1f}s")
-    time.sleep(seconds)  # a signal interrupts it (Interrupted)
-
-
-def _kill_switch(device: str | None, peers: list[tuple[str, int]]) -> dict:
-    try:
-        return platform.client.kill_switch(str(os.getpid()), device, peers)
-    except OSError as e:
-        raise TunhelperError(f"could not install the kill-switch: {e}") from None
+        following = destinations[index % len(destinations)]
+        state = State.RECONNECTING if machine.ever_connected else State.CONNECTING
+        machine.enter(state, destination=following)
+        seconds = reconnect.delay(failures)
+        log.info(f"connect: trying {following} in {seconds:.1f}s")
+        time.sleep(seconds)  # a signal interrupts it (Interrupted)
 
 
 def _attempt(
-    options: Options,
-    link: Link,
-    added: list[str],
-    peers: list[tuple[str, int]],
-    state: State,
-    ready: bool,
-) -> tuple[str, str]:
+    options: Options, plan: Plan, machine: Machine, destination: str, unit: int | None
+) -> tuple[str, str, int | None]:
     """One ssh connection: up, held, down. Returns why a link that came up ended
-    (``hold``'s kind and a reason); raises :class:`Failed` if it never came up."""
-    unit = link.unit
+    (``hold``'s kind, a reason) and its unit; raises :class:`Failed` otherwise."""
     prefix = "tap" if options.tap else "tun"
     if unit is not None and platform.device_info(f"{prefix}{unit}") is not None:
         unit = None  # taken meanwhile: any unit rather than a failed open
-    argv = ssh_argv(options, link.destination, added, unit)
+    ssh = link.Ssh(ssh_argv(options, destination, plan.added[destination], unit))
+    journal = machine.journal
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-    except OSError as e:
-        raise Failed(f"cannot run {options.ssh_cmd[0]!r}: {e.strerror}", retry=False) from None
-    tee = _Tee(proc)  # the server's refusal reaches the user as the server wrote it
-    ssh = psutil.Process(proc.pid)  # survives --background, where ssh is no longer our child
-    record = {"kind": "process", "pid": proc.pid, "start": ssh.create_time()}
-    with contextlib.ExitStack() as undo:
-        undo.callback(state.remove, [record])  # after _stop: only if ssh outlived it
-        state.add([record])
-        undo.callback(_stop, proc, ssh, tee)
-        return _session(options, proc, tee, link, peers, state, undo, ready)
+        journal.change(ssh.record)  # ssh also dies with us (PR_SET_PDEATHSIG)
+        line, closed = ssh.first_line(options.wait)
+        if line is None:
+            raise link.never_came_up(ssh, closed, options.wait, options.tap, destination)
+        up = link.configure_link(ssh, line, journal, platform.client.CAPABILITIES, plan.peers)
+        return _connected(options, machine, up, destination)
+    finally:
+        journal.give_back(keep=lambda r: r.get("kind") == "nft")
+        ssh.stop()
 
 
-def _session(
-    options: Options,
-    proc: subprocess.Popen,
-    tee: _Tee,
-    link: Link,
-    peers: list[tuple[str, int]],
-    state: State,
-    undo: contextlib.ExitStack,
-    ready: bool,
-) -> tuple[str, str]:
-    line, closed = _first_line(proc, options.wait)
-    if line is None:
-        if closed:  # the server said why on stderr, above; ssh is about to exit
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(diagnose.END_WAIT)  # ssh may stay on an open tunnel
-            tee.join(0.3)  # what ssh wrote is in by now: it went out before the EOF
-            code = proc.poll()
-            if reconnect.is_auth_failure(tee.text):
-                raise Failed("ssh could not authenticate: not retrying", EXIT_AUTH, retry=False)
-            why = diagnose.explain(tee.text, code, options.tap)  # issue 19 items 4, 5
-            if why is not None:
-                raise Failed(why, retry=False)
-            status = "the connection was closed" if code is None else f"ssh exited ({code})"
-            # The server's helper says why in a "tunhelper:" line (relayed above), then
-            # ends the connection: a refusal, never retried. ssh alone: the network.
-            refused = reconnect.is_refusal(tee.text) or code not in (None, 255)
-            message = f"{status} before the server announced an address"
-            raise Failed(message + ("; the server refused" if refused else ""), retry=not refused)
-        raise Failed(
-            f"no announcement from the server within {options.wait:g}s: is tunhelper the "
-            "forced command for this key?"
-        )
-    ann = protocol.parse(line)
-    found = discover.find_device_of(psutil.Process(proc.pid), DEVICE_WAIT)
-    if found is None:
-        raise Failed(
-            "ssh opened no local tunnel device: check /dev/net/tun, and that ssh runs as root",
-            retry=False,
-        )
-    link.unit = _unit(found.device.name)
-    applied = configure.apply_local(found.device, ann)
-    undo.callback(log.quietly, "remove the local configuration", configure.undo, applied)
-    if ann.address6 is not None:
-        applied6 = configure.apply_local6(found.device, ann)
-        undo.callback(log.quietly, "remove the local configuration", configure.undo, applied6)
-    full = fulltunnel.families(ann)
-    routes = fulltunnel.other_routes(ann, full)
-    if routes:
-        for applied_routes in configure.routes_by_family(found.device, routes, _via(ann)):
-            undo.callback(
-                log.quietly, "remove the local configuration", configure.undo, applied_routes
-            )
-    if full:
-        _full_tunnel(found, full, proc.pid, state, undo)
-    if options.kill_switch:
-        if not full and not ready:
-            log.warning(
-                "--kill-switch on a link that is not a full tunnel: only the tunnel's "
-                "routes and the ssh connection are reachable"
-            )
-        _kill_switch(found.device.name, peers)  # the same table, replaced whole
-        undo.callback(log.quietly, "remove the local configuration", _kill_switch, None, peers)
-    if ann.dns:
-        _apply_dns(found.device, ann.dns, bool(full), state, undo)
-    try:  # from the status line on, a signal is a request to end, not a failure
-        _report(found, ann, options.as_json, link.destination)
-        notify.notify(*(() if ready else ("READY=1",)), f"STATUS={_status_text(found, ann)}")
-        if options.background and not ready:
-            pid_file = options.pid_file or background.default_pid_file(found.device.name)
-            background.detach(pid_file, state.moved)
-            undo.callback(background.remove_pid_file, pid_file)
+def _connected(
+    options: Options, machine: Machine, up: link.Up, destination: str
+) -> tuple[str, str, int | None]:
+    found, ann = up.found, up.ann
+    first = not machine.ever_connected
+    try:  # from here on, a signal is a request to end, not a failure
+        machine.enter(
+            State.CONNECTED, destination=destination, device=found.device.name,
+            address=ann.address, address6=ann.address6, index=found.device.index, dns=up.dns,
+        )  # fmt: skip
+        _report(found, ann, options.as_json, destination)
+        if first:
+            background.ready(0, found.device.name)
         kind, reason, _ = hold(found)
     except Interrupted as e:
         kind, reason = SIGNAL, f"signal {e}"
     log.info(f"connect: {found.device.name} {ann.address} ended: {reason}")
     if kind == platform.PROCESS_ENDED:
         reason = f"the ssh connection ended ({reason})"
-    return kind, reason
+    return kind, reason, link.unit(found.device.name)
 
 
-def _unit(name: str) -> int | None:
-    digits = name.lstrip("tunap")
-    return int(digits) if digits.isdigit() else None
+def _report(found, ann: protocol.Announcement, as_json: bool, destination: str = "") -> None:
+    import json
 
-
-def _full_tunnel(
-    found: discover.SessionDevice,
-    versions: list[int],
-    ssh_pid: int,
-    state: State,
-    undo: contextlib.ExitStack,
-) -> None:
-    """Everything through the link, the ssh connection's own peer excepted."""
-    peer = fulltunnel.ssh_peer(ssh_pid)
-    if peer is None:
-        raise Failed("cannot find the TCP peer of ssh: not routing everything", retry=False)
-    if platform.client.full_tunnel_active():
-        raise Failed(
-            "another full-tunnel connect is running (ip rule 7460-7462): end it first",
-            retry=False,
-        )
-    try:
-        records = platform.client.full_tunnel(found.device.index, versions, peer)
-    except Exception as e:  # noqa: BLE001 - one line, whatever netlink said
-        raise Failed(f"could not route everything through {found.device.name}: {e}") from e
-    state.add(records)
-    undo.callback(state.remove, records)
-
-
-def _status_text(found: discover.SessionDevice, ann: protocol.Announcement) -> str:
-    text = f"{found.device.name} {ann.address}"
-    return text + (f" {ann.address6}" if ann.address6 else "")
-
-
-class _Tee:
-    """ssh's stderr, passed on line by line as it comes, and kept to tell an
-    authentication failure (never retried) from a network one."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.text = ""
-        self._thread = threading.Thread(target=self._run, args=(proc.stderr,), daemon=True)
-        self._thread.start()
-
-    def _run(self, stream) -> None:
-        for raw in iter(stream.readline, b""):
-            if len(self.text) < 65536:
-                self.text += raw.decode("utf-8", "replace")
-            with contextlib.suppress(OSError):
-                os.write(2, raw)
-
-    def join(self, timeout: float = 2.0) -> None:
-        self._thread.join(timeout)
-
-
-def _via(ann: protocol.Announcement) -> dict[int, str]:
-    """Where announced routes go, by IP version: on tun the device itself (empty); on
-    tap the server's gateway of the route's family, which the server must have given."""
-    if ann.mode == "tun":
-        return {}
-    via = {family.of(g): g for g in (ann.gateway, ann.gateway6) if g is not None}
-    for route in ann.routes:
-        version = family.of(route)
-        if version not in via:
-            raise TunhelperError(
-                f"the server announced route {route} on a tap link without an "
-                f"IPv{version} gateway to reach it through"
-            )
-    return via
-
-
-def _apply_dns(
-    device: platform.DeviceInfo,
-    servers: list[str],
-    full: bool,
-    state: State,
-    undo: contextlib.ExitStack,
-) -> None:
-    """Use the system's standard way if it has one. Without one, a full tunnel replaces
-    /etc/resolv.conf for the link's life (the old resolvers are outside the tunnel, so
-    queries would leak or fail); a split tunnel leaves it alone and says so."""
-    listed = ", ".join(servers)
-    try:
-        tool = platform.apply_dns(device, servers)
-    except OSError as e:
-        log.error(f"could not set the announced DNS servers {listed}: {e}")
-        return
-    if tool is not None:
-        undo.callback(
-            log.quietly, "remove the local configuration", platform.revert_dns, device, tool
-        )
-        return
-    if not full:
-        log.error(
-            f"the server announced DNS servers {listed}; this system has neither "
-            "resolvectl nor resolvconf, so set them by hand"
-        )
-        return
-    try:
-        record = platform.client.swap_resolv_conf(servers)
-    except OSError as e:
-        log.error(f"could not set the announced DNS servers {listed}: {e}")
-        return
-    state.add([record])
-    undo.callback(state.remove, [record])
-
-
-def _first_line(proc: subprocess.Popen, timeout: float) -> tuple[str | None, bool]:
-    """The server's first line (``None`` if none), and whether ssh's stdout closed.
-
-    Bounded, no busy loop. A closed stdout is a refusal, not a timeout: the message
-    must not send the user looking for a slow server.
-    """
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    buffer = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while b"\n" not in buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sel.select(remaining):
-                return None, False
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                return None, True
-            if len(buffer) > 65536:
-                return None, False
-            buffer += chunk
-    return buffer.split(b"\n", 1)[0].decode("utf-8", errors="replace"), False
-
-
-def _report(
-    found: discover.SessionDevice,
-    ann: protocol.Announcement,
-    as_json: bool,
-    destination: str | None = None,
-) -> None:
     if as_json:
         status = {
             "device": found.device.name,
@@ -439,9 +313,8 @@ def _report(
             "routes": ann.routes,
             "dns": ann.dns,
             "ssh_pid": found.session_pid,
+            "destination": destination,
         }
-        if destination is not None:
-            status["destination"] = destination
         if ann.address6 is not None:
             status.update(address6=ann.address6, prefix6=ann.prefix6, gateway6=ann.gateway6)
         text = json.dumps(status)
@@ -452,24 +325,6 @@ def _report(
             address6 = f"{ann.address6}/{ann.prefix6}" if ann.mode == "tap" else ann.address6
             text += f" {address6} gateway {ann.gateway6}"
     print(text, flush=True)
-
-
-def _stop(proc: subprocess.Popen, ssh: psutil.Process, tee: _Tee | None = None) -> None:
-    """End our ssh (the server then ends the session and releases the lease)."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        ssh.terminate()  # psutil checks the start time: never a reused pid
-        try:
-            ssh.wait(5)
-        except psutil.TimeoutExpired:
-            ssh.kill()
-            ssh.wait(5)
-    with contextlib.suppress(ChildProcessError, OSError):
-        proc.wait(0)  # reap it if it is still our child
-    if tee is not None:
-        tee.join()
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
 
 
 def connect_command(args: argparse.Namespace) -> int:

@@ -50,3 +50,37 @@ def explain(stderr: str, status: int | None, tap: bool = False) -> str | None:
             "/usr/bin/tunhelper; for pip, 'command -v tunhelper' on the server)"
         )
     return None
+
+
+_FINGERPRINT = re.compile(
+    r"The fingerprint for the (\S+) key sent by the remote host is\s+"
+    r"(SHA256:[A-Za-z0-9+/=]+|MD5:[0-9a-f:]+)"
+)
+_OFFENDING = re.compile(r"Offending (\S+) key in (\S+)")
+_UNKNOWN = re.compile(r"No (\S+) host key is known for (\S+)")
+
+
+def host_key(stderr: str, destination: str) -> tuple[str, str] | None:
+    """``(what is wrong, what to do)`` when ssh refused the gateway's host key, else
+    ``None``. A changed key is a possible attack, never a wrong password: the
+    sentence says which key and that the network may be hostile."""
+    if "Host key verification failed" not in stderr and "IDENTIFICATION HAS CHANGED" not in stderr:
+        return None
+    if "IDENTIFICATION HAS CHANGED" in stderr:
+        seen = _FINGERPRINT.search(stderr)
+        key = f"{seen.group(1)} key {seen.group(2)}" if seen else "key"
+        where = _OFFENDING.search(stderr)
+        known = f" (known_hosts has another: {where.group(2)})" if where else ""
+        return (
+            f"the host key of {destination} has CHANGED: it sent the {key}{known}; "
+            "the network may be hostile (someone may be posing as the gateway)",
+            "traffic stays blocked; check the key with the gateway's admin before "
+            "replacing it (ssh-keygen -R), then 'tunhelper disconnect' and connect again",
+        )
+    unknown = _UNKNOWN.search(stderr)
+    key = f"no {unknown.group(1)} key is known for {unknown.group(2)}" if unknown else "unknown key"
+    return (
+        f"the host key of {destination} could not be verified ({key})",
+        "traffic stays blocked; add the gateway's key to known_hosts (checked with its "
+        "admin), then 'tunhelper disconnect' and connect again",
+    )

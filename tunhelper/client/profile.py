@@ -23,6 +23,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 FLAGS = {
     "reconnect": "--reconnect",
     "kill-switch": "--kill-switch",
+    "allow-lan": "--allow-lan",
     "shuffle": "--shuffle",
     "tap": "--tap",
     "json": "--json",

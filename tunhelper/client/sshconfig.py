@@ -122,3 +122,27 @@ def peer_addresses(effective: Effective) -> list[tuple[str, int]]:
     except OSError:
         return []
     return sorted({(str(info[4][0]), port) for info in infos})
+
+
+def pinned(effective: Effective, addresses: list[tuple[str, int]]) -> list[str]:
+    """Options that make ssh connect to an address resolved before the kill-switch
+    blocked DNS, checking the host key under the name known_hosts has it by.
+
+    ``HostName=ADDRESS`` with ``HostKeyAlias=NAME`` (``[NAME]:PORT`` off port 22, as
+    known_hosts writes it), unless the configuration already names an alias. Nothing
+    with ProxyJump (the jump's own ssh resolves its host) or when the host is already
+    an address.
+    """
+    jump = effective.get("proxyjump")
+    if (jump and jump.lower() != "none") or not addresses:
+        return []
+    host, port = effective.first_hop
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return []  # already an address: nothing to resolve
+    except OSError:
+        pass
+    argv = ["-o", f"HostName={addresses[0][0]}"]
+    if not effective.get("hostkeyalias") or effective.get("hostkeyalias") == "none":
+        argv += ["-o", f"HostKeyAlias={host if port == 22 else f'[{host}]:{port}'}"]
+    return argv

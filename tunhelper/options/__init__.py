@@ -5,7 +5,7 @@
   :func:`build`, the record filled from parsed options;
 - :mod:`.serve`: the forced command's table, :data:`SERVE_OPTIONS` (argv and the
   config file alike);
-- :mod:`.connect`: connect's table and disconnect's parser;
+- :mod:`.connect`: connect's table, disconnect's and status's parsers;
 - :mod:`.admin`: the admin commands' parsers.
 
 Every module here imports only argparse and the standard library's light modules.
@@ -31,6 +31,7 @@ from tunhelper.options.connect import (
     CONNECT_OPTIONS,
     connect_parser,
     disconnect_parser,
+    status_parser,
 )
 from tunhelper.options.schema import Option, Parser, build
 from tunhelper.options.serve import (

@@ -1,4 +1,4 @@
-"""``tunhelper connect`` and ``disconnect``: the client side's options.
+"""``tunhelper connect``, ``disconnect`` and ``status``: the client side's options.
 
 :data:`CONNECT_OPTIONS` is connect's one table: the parser is built from it, and
 ``connect.Options`` from what it parsed (:func:`~tunhelper.options.schema.build`): each
@@ -22,11 +22,18 @@ exit status:
   3    the ssh connection ended after the link was up (without --reconnect)
   4    the local device disappeared (without --reconnect)
   5    ssh could not authenticate (key or host key): never retried
+  70   an internal error (reported in one line)
   130  interrupted before the link was up
 
 With --reconnect, a lost link is brought back with exponential backoff (up to about a
 minute, with jitter), through the next DESTINATION if several are given; a refusal
 by the server (1) or an authentication failure (5) ends connect at once.
+
+With --kill-switch connect fails closed: nothing but SIGINT/SIGTERM (also from
+'tunhelper disconnect' or 'systemctl stop') removes the blocking. A failure (a
+refusal, a changed host key, a lost link without --reconnect) leaves it BLOCKED and
+running: one line says what is wrong and what to do, 'tunhelper status' shows it, and
+the code above is its exit status once the user ends it.
 """
 
 
@@ -48,6 +55,13 @@ CONNECT_OPTIONS: tuple[Option, ...] = (
         "kill-switch",
         "with a full tunnel, drop all traffic leaving outside it (nftables), also "
         "while reconnecting; only the ssh connection itself passes",
+        flag=True,
+        default=False,
+    ),
+    Option(
+        "allow-lan",
+        "with --kill-switch: let traffic to the private networks (10/8, 172.16/12, "
+        "192.168/16, link-local, fc00::/7) through outside the tunnel (off by default)",
         flag=True,
         default=False,
     ),
@@ -130,4 +144,15 @@ def disconnect_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the pid file given to connect --pid-file",
     )
+    return p
+
+
+def status_parser() -> argparse.ArgumentParser:
+    p = Parser(
+        prog="tunhelper status",
+        description="Show every running 'tunhelper connect' on this host: state, "
+        "destination, device, addresses, since when, bytes both ways, reconnects, the "
+        "last error and what to do.",
+    )
+    p.add_argument("--json", action="store_true", help="a JSON list, one object per connect")
     return p

@@ -79,16 +79,24 @@ def lacks(*capabilities: str) -> list[str]:
     ]
 
 
+_LAZY = {
+    "client": ("tunhelper.platform.linux.client", "tunhelper.platform.freebsd.client"),
+    "routes_view": (
+        "tunhelper.platform.linux.routes_view",
+        "tunhelper.platform.freebsd.routes_view",
+    ),
+}
+
+
 def __getattr__(name: str):
-    """``platform.client``: the client side (full tunnel, kill-switch), imported on use
-    only, so the server and the keeper never load it."""
-    if name == "client":
+    """``platform.client``: the client side (full tunnel, kill-switch);
+    ``platform.routes_view``: the host's own networks, which a gateway's announcement
+    is held against. Imported on use only, so the server and the keeper never load them."""
+    if name in _LAZY:
         import importlib
 
-        linux = sys.platform.startswith("linux")
-        return importlib.import_module(
-            "tunhelper.platform.linux.client" if linux else "tunhelper.platform.freebsd.client"
-        )
+        linux, freebsd = _LAZY[name]
+        return importlib.import_module(linux if sys.platform.startswith("linux") else freebsd)
     raise AttributeError(name)
 
 

@@ -1,11 +1,16 @@
-"""FreeBSD, client side: full tunnel, kill-switch and the resolv.conf fallback are not
-implemented; each refuses in one line. Plain split routes (``connect``) still work."""
+"""FreeBSD, client side: no kill-switch, no policy routing, no resolv.conf fallback yet.
+
+Declared in :data:`CAPABILITIES`, so ``connect`` refuses ``--kill-switch`` at start and
+installs a full tunnel's two announced halves as plain routes (as an older client
+does) instead of discovering a missing function mid-session. The functions exist to
+satisfy the contract and refuse in one line if called anyway.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from tunhelper.platform.clientbase import Capabilities, Passes, Record
 
-Record = dict[str, Any]
+CAPABILITIES = Capabilities(firewall=False, full_tunnel=False, resolv_conf=False)
 
 
 def _unsupported(what: str) -> OSError:
@@ -16,8 +21,20 @@ def full_tunnel_active() -> list[int]:
     return []
 
 
-def full_tunnel(device_index: int, families: list[int], peer: str | None) -> list[Record]:
-    raise _unsupported("a full tunnel (a default route through the link)")
+def full_tunnel_plan(device_index: int, families: list[int], peer: str) -> list[Record]:
+    raise _unsupported("a full tunnel by policy routing")
+
+
+def dns_plan(device: str, servers: list[str], full: bool) -> Record | None:
+    return None  # the caller says to set them by hand
+
+
+def firewall(table: str, passes: Passes | None) -> Record:
+    raise _unsupported("--kill-switch")
+
+
+def apply(record: Record) -> None:
+    raise _unsupported(f"applying a {record.get('kind')} record")
 
 
 def undo(record: Record) -> None:
@@ -28,13 +45,9 @@ def cpu_has_aes() -> bool:
     return False  # not probed: ssh's own cipher preference stays
 
 
-def swap_resolv_conf(servers: list[str], path: str = "/etc/resolv.conf") -> Record:
-    raise _unsupported("replacing resolv.conf")
+def ssh_preexec():
+    return None  # procctl(PROC_PDEATHSIG_CTL) not wired yet: ssh is ended by connect
 
 
-def restore_resolv_conf(record: Record) -> None:
-    raise _unsupported("restoring resolv.conf")
-
-
-def kill_switch(name: str, device: str | None, peers: list[tuple[str, int]]) -> Record:
-    raise _unsupported("--kill-switch")
+def netns(pid: int | None = None) -> int:
+    return 0  # one network stack per host (jails aside): every journal is this one's

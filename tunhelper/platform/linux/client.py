@@ -19,20 +19,18 @@ a pinned host route (OpenVPN's def1) would keep pointing at the old gateway.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-from typing import Any
 
+from tunhelper.platform.clientbase import Capabilities, Record
+from tunhelper.platform.linux import dns, killswitch
 from tunhelper.platform.linux.links import RTPROT_TUNHELPER, _rtnl
 
 TABLE = 7468  # "th"
 PREF_PEER, PREF_SUPPRESS, PREF_TUNNEL = 7460, 7461, 7462
 MAIN = 254
-NFT_TABLE_PREFIX = "tunhelper_ks_"
 RESOLV_CONF = "/etc/resolv.conf"
 
-Record = dict[str, Any]
+CAPABILITIES = Capabilities(firewall=True, full_tunnel=True, resolv_conf=True)
 
 
 def _family(address: str) -> int:
@@ -52,38 +50,45 @@ def full_tunnel_active() -> list[int]:
     return found
 
 
-def full_tunnel(device_index: int, families: list[int], peer: str | None) -> list[Record]:
-    """Send everything of ``families`` (4, 6) through the device, the peer excepted.
+def full_tunnel_plan(device_index: int, families: list[int], peer: str) -> list[Record]:
+    """The routes and rules that send everything of ``families`` (4, 6) through the
+    device, the peer excepted, in the order they are applied; nothing applied yet."""
+    plan: list[Record] = []
+    for version in families:
+        family = socket.AF_INET6 if version == 6 else socket.AF_INET
+        default = "::/0" if version == 6 else "0.0.0.0/0"
+        plan.append(
+            {"kind": "route", "dst": default, "oif": device_index, "table": TABLE, "family": family}
+        )
+        if _family(peer) == family:
+            rule = {"kind": "rule", "family": family, "priority": PREF_PEER, "table": MAIN}
+            plan.append({**rule, "dst": peer, "dst_len": 128 if version == 6 else 32})
+        plan.append(
+            {"kind": "rule", "family": family, "priority": PREF_SUPPRESS, "table": MAIN,
+             "suppress_prefixlen": 0}
+        )  # fmt: skip
+        plan.append({"kind": "rule", "family": family, "priority": PREF_TUNNEL, "table": TABLE})
+    return plan
 
-    Returns the records in the order they were applied; on failure, what was applied
-    is taken off again before the error propagates.
-    """
+
+def apply(record: Record) -> None:
+    """Make the change ``record`` describes (recorded by the caller beforehand)."""
+    fields = dict(record)
+    kind = fields.pop("kind")
+    if kind == "resolv":
+        _write_in_place(record["path"], record["new"].encode())
+        return
+    if kind == "dns":
+        dns.apply(record)
+        return
     IPRoute, _ = _rtnl()
-    done: list[Record] = []
-    try:
-        with IPRoute() as ipr:
-            for version in families:
-                family = socket.AF_INET6 if version == 6 else socket.AF_INET
-                default = "::/0" if version == 6 else "0.0.0.0/0"
-                route = {"dst": default, "oif": device_index, "table": TABLE, "family": family}
-                ipr.route("add", proto=RTPROT_TUNHELPER, **route)
-                done.append({"kind": "route", **route})
-                if peer is not None and _family(peer) == family:
-                    rule = {"family": family, "priority": PREF_PEER, "table": MAIN}
-                    rule.update(dst=peer, dst_len=128 if version == 6 else 32)
-                    ipr.rule("add", **rule)
-                    done.append({"kind": "rule", **rule})
-                rule = {"family": family, "priority": PREF_SUPPRESS, "table": MAIN}
-                ipr.rule("add", suppress_prefixlen=0, **rule)
-                done.append({"kind": "rule", "suppress_prefixlen": 0, **rule})
-                rule = {"family": family, "priority": PREF_TUNNEL, "table": TABLE}
-                ipr.rule("add", **rule)
-                done.append({"kind": "rule", **rule})
-    except BaseException:
-        for record in reversed(done):
-            undo(record)
-        raise
-    return done
+    with IPRoute() as ipr:
+        if kind == "route":
+            ipr.route("add", proto=RTPROT_TUNHELPER, **fields)
+        elif kind == "rule":
+            ipr.rule("add", **fields)
+        else:
+            raise ValueError(f"unknown change {kind!r}")
 
 
 def undo(record: Record) -> None:
@@ -91,10 +96,13 @@ def undo(record: Record) -> None:
     fields = dict(record)
     kind = fields.pop("kind")
     if kind == "nft":
-        _nft(["delete", "table", "inet", fields["table"]], check=False)
+        killswitch.firewall(fields["table"], None)
         return
     if kind == "resolv":
         restore_resolv_conf(record)
+        return
+    if kind == "dns":
+        dns.revert(record)
         return
     IPRoute, NetlinkError = _rtnl()
     try:
@@ -124,12 +132,13 @@ def cpu_has_aes() -> bool:
 # -- DNS without a resolver manager ------------------------------------------------
 
 
-def swap_resolv_conf(servers: list[str], path: str = RESOLV_CONF) -> Record:
-    """Write the link's servers into resolv.conf in place; the record holds the old text.
+def resolv_conf_plan(servers: list[str], path: str = RESOLV_CONF) -> Record:
+    """Replacing resolv.conf with the link's servers, as a record holding the old text
+    (read now, so the record is complete before anything is written).
 
-    In place (the same inode) rather than a rename: ``ip netns exec`` and containers
-    bind-mount resolv.conf, and a rename onto a mount point fails. A symlink means some
-    manager owns the file: refused (OSError) rather than written through.
+    Written in place (the same inode) rather than by a rename: ``ip netns exec`` and
+    containers bind-mount resolv.conf, and a rename onto a mount point fails. A symlink
+    means some manager owns the file: refused (OSError) rather than written through.
     """
     if os.path.islink(path):
         raise OSError(f"{path} is a symlink to {os.readlink(path)}: a resolver manager owns it")
@@ -137,8 +146,17 @@ def swap_resolv_conf(servers: list[str], path: str = RESOLV_CONF) -> Record:
         old = f.read()
     new = "# written by tunhelper connect for the tunnel's life; restored after\n"
     new += "".join(f"nameserver {s}\n" for s in servers)
-    _write_in_place(path, new.encode())
     return {"kind": "resolv", "path": path, "old": old.decode("utf-8", "replace"), "new": new}
+
+
+def dns_plan(device: str, servers: list[str], full: bool) -> Record | None:
+    """The resolver manager's record (systemd-resolved, resolvconf); without one, a full
+    tunnel replaces resolv.conf (the old resolvers are outside the tunnel) and a split
+    tunnel gets ``None`` (the caller says so)."""
+    record = dns.plan(device, servers, full)
+    if record is None and full:
+        return resolv_conf_plan(servers)
+    return record
 
 
 def restore_resolv_conf(record: Record) -> None:
@@ -163,38 +181,35 @@ def _write_in_place(path: str, data: bytes) -> None:
         os.close(fd)
 
 
-# -- kill-switch -------------------------------------------------------------------
+# -- kill-switch: see killswitch.py ------------------------------------------------
+
+firewall = killswitch.firewall
 
 
-def kill_switch(name: str, device: str | None, peers: list[tuple[str, int]]) -> Record:
-    """An nftables table that drops all output but loopback, the tunnel and the peers.
+# -- ssh's life tied to its connect -------------------------------------------------
 
-    Re-applied as a whole (delete + add in one ``nft -f`` transaction) whenever the
-    device or the peers change, so there is never a moment without it.
-    """
-    if shutil.which("nft") is None:
-        raise OSError("--kill-switch needs nftables (the nft command): apt install nftables")
-    table = f"{NFT_TABLE_PREFIX}{name}"
-    lines = [
-        f"table inet {table} {{}}",  # so that the delete below never fails
-        f"delete table inet {table}",
-        f"table inet {table} {{",
-        "  chain output {",
-        "    type filter hook output priority 0; policy drop;",
-        '    oifname "lo" accept',
-    ]
-    if device is not None:
-        lines.append(f'    oifname "{device}" accept')
-    for address, port in peers:
-        family = "ip6" if ":" in address else "ip"
-        lines.append(f"    {family} daddr {address} tcp dport {port} accept")
-    lines += ["    counter drop", "  }", "}"]
-    _nft(["-f", "-"], stdin="\n".join(lines) + "\n")
-    return {"kind": "nft", "table": table}
+_PR_SET_PDEATHSIG = 1
 
 
-def _nft(args: list[str], stdin: str | None = None, check: bool = True) -> None:
-    argv = ["nft", *args]
-    result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=10)
-    if check and result.returncode != 0:
-        raise OSError(f"nft failed: {result.stderr.strip() or result.returncode}")
+def ssh_preexec():
+    """A function for ``Popen(preexec_fn=)``: the child gets SIGTERM when its parent
+    dies, so a SIGKILLed connect never leaves its ssh (and the server's lease) behind.
+    libc is loaded here, before the fork; the child makes one system call."""
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl = libc.prctl
+
+    def tie() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+
+    return tie
+
+
+def netns(pid: int | None = None) -> int:
+    """The inode of ``/proc/PID/ns/net`` (0 if it cannot be read)."""
+    try:
+        return os.stat(f"/proc/{'self' if pid is None else int(pid)}/ns/net").st_ino
+    except (OSError, ValueError):
+        return 0
