@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import sqlite3
 import statistics
 import subprocess
@@ -200,6 +201,10 @@ def left_behind(lab: Lab) -> list[str]:
 def side(lab: Lab, keys: Keys, count: int, extra: list[Keys], rounds: int) -> dict:
     """One kind's storm of ``count``, its memory held, extra rounds, and its leaving."""
     took, sessions, served = storm(keys, count)
+    progress(f"{keys.kind}: storm of {count}: {served} served in {took:.1f} s")
+    if served < count:
+        failed = next(s for s in sessions if s.address is None)
+        progress(f"  first one not served said: {failed.stderr().strip()[-300:]!r}")
     held = (
         (lambda: len(lab.server_tun_devices()) >= served)
         if keys.kind == "static"
@@ -214,7 +219,12 @@ def side(lab: Lab, keys: Keys, count: int, extra: list[Keys], rounds: int) -> di
         for k in extra:
             found["rounds"][k.kind].append(one_more(lab, k, count))
     found["leave_s"] = leave(lab, sessions)
+    progress(f"{keys.kind}: held, measured, and left")
     return found
+
+
+def progress(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
 
 
 def measure(count: int, rounds: int) -> dict:
@@ -223,6 +233,7 @@ def measure(count: int, rounds: int) -> dict:
     with Lab(["--pool", POOL], sshd_options=sshd) as lab:
         lab.add_client("scale")
         static, helper = Keys(lab, "static", count + 1), Keys(lab, "tunhelper", count + 1)
+        progress(f"N = {count}: {2 * count + 2} keys authorized")
         result = {
             "sessions": count,
             "static": side(lab, static, count, [], 0),
@@ -279,6 +290,9 @@ def main() -> int:
     if missing:
         print(f"scale: this machine lacks {', '.join(missing)} (run tools/install.sh)")
         return 1
+    # ended from a background job: unwind, so the lab is removed
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("scale: terminated"))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # sshd inherits this: each unauthenticated connection costs its listener descriptors
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
