@@ -15,10 +15,9 @@ import sys
 
 import pytest
 
+from tests.conftest import require_lab_prerequisites
 from tunhelper.platform.base import DeviceInfo
 from tunhelper.platform.linux import sourcefilter
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for a network namespace")
 
 IN_NAMESPACE = r"""
 import json, sys
@@ -39,6 +38,7 @@ print(json.dumps(result))
 
 
 def in_namespace(how: str, script: str) -> dict:
+    require_lab_prerequisites()  # root, for the namespace
     out = subprocess.run(
         ["unshare", "--net", sys.executable, "-I", "-c", IN_NAMESPACE, how, script],
         capture_output=True,
