@@ -72,13 +72,17 @@ class Keys:
     def __init__(self, lab: Lab, kind: str, count: int) -> None:
         self.lab, self.kind = lab, kind
         self.client = lab.clients[0]
-        self.paths = []
-        for i in range(count):
-            path = lab.dir / f"key-{kind}-{i}"
-            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{kind}{i}", "-f", str(path))
+        self.paths = [lab.dir / f"key-{kind}-{i}" for i in range(count)]
+        for start in range(0, count, 50):  # ssh-keygen 50 at a time: a busy machine is slow
+            batch = [
+                subprocess.Popen(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(p)])
+                for p in self.paths[start : start + 50]
+            ]
+            if any(k.wait() != 0 for k in batch):
+                raise SystemExit("ssh-keygen failed")
+        for i, path in enumerate(self.paths):
             public = Path(f"{path}.pub").read_text().strip()
             lab.authorize(public, command=static_command(i) if kind == "static" else None)
-            self.paths.append(path)
 
     def connect(self, i: int) -> Session:
         argv = self.client.ssh_argv()
