@@ -30,21 +30,19 @@ A port's pins leave the table-wide sets with its chain: at teardown, in ``tunhel
 repair``, and (for chains whose device is gone) when the next tap port is guarded,
 so a client back after a SIGKILL on the gateway gets its MAC again.
 
-The rules are loaded by ``nft -f -`` in one transaction: one short process per session.
+The rules are loaded in one transaction (:mod:`nft`: libnftables in this process).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 
 from tunhelper.platform.base import DeviceInfo
+from tunhelper.platform.linux import nft
 from tunhelper.platform.linux.proc import ifindex, valid_ifname
 
 TABLE = "tunhelper"
-_NFT_PATHS = ("/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft", "/bin/nft")
-_TIMEOUT = 10.0
 _NA = "icmpv6 type nd-neighbor-advert"
 MACS, LINK_LOCALS = "macs", "linklocals"  # every tap port's pinned MAC and link-local
 # The IPv6 source as a raw 128-bit field, so that one set can hold it and be compared
@@ -54,38 +52,15 @@ _TARGET = "@th,64,128"
 _TARGET_IS_LINK_LOCAL = "@th,64,16 & 0xffc0 == 0xfe80"
 
 
-def _nft() -> str:
-    """nft from fixed places only (never a PATH that a client could influence)."""
-    for path in _NFT_PATHS:
-        if os.access(path, os.X_OK):
-            return path
-    raise FileNotFoundError(2, "nft (nftables) is not installed: needed for source filtering")
-
-
 def nft_missing() -> str | None:
     """What doctor says when source validation cannot be loaded here, else None."""
+    if nft.in_process():
+        return None
     try:
-        _nft()
+        nft.nft_path()
     except OSError as e:
         return f"{e.strerror}: every session is refused until it is"
     return None
-
-
-def _run(script: str, *argv: str) -> str:
-    import subprocess
-
-    try:
-        result = subprocess.run(
-            [_nft(), *argv], input=script, capture_output=True, text=True, timeout=_TIMEOUT
-        )
-    except subprocess.TimeoutExpired as e:
-        raise TimeoutError(62, "nft did not answer") from e
-    if result.returncode != 0:
-        why = next((x for x in result.stderr.splitlines() if "Error" in x), "failed").strip()
-        if "No such file or directory" in why:
-            raise FileNotFoundError(2, f"nft: {why}")  # a table, chain or set not there
-        raise OSError(22, f"nft: {why}")
-    return result.stdout
 
 
 def chain_name(device: DeviceInfo) -> str:
@@ -195,7 +170,7 @@ def guard_link(device: DeviceInfo, sources: list[str], gateway_link: str | None)
     protected = _link_local(gateway_link) if gateway_link else []
     if device.mode == "tap":
         _release_stale_pins()
-    _run(guard_script(device, sources, protected), "-f", "-")
+    nft.run(guard_script(device, sources, protected))
 
 
 def unguard_link(device: DeviceInfo) -> None:
@@ -207,7 +182,7 @@ def unguard_link(device: DeviceInfo) -> None:
         raise ValueError(f"bad interface name {device.name!r}")
     chain = chain_name(device)
     with contextlib.suppress(FileNotFoundError):  # not there: never created, or gone
-        _run(f"delete chain netdev {TABLE} {chain}\n", "-f", "-")
+        nft.run(f"delete chain netdev {TABLE} {chain}\n")
     if device.mode != "tap":
         return
     for attempt in (1, 2):  # another port freeing stale pins may race us: look again
@@ -215,7 +190,7 @@ def unguard_link(device: DeviceInfo) -> None:
         if not pins:
             return
         try:
-            _run("".join(f"{line}\n" for line in pins), "-f", "-")
+            nft.run("".join(f"{line}\n" for line in pins))
             return
         except FileNotFoundError:
             if attempt == 2:
@@ -230,7 +205,7 @@ def _own_pins(chain: str) -> list[str]:
     script = []
     for own, shared in ((chain, MACS), (f"{chain}_ll", LINK_LOCALS)):
         try:
-            listed = json.loads(_run("", "-j", "list", "set", "netdev", TABLE, own))
+            listed = json.loads(nft.query(f"list set netdev {TABLE} {own}"))
         except FileNotFoundError:
             continue
         except ValueError:
@@ -250,7 +225,7 @@ class _Table:
         import json
 
         try:
-            listed = json.loads(_run("", "-j", "list", "table", "netdev", TABLE))
+            listed = json.loads(nft.query(f"list table netdev {TABLE}"))
         except (OSError, ValueError):
             listed = {}
         items = listed.get("nftables", [])
@@ -288,7 +263,7 @@ def _remove(chains: list[str]) -> None:
         if not script:
             return
         try:
-            _run("".join(f"{line}\n" for line in script), "-f", "-")
+            nft.run("".join(f"{line}\n" for line in script))
             return
         except OSError:
             if attempt == 2 and any(c in _Table().chains for c in chains):
@@ -314,7 +289,7 @@ def _release_stale_pins() -> None:
     script = [line for c in table.chains if not _live(c) for line in table.unpinning(c)]
     if script:
         with contextlib.suppress(OSError):
-            _run("".join(f"{line}\n" for line in script), "-f", "-")
+            nft.run("".join(f"{line}\n" for line in script))
 
 
 def remove_stale_guards() -> list[str]:
