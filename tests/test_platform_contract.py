@@ -196,7 +196,11 @@ def test_same_process_agrees_across_backends() -> None:
 def test_end_process_signals_only_the_same_process() -> None:
     """A reused pid (another start time) is never signalled; the same process is."""
     for backend in BACKENDS:
-        sleeper = subprocess.Popen(["sleep", "30"])
+        # SIGTERM's default action in the child, whatever an earlier test in this
+        # process left (a serve() ignores SIGTERM from its end on)
+        sleeper = subprocess.Popen(
+            ["sleep", "30"], preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        )
         try:
             start = linux.process_start(sleeper.pid)
             assert not backend.end_process(sleeper.pid, start - 10)

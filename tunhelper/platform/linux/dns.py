@@ -14,7 +14,6 @@ the file resolvconf writes exactly as the other interfaces' records make it.
 from __future__ import annotations
 
 import shutil
-import subprocess
 
 from tunhelper.platform.base import DeviceInfo, PlatformError
 
@@ -56,6 +55,8 @@ def revert(record: dict) -> None:
 
 
 def _run(argv: list[str], stdin: str | None, check: bool = True) -> None:
+    import subprocess  # here: the session and the keeper load this module, never run it
+
     try:
         result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=_TIMEOUT)
     except subprocess.TimeoutExpired as e:
