@@ -33,6 +33,7 @@ _TIMEOUT = 30.0
 
 Version = tuple[int, int, int]
 NEWEST: Version = (99, 0, 0)  # what an unknown version is judged as
+GLOBAL_CHANNEL_TIMEOUT: Version = (9, 7, 0)  # ChannelTimeout global=: all channels at once
 PENALTIES: Version = (9, 8, 0)  # PerSourcePenalties, on by default
 DISABLE_FORWARDING_TUN: Version = (10, 4, 0)  # DisableForwarding yes refuses tunnels too
 RESTRICT_BLOCKS_TUN: Version = (10, 5, 0)  # `restrict` refuses tunnels, nothing re-allows
