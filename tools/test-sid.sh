@@ -109,6 +109,7 @@ printf '#!/bin/sh\nexit 101\n' >"$root/usr/sbin/policy-rc.d" # no daemon starts 
 chmod 755 "$root/usr/sbin/policy-rc.d"
 
 git clone -q "$PWD" "$root/root/project" # HEAD, without the work tree's .venv or dist
+commit=$(git -C "$root/root/project" rev-parse --short HEAD)
 if [[ -n $deb ]]; then
     mkdir -p "$root/root/prebuilt"
     cp "$deb" "$root/root/prebuilt/"
@@ -136,7 +137,7 @@ for path in venv deb; do
 done
 versions=$(in_tree "dpkg-query -W -f='\${Package} \${Version}, ' openssh-server python3 \
     nftables python3-pyroute2 python3-psutil python3-netaddr 2>/dev/null" || true)
-echo "test-sid.sh: Debian $(cat "$root/etc/debian_version"), commit $(git rev-parse --short HEAD):" \
+echo "test-sid.sh: Debian $(cat "$root/etc/debian_version"), commit $commit:" \
     "${versions%, }"
 printf 'test-sid.sh: %s\n' "${summary[@]}"
 echo "test-sid.sh: $((SECONDS - started)) s in all"

@@ -75,13 +75,7 @@ def check_key_line(
     if found is None:
         return [], None
     program, args = found.program, found.args
-    out = []
-    if "restrict" in found.names:
-        out.append(doctor_sshd.restrict_finding(where, version))
-    else:
-        for r in openssh.RESTRICTIONS:
-            if r.without and r.option.lower() not in found.names:
-                out.append(warning(f"{where}: no {r.option}: {r.without}; add {r.option}"))
+    out = _restrictions(where, found.names, version)
     if args and args[0] in WORDS:
         out.append(error(f"{where}: the forced command runs 'tunhelper {args[0]}', not the helper"))
         return out, None
@@ -121,6 +115,17 @@ def check_key_line(
         bridge=settings.bridge.name,
         forwards=tuple(sorted({family.of(n) for n in [*settings.routes, *settings.client_nets]})),
     )
+
+
+def _restrictions(where: str, names: set[str], version: Version | None) -> list[Finding]:
+    """``restrict`` (judged by the sshd's version), else each missing restriction."""
+    if "restrict" in names:
+        return [doctor_sshd.restrict_finding(where, version)]
+    return [
+        warning(f"{where}: no {r.option}: {r.without}; add {r.option}")
+        for r in openssh.RESTRICTIONS
+        if r.without and r.option.lower() not in names
+    ]
 
 
 def check_forwarding(lines: list[KeyLine]) -> list[Finding]:
