@@ -403,13 +403,16 @@ def closes_for_inactivity(make_lab, options: dict[str, str]) -> tuple[bool, str]
 
 
 def test_channel_timeout_names_as_the_installed_sshd_matches_them(make_lab) -> None:
-    """sshd matches ChannelTimeout against session:shell and tun, not against the
-    documented session and tun-connection: doctor warns of what closes channels only."""
-    installed()
+    """sshd matches ChannelTimeout against session:shell and tun; up to 10.5 not against
+    the documented session and tun-connection (10.6 did close a channel for them):
+    doctor warns of what closes channels only."""
+    version, _ = installed()
     closed, said = closes_for_inactivity(
         make_lab, {"ChannelTimeout": "session=3s tun-connection=3s"}
     )
-    assert not closed and "warning" not in said and "closes none of them" in said, said
+    acts = openssh.at_least(version, openssh.DOCUMENTED_CHANNEL_NAMES)  # seen on 10.6p1
+    assert closed is acts and ("warning" in said) is acts, said
+    assert ("closes none of them" in said) is not acts, said
     closed, said = closes_for_inactivity(make_lab, {"ChannelTimeout": "session:*=3s tun=3s"})
     assert closed and said.startswith("warning: ") and said.count("warning: ") == 2, said
 

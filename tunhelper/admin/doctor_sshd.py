@@ -257,7 +257,7 @@ def _penalties(config: SshdConfig) -> list[Finding]:
 # (``ssh -w any HOST``) or session:command (a client command, as ``tunhelper connect``
 # sends), the tunnel is tun. sshd_config(5) names them ``session`` and
 # ``tun-connection``, which sshd's own channels never carry once labelled (read in the
-# source up to 10.5; run here and on sid's 10.6: tests/test_openssh.py).
+# source up to 10.5, run here on 9.2); sid's 10.6 did close a channel for them.
 SESSION_CHANNELS = ("session:shell", "session:command")
 TUNNEL_CHANNEL = "tun"
 DOCUMENTED = ("session", "tun-connection")
@@ -284,6 +284,10 @@ def _channel_timeouts(
             closes = "the tunnel's channel"
         elif any(fnmatch.fnmatchcase(name, kind) for name in SESSION_CHANNELS):
             closes = "the session's own channel (idle once the address is printed)"
+        elif at_least(version, openssh.DOCUMENTED_CHANNEL_NAMES) and any(
+            fnmatch.fnmatchcase(name, kind) for name in DOCUMENTED
+        ):  # 10.6 closed a channel for these (seen on sid; which one was not looked at)
+            closes = "the tunnel's or the session's channel"
         else:
             closes = ""
         if closes:

@@ -38,6 +38,7 @@ PENALTIES: Version = (9, 8, 0)  # PerSourcePenalties, on by default
 DISABLE_FORWARDING_TUN: Version = (10, 4, 0)  # DisableForwarding yes refuses tunnels too
 RESTRICT_BLOCKS_TUN: Version = (10, 5, 0)  # `restrict` refuses tunnels, nothing re-allows
 MATCH_CHANNEL_TIMEOUT: Version = (10, 5, 0)  # a Match block's ChannelTimeout is in force
+DOCUMENTED_CHANNEL_NAMES: Version = (10, 6, 0)  # ChannelTimeout session=/tun-connection= act
 MIXED_CASE_DUMP: Version = (10, 5, 0)  # sshd -T prints `PermitTunnel`, not `permittunnel`
 KNOWN: Version = (10, 6, 1)  # the newest release whose changes were read (docs/platforms.md)
 _VERSION = re.compile(r"OpenSSH_(\d+)\.(\d+)(?:p(\d+))?")
