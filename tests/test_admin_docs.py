@@ -64,13 +64,12 @@ def test_drop_in_is_current_and_says_to_reload() -> None:
 
 def test_drop_in_silences_doctors_client_alive_warning(tmp_path: Path) -> None:
     require_lab_prerequisites()
-    from tunhelper.admin.doctor import check_sshd
+    from tunhelper.admin.doctor_sshd import check_sshd
 
     effective = effective_sshd_config(DROP_IN, tmp_path)
-    assert effective["clientaliveinterval"] == "15"
-    assert effective["clientalivecountmax"] == "3"
-    settings = {k: v.split() for k, v in effective.items()}
-    texts = [str(f) for f in check_sshd(settings)]
+    assert effective.first("ClientAliveInterval") == "15"
+    assert effective.first("ClientAliveCountMax") == "3"
+    texts = [str(f) for f in check_sshd(effective)]
     assert not [t for t in texts if "ClientAlive" in t and not t.startswith("ok:")], texts
 
 

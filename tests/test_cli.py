@@ -503,6 +503,6 @@ def test_pythonpath_acts_before_tunhelper_can_defend_so_doctor_flags_it(tmp_path
     # pip's script (the venv's) cannot stop it; the Debian package's launcher runs
     # python3 -I and so ignores PYTHONPATH before anything is imported.
     assert (tmp_path / "ran").exists() is (installed_command() is None)
-    from tunhelper.admin import doctor
+    from tunhelper.admin import doctor_sshd
 
-    assert doctor.accept_env_risks(["PYTHON*"]) != []
+    assert doctor_sshd.accept_env_risks(["PYTHON*"]) != []

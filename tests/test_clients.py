@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tunhelper.admin import clients
+from tunhelper.admin import clients, openssh
 from tunhelper.errors import TunhelperError, UsageError
 
 OTHER = (
@@ -43,7 +43,7 @@ def test_add_appends_one_checked_line_and_keeps_the_rest(tmp_path: Path, key: st
     (line,) = data[len(OTHER) :].decode().splitlines()
     kind, blob = key.split()[:2]
     assert line == (
-        f'{clients.RESTRICTIONS},command="/usr/bin/tunhelper --pool 192.168.3.0/24 '
+        f'{openssh.RESTRICTION_LIST},command="/usr/bin/tunhelper --pool 192.168.3.0/24 '
         f'--state-dir {tmp_path / "s"}" {kind} {blob} laptop'
     )
     (listed,) = clients.clients(data.splitlines(keepends=True))

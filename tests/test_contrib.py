@@ -8,33 +8,30 @@ from pathlib import Path
 
 from tests.conftest import require_lab_prerequisites
 from tests.lab import REPO, SSHD
+from tunhelper.admin.openssh import SshdConfig, read_sshd_config
 
 DROP_IN = REPO / "contrib" / "sshd_config.d" / "tunhelper.conf.example"
 AUTHORIZED_KEYS = REPO / "contrib" / "authorized_keys.sample"
 
 
-def effective_sshd_config(drop_in: Path, tmp_path: Path) -> dict[str, str]:
-    """What ``sshd -T`` makes of a config that includes the drop-in, for a root login."""
+def effective_sshd_config(drop_in: Path, tmp_path: Path) -> SshdConfig:
+    """What ``sshd -T`` makes of a config that includes the drop-in, for a root login
+    (read as doctor reads it: keywords without case, as OpenSSH 10.5 and later print
+    them in mixed case)."""
     key = tmp_path / "host_key"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     config = tmp_path / "sshd_config"
     config.write_text(f"Include {drop_in}\nHostKey {key}\nPidFile {tmp_path / 'pid'}\n")
     os.makedirs("/run/sshd", exist_ok=True)
-    out = subprocess.run(
-        [SSHD, "-T", "-f", str(config), "-C", "user=root,host=client,addr=192.0.2.1"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return read_sshd_config(SSHD, str(config), "user=root,host=client,addr=192.0.2.1")
 
 
 def test_sshd_config_drop_in_sets_what_tunhelper_needs(tmp_path: Path) -> None:
     require_lab_prerequisites()
     effective = effective_sshd_config(DROP_IN, tmp_path)
-    assert effective["permittunnel"] == "yes"
-    assert effective["permitrootlogin"] == "forced-commands-only"
-    assert effective["exposeauthinfo"] == "yes"
+    assert effective.first("PermitTunnel") == "yes"
+    assert effective.first("PermitRootLogin") == "forced-commands-only"
+    assert effective.first("ExposeAuthInfo") == "yes"
 
 
 def test_authorized_keys_sample_line_uses_tunnel_friendly_options() -> None:

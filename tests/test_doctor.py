@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tests.conftest import require_lab_prerequisites
 from tests.lab import SSHD, Lab, run, tunhelper_command
 from tunhelper import settings as settings_module
-from tunhelper.admin import doctor, doctor_store, openssh
+from tunhelper.admin import doctor, doctor_sshd, doctor_store, openssh
 from tunhelper.errors import UsageError
 from tunhelper.pool import Pool
 from tunhelper.store import Owner, Request, open_store
@@ -44,9 +44,9 @@ def texts(findings, level: str) -> list[str]:
 
 def test_options_with_quoted_commas_and_escaped_quotes() -> None:
     line = r'no-pty,from="10.0.0.0/8,192.168.0.0/16",command="tunhelper --client \"a b\", x" ' + KEY
-    options, rest = doctor.split_key_line(line) or ("", "")
+    options, rest = openssh.split_key_line(line) or ("", "")
     assert rest == KEY
-    assert doctor.parse_options(options) == [
+    assert openssh.parse_options(options) == [
         ("no-pty", None),
         ("from", "10.0.0.0/8,192.168.0.0/16"),
         ("command", 'tunhelper --client "a b", x'),
@@ -54,11 +54,11 @@ def test_options_with_quoted_commas_and_escaped_quotes() -> None:
 
 
 def test_lines_without_options_comments_and_blanks() -> None:
-    assert doctor.split_key_line(KEY) == ("", KEY)
-    assert doctor.split_key_line('# command="tunhelper"') is None
-    assert doctor.split_key_line("   ") is None
-    assert doctor.split_key_line("NO-PTY " + KEY) == ("NO-PTY", KEY)
-    assert doctor.parse_options('NO-PTY,Command="x"') == [("no-pty", None), ("command", "x")]
+    assert openssh.split_key_line(KEY) == ("", KEY)
+    assert openssh.split_key_line('# command="tunhelper"') is None
+    assert openssh.split_key_line("   ") is None
+    assert openssh.split_key_line("NO-PTY " + KEY) == ("NO-PTY", KEY)
+    assert openssh.parse_options('NO-PTY,Command="x"') == [("no-pty", None), ("command", "x")]
 
 
 @pytest.mark.parametrize("options", ['command="unclosed', "command=unquoted", "a,,b", 'a="x"b'])
@@ -84,11 +84,11 @@ def test_options_written_as_sshd_reads_them_parse_back(options) -> None:
         for name, value in options
     )
     if not text:
-        assert doctor.split_key_line(KEY) == ("", KEY)
+        assert openssh.split_key_line(KEY) == ("", KEY)
         return
-    split = doctor.split_key_line(f"{text} {KEY}")
+    split = openssh.split_key_line(f"{text} {KEY}")
     assert split == (text, KEY)
-    assert doctor.parse_options(split[0]) == options
+    assert openssh.parse_options(split[0]) == options
 
 
 @settings(max_examples=2000, deadline=None)
@@ -119,7 +119,7 @@ def test_restrict_is_an_error_and_missing_restrictions_are_warnings() -> None:
         "keys:1", key_line(f"{HELPER} --pool 192.168.3.0/24 --max-leases 2", "no-agent-forwarding")
     )
     warned = " ".join(texts(findings, "warning"))
-    for missing in ("no-pty", "no-port-forwarding", "no-x11-forwarding"):
+    for missing in ("no-pty", "no-port-forwarding", "no-X11-forwarding"):
         assert f"no {missing}" in warned
     assert "no-agent-forwarding:" not in warned
 
@@ -202,7 +202,7 @@ def test_overlapping_pools_and_split_state() -> None:
     ("patterns", "flagged"),
     [
         (["LANG", "LC_*"], []),
-        (["*"], list(doctor.DANGEROUS_ENV)),
+        (["*"], list(doctor_sshd.DANGEROUS_ENV)),
         (["LD_*"], ["LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT"]),
         (["L?_PRELOAD"], ["LD_PRELOAD"]),
         (["PYTHON*"], ["PYTHONPATH", "PYTHONHOME", "PYTHONINSPECT"]),
@@ -213,7 +213,7 @@ def test_overlapping_pools_and_split_state() -> None:
     ],
 )
 def test_accept_env_patterns(patterns: list[str], flagged: list[str]) -> None:
-    found = [name for _, names in doctor.accept_env_risks(patterns) for name in names]
+    found = [name for _, names in doctor_sshd.accept_env_risks(patterns) for name in names]
     assert sorted(found) == sorted(flagged)
 
 
@@ -231,7 +231,7 @@ authorizedkeysfile .ssh/authorized_keys /etc/ssh/keys/%u %h/.ssh/k%%
 
 
 def test_a_sound_sshd_configuration_is_all_ok() -> None:
-    found = doctor.check_sshd(doctor.parse_sshd_t(SSHD_T_GOOD))
+    found = doctor_sshd.check_sshd(openssh.SshdConfig.parse(SSHD_T_GOOD))
     assert levels(found) == ["ok"] * len(found)
 
 
@@ -250,14 +250,14 @@ def test_a_sound_sshd_configuration_is_all_ok() -> None:
 def test_each_sshd_problem_is_one_finding(line: str, level: str, words: str) -> None:
     key = line.split()[0]
     text = "\n".join(x for x in SSHD_T_GOOD.splitlines() if not x.startswith(key)) + f"\n{line}\n"
-    found = doctor.check_sshd(doctor.parse_sshd_t(text))
+    found = doctor_sshd.check_sshd(openssh.SshdConfig.parse(text))
     bad = [f for f in found if f.level != "ok"]
     assert len(bad) == 1 and bad[0].level == level and words in bad[0].text, found
 
 
 def test_authorized_keys_file_expanded_as_sshd_does() -> None:
     home = os.path.expanduser("~root")
-    paths = doctor.authorized_keys_paths(doctor.parse_sshd_t(SSHD_T_GOOD))
+    paths = openssh.authorized_keys_paths(openssh.SshdConfig.parse(SSHD_T_GOOD))
     assert paths == [f"{home}/.ssh/authorized_keys", "/etc/ssh/keys/root", f"{home}/.ssh/k%"]
 
 
@@ -449,8 +449,8 @@ def test_doctor_when_sshd_cannot_read_its_configuration(tmp_path: Path) -> None:
 @settings(max_examples=1000, deadline=None)
 @given(st.text(max_size=400))
 def test_any_sshd_t_output_gives_one_line_findings(text: str) -> None:
-    settings_ = doctor.parse_sshd_t(text)
-    for finding in doctor.check_sshd(settings_):
+    settings_ = openssh.SshdConfig.parse(text)
+    for finding in doctor_sshd.check_sshd(settings_):
         assert finding.level in ("ok", "warning", "error") and "\n" not in finding.text
-    for path in doctor.authorized_keys_paths(settings_):
+    for path in openssh.authorized_keys_paths(settings_):
         assert os.path.isabs(path)

@@ -16,7 +16,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -26,17 +25,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tunhelper.admin import doctor
+from tunhelper.admin import openssh
 from tunhelper.errors import TunhelperError, UsageError
 from tunhelper.statedir import write_atomically
 
 if TYPE_CHECKING:
     from tunhelper.settings import Settings
 
-# What `restrict` stands for today, spelled out: unlike `restrict`, a future OpenSSH
-# cannot widen it to tunnel forwarding (10.5 did).
-RESTRICTIONS = "no-pty,no-port-forwarding,no-agent-forwarding,no-X11-forwarding,no-user-rc"
-_NAME = re.compile(r"[A-Za-z0-9._@:+-]{1,64}")
 _KEYGEN_TIMEOUT = 10
 
 
@@ -66,10 +61,10 @@ class Client:
 
 def default_path(sshd_config: str | None = None) -> str:
     """Root's first authorized_keys file as sshd sees it (``sshd -T``), else the usual."""
-    sshd = shutil.which("sshd", path=doctor.SSHD_PATH)
+    sshd = openssh.find_sshd()
     if sshd is not None:
         with contextlib.suppress(TunhelperError):
-            paths = doctor.authorized_keys_paths(doctor.sshd_settings(sshd, sshd_config))
+            paths = openssh.authorized_keys_paths(openssh.read_sshd_config(sshd, sshd_config))
             if paths:
                 return paths[0]
     return "/root/.ssh/authorized_keys"
@@ -90,22 +85,17 @@ def clients(lines: list[bytes]) -> list[Client]:
     out = []
     for number, raw in enumerate(lines, 1):
         try:
-            split = doctor.split_key_line(raw.decode("utf-8", errors="replace"))
-            if split is None:
-                continue
-            options = doctor.parse_options(split[0])
-            commands = [v for n, v in options if n == "command" and v is not None]
-            found = doctor.tunhelper_args(commands[0]) if commands else None
+            found = openssh.tunhelper_line(raw.decode("utf-8", errors="replace"))
         except ValueError:
             continue
         if found is None:
             continue
-        words = split[1].split(None, 2)
+        words = found.key.split(None, 2)
         if len(words) < 2:
             continue
         comment = words[2].strip() if len(words) > 2 else ""
-        authority = any(n == "cert-authority" for n, _ in options)
-        out.append(Client(number, comment, words[0], words[1], found[1], authority))
+        authority = "cert-authority" in found.names
+        out.append(Client(number, comment, words[0], words[1], found.args, authority))
     return out
 
 
@@ -124,9 +114,9 @@ def program() -> str:
 def check_key(key: str) -> tuple[str, str, str]:
     """``(type, base64, fingerprint)`` of a public key, as ssh-keygen reads it."""
     words = key.split()
-    if len(words) < 2 or not doctor._KEY_TYPE.fullmatch(words[0]):
+    if len(words) < 2 or not openssh.KEY_TYPE.fullmatch(words[0]):
         raise UsageError("--key: give a public key line, e.g. 'ssh-ed25519 AAAA... comment'")
-    if not doctor._BASE64.fullmatch(words[1]) or "-cert-v01" in words[0]:
+    if not openssh.BASE64.fullmatch(words[1]) or "-cert-v01" in words[0]:
         raise UsageError(f"--key: not a plain public key of type {words[0]}")
     keygen = shutil.which("ssh-keygen")
     if keygen is None:
@@ -166,12 +156,6 @@ def check_helper_args(args: list[str]) -> None:
         raise UsageError("--help and --version have no place on a client's line") from None
 
 
-def key_line(name: str, key_type: str, blob: str, command: list[str]) -> bytes:
-    """The authorized_keys line: restrictions, the forced command, the key, NAME."""
-    quoted = shlex.join(command).replace('"', '\\"')  # sshd's quoting: only \" is special
-    return f'{RESTRICTIONS},command="{quoted}" {key_type} {blob} {name}\n'.encode()
-
-
 @contextlib.contextmanager
 def _editing(path: str) -> Iterator[None]:
     """Hold the lock on ``path``'s edits (``.authorized_keys.lock`` beside it): a
@@ -188,8 +172,12 @@ def _editing(path: str) -> Iterator[None]:
 
 
 def add(path: str, name: str, key: str, helper_args: list[str], prog: str | None) -> int:
-    if not _NAME.fullmatch(name):
-        raise UsageError(f"NAME {name!r}: 1 to 64 of A-Z a-z 0-9 . _ @ : + -")
+    from tunhelper.options import client_name
+
+    try:
+        client_name(name)  # a name the helper's --client accepts too
+    except argparse.ArgumentTypeError as e:
+        raise UsageError(f"NAME: {e}") from None
     key_type, blob, fp = check_key(key)
     check_helper_args(helper_args)
     command = prog or program()
@@ -211,7 +199,7 @@ def _add(path: str, name: str, key_type: str, blob: str, fp: str, command: list[
             raise TunhelperError(f"{path}:{number} already has this key ({fp})")
     if lines and not lines[-1].endswith(b"\n"):
         lines[-1] += b"\n"
-    lines.append(key_line(name, key_type, blob, command))
+    lines.append(openssh.key_line(command, key_type, blob, name).encode())
     write_atomically(path, b"".join(lines))
 
 

@@ -8,309 +8,35 @@ the tun device, persistent tunN/tapN devices a client could ask sshd for, the
 platform's source filtering (asked of the platform, which knows the host), the state
 directories and their lease databases (opened read-only). Every finding is one line,
 ``ok:``, ``warning:`` or ``error:``; any error makes the exit status 1.
+
+sshd's settings are judged in ``doctor_sshd.py``, the stores in ``doctor_store.py``;
+every OpenSSH format (``sshd -T``, versions, authorized_keys lines, the restriction
+list) is read by ``openssh.py``, which ``client add|list|revoke`` shares.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import fnmatch
 import io
 import os
-import pwd
-import re
-import shlex
-import shutil
 import stat
-import subprocess
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tunhelper import family, platform, statedir
+from tunhelper.admin import doctor_sshd, openssh
 from tunhelper.admin.findings import ERROR, OK, Finding, error, ok, warning
+from tunhelper.admin.openssh import SshdConfig, Version
 from tunhelper.errors import TunhelperError, UsageError
 
 if TYPE_CHECKING:
-    from tunhelper.admin.openssh import Version
     from tunhelper.pool import Pool
     from tunhelper.store import StoreConfig
 
-SSHD_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-SSHD_TIMEOUT = 30.0
-
-# Names a client must never be able to set in a root session: each one runs code of
-# the client's choosing before tunhelper can defend itself (the dynamic linker, the
-# login shell that runs the forced command, Python), or forges its identity.
-DANGEROUS_ENV = (
-    "LD_PRELOAD",
-    "LD_LIBRARY_PATH",
-    "LD_AUDIT",
-    "BASH_ENV",
-    "BASH_FUNC_tunhelper%%",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONINSPECT",
-    "SSH_USER_AUTH",
-)
-
-# What a tunnel-only key should not also be allowed, and why.
-WANTED_RESTRICTIONS = {
-    "no-pty": "a client may ask for a terminal, which mangles the announcement",
-    "no-port-forwarding": "the key may also forward TCP ports, for example to services "
-    "listening only on the gateway's localhost",
-    "no-agent-forwarding": "the key may also forward an ssh agent",
-    "no-x11-forwarding": "the key may also forward X11",
-}
-
-_KEY_TYPE = re.compile(
-    r"(ssh-(rsa|dss|ed25519|ed448|xmss)|ecdsa-sha2-nistp(256|384|521)"
-    r"|sk-ecdsa-sha2-nistp256|sk-ssh-ed25519)(-cert-v01)?(@openssh\.com)?"
-)
-_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
-
-
-# -- sshd's configuration ------------------------------------------------------------
-
-
-def sshd_settings(sshd: str, config: str | None) -> dict[str, list[str]]:
-    """``sshd -T`` for root as a dict: keyword (lower case) -> its values, one per line."""
-    argv = [sshd, "-T", "-C", "user=root"]
-    if config is not None:
-        argv += ["-f", config]
-    try:
-        result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=SSHD_TIMEOUT, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise TunhelperError(f"cannot run {' '.join(argv)}: {e}") from None
-    if result.returncode != 0:
-        said = (result.stderr.strip().splitlines() or ["no message"])[-1]
-        raise TunhelperError(f"{' '.join(argv)} failed: {said}")
-    return parse_sshd_t(result.stdout)
-
-
-def parse_sshd_t(text: str) -> dict[str, list[str]]:
-    settings: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        key, _, value = line.strip().partition(" ")
-        if key:
-            settings.setdefault(key.lower(), []).append(value.strip())
-    return settings
-
-
-def _one(settings: dict[str, list[str]], key: str, default: str = "") -> str:
-    values = settings.get(key)
-    return values[0] if values else default
-
-
-def accept_env_risks(patterns: Iterable[str]) -> list[tuple[str, list[str]]]:
-    """Each AcceptEnv pattern that lets a dangerous name through, with those names.
-
-    sshd's patterns know only ``*`` and ``?``; a ``[`` is a plain character to sshd.
-    """
-    risky = []
-    for pattern in patterns:
-        glob = pattern.replace("[", "[[]")
-        names = [n for n in DANGEROUS_ENV if fnmatch.fnmatchcase(n, glob)]
-        if names:
-            risky.append((pattern, names))
-    return risky
-
-
-def check_sshd(settings: dict[str, list[str]]) -> list[Finding]:
-    out = []
-    tunnel = _one(settings, "permittunnel", "no")
-    if tunnel == "no":
-        out.append(error("sshd: PermitTunnel no: clients get no tunnel; set PermitTunnel yes"))
-    else:
-        serves = {"yes": "tun and tap", "point-to-point": "tun only", "ethernet": "tap only"}
-        out.append(ok(f"sshd: PermitTunnel {tunnel} ({serves.get(tunnel, tunnel)})"))
-
-    root = _one(settings, "permitrootlogin", "")
-    if root == "forced-commands-only":
-        out.append(ok("sshd: PermitRootLogin forced-commands-only"))
-    elif root == "no":
-        out.append(
-            error(
-                "sshd: PermitRootLogin no: tunhelper cannot run as root's forced command; "
-                "set PermitRootLogin forced-commands-only"
-            )
-        )
-    else:
-        out.append(
-            warning(
-                f"sshd: PermitRootLogin {root}: root may log in without a forced command; "
-                "set PermitRootLogin forced-commands-only"
-            )
-        )
-
-    if _one(settings, "exposeauthinfo", "no") == "yes":
-        out.append(ok("sshd: ExposeAuthInfo yes: clients are told apart by their keys"))
-    else:
-        out.append(
-            warning(
-                "sshd: ExposeAuthInfo no: clients are identified by --client or, failing it, "
-                "all share the login's identity (sticky addresses, --max-leases); "
-                "set ExposeAuthInfo yes"
-            )
-        )
-
-    startups = _one(settings, "maxstartups", "10:30:100")
-    first = startups.split(":")[0]
-    if first.isdigit() and int(first) < 10:
-        out.append(
-            warning(
-                f"sshd: MaxStartups {startups}: more than {first} clients connecting at once "
-                "(after a gateway restart) are dropped at random; raise it (e.g. 100:30:200)"
-            )
-        )
-    else:
-        out.append(
-            ok(
-                f"sshd: MaxStartups {startups}: beyond {first} clients authenticating at once, "
-                "sshd refuses new connections at random"
-            )
-        )
-
-    risky = accept_env_risks(settings.get("acceptenv", []))
-    for pattern, names in risky:
-        out.append(
-            error(
-                f"sshd: AcceptEnv {pattern} lets a client set {', '.join(names)} in a root "
-                "session (code run as root before tunhelper starts, or a forged identity); "
-                "narrow AcceptEnv to LANG LC_*"
-            )
-        )
-    if not risky:
-        accepted = " ".join(settings.get("acceptenv", [])) or "nothing"
-        out.append(ok(f"sshd: AcceptEnv {accepted}: no dangerous variable gets through"))
-
-    if _one(settings, "clientaliveinterval", "0") in ("0", ""):
-        out.append(
-            warning(
-                "sshd: ClientAliveInterval 0: a client whose network vanishes keeps its "
-                "address until TCP gives up (hours); set ClientAliveInterval 15"
-            )
-        )
-    else:
-        interval = _one(settings, "clientaliveinterval")
-        count = _one(settings, "clientalivecountmax", "3")
-        out.append(
-            ok(
-                f"sshd: ClientAliveInterval {interval}, ClientAliveCountMax {count}: a vanished "
-                "client's session ends on its own"
-            )
-        )
-    return out
-
-
-def authorized_keys_paths(settings: dict[str, list[str]]) -> list[str]:
-    """Root's authorized_keys files, as sshd would expand AuthorizedKeysFile."""
-    home = pwd.getpwuid(0).pw_dir
-    values = " ".join(settings.get("authorizedkeysfile", [".ssh/authorized_keys"])).split()
-    tokens = {"%h": home, "%u": "root", "%U": "0", "%%": "%"}  # sshd's, for root
-    paths = []
-    for value in values:
-        if value == "none":
-            continue
-        path = re.sub(r"%[huU%]", lambda m: tokens[m.group(0)], value)
-        paths.append(path if os.path.isabs(path) else os.path.join(home, path))
-    return paths
-
 
 # -- authorized_keys -------------------------------------------------------------------
-
-
-def split_key_line(line: str) -> tuple[str, str] | None:
-    """``(options, key...)`` of an authorized_keys line, or ``None`` for a comment/blank.
-
-    As sshd reads it: a line that starts with a key (a key type, then base64) has no
-    options; otherwise the options field runs to the first space or tab outside double
-    quotes, and inside quotes ``\\"`` is a quote that does not end them.
-    """
-    text = line.strip()
-    if not text or text.startswith("#"):
-        return None
-    words = text.split(None, 2)
-    if len(words) >= 2 and _KEY_TYPE.fullmatch(words[0]) and _BASE64.fullmatch(words[1]):
-        return "", text
-    quoted = False
-    i = 0
-    while i < len(text):
-        c = text[i]
-        if c == "\\" and quoted and text[i + 1 : i + 2] == '"':
-            i += 2
-            continue
-        if c == '"':
-            quoted = not quoted
-        elif c in " \t" and not quoted:
-            break
-        i += 1
-    if quoted:
-        raise ValueError("an option's double quote is never closed")
-    return text[:i], text[i:].strip()
-
-
-def parse_options(text: str) -> list[tuple[str, str | None]]:
-    """``no-pty,command="a \\"b\\", c"`` -> ``[("no-pty", None), ("command", 'a "b", c')]``.
-
-    Names are lower-cased (sshd compares them without case); a value is always quoted.
-    """
-    options: list[tuple[str, str | None]] = []
-    i = 0
-    while i < len(text):
-        m = re.match(r"[A-Za-z0-9_-]+", text[i:])
-        if m is None:
-            raise ValueError(f"bad option syntax at {text[i : i + 20]!r}")
-        name = m.group(0).lower()
-        i += m.end()
-        value = None
-        if text[i : i + 1] == "=":
-            if text[i + 1 : i + 2] != '"':
-                raise ValueError(f"the value of {name} must be in double quotes")
-            i += 2
-            chars = []
-            while True:
-                if i >= len(text):
-                    raise ValueError(f"the value of {name} has no closing quote")
-                if text[i] == "\\" and text[i + 1 : i + 2] == '"':
-                    chars.append('"')
-                    i += 2
-                    continue
-                if text[i] == '"':
-                    i += 1
-                    break
-                chars.append(text[i])
-                i += 1
-            value = "".join(chars)
-        options.append((name, value))
-        if i < len(text):
-            if text[i] != ",":
-                raise ValueError(f"expected a comma after {name}")
-            i += 1
-    return options
-
-
-def tunhelper_args(command: str) -> tuple[str, list[str]] | None:
-    """``(program, arguments)`` when a forced command runs tunhelper, else ``None``.
-
-    ``program`` is what root's shell looks up (``exec`` skipped); the arguments are
-    those after the word naming tunhelper (``/usr/bin/tunhelper``, ``python3 -m
-    tunhelper``). Raises ValueError for a command that names tunhelper but cannot be
-    split into words.
-    """
-    try:
-        argv = shlex.split(command)
-    except ValueError as e:
-        if "tunhelper" in command:
-            raise ValueError(f"command={command!r} cannot be split into words ({e})") from None
-        return None
-    for i, word in enumerate(argv):
-        if os.path.basename(word) == "tunhelper":
-            words = argv[1:] if argv[0] == "exec" and len(argv) > 1 else argv
-            return words[0], argv[i + 1 :]
-    return None
 
 
 @dataclass(frozen=True)
@@ -337,31 +63,18 @@ def check_key_line(
 
     ``version``: the sshd's OpenSSH version (``None``: unknown, judged as the newest).
     """
-    from tunhelper.admin import openssh
     from tunhelper.commands import WORDS
     from tunhelper.link.bridge import default_name
     from tunhelper.settings import serve_settings
 
     try:
-        split = split_key_line(line)
-        if split is None:
-            return [], None
-        options = parse_options(split[0])
-        commands = [value for name, value in options if name == "command" and value is not None]
-        found = tunhelper_args(commands[0]) if commands else None
+        found = openssh.tunhelper_line(line)
     except ValueError as e:
         return [error(f"{where}: cannot read the line ({e})")], None
     if found is None:
         return [], None
-    program, args = found
-    names = {name for name, _ in options}
-    out = []
-    if "restrict" in names:
-        out.append(openssh.restrict_finding(where, version))
-    else:
-        for option, why in WANTED_RESTRICTIONS.items():
-            if option not in names:
-                out.append(warning(f"{where}: no {option}: {why}; add {option}"))
+    program, args = found.program, found.args
+    out = _restrictions(where, found.names, version)
     if args and args[0] in WORDS:
         out.append(error(f"{where}: the forced command runs 'tunhelper {args[0]}', not the helper"))
         return out, None
@@ -403,6 +116,17 @@ def check_key_line(
     )
 
 
+def _restrictions(where: str, names: set[str], version: Version | None) -> list[Finding]:
+    """``restrict`` (judged by the sshd's version), else each missing restriction."""
+    if "restrict" in names:
+        return [doctor_sshd.restrict_finding(where, version)]
+    return [
+        warning(f"{where}: no {r.option}: {r.without}; add {r.option}")
+        for r in openssh.RESTRICTIONS
+        if r.without and r.option.lower() not in names
+    ]
+
+
 def check_forwarding(lines: list[KeyLine]) -> list[Finding]:
     """Routes beyond the gateway (--route, --client-net) need the host to forward."""
     out = []
@@ -416,6 +140,30 @@ def check_forwarding(lines: list[KeyLine]) -> list[Finding]:
         else:
             more = f" and {len(users) - 1} more" if len(users) > 1 else ""
             out.append(error(f"{users[0]}{more} route IPv{version} beyond the gateway, but {text}"))
+    return out
+
+
+def check_tunnel_modes(config: SshdConfig, lines: list[KeyLine]) -> list[Finding]:
+    """``PermitTunnel`` must let through the kind of device the keys' pools expect."""
+    mode = config.first("PermitTunnel")
+    out = []
+    for line in lines:
+        if mode == "point-to-point" and line.tap:
+            out.append(
+                error(
+                    f"{line.where}: the pool has a bridge for tap sessions, but PermitTunnel "
+                    "point-to-point refuses tap (ssh -o Tunnel=ethernet); set PermitTunnel "
+                    "yes (or ethernet)"
+                )
+            )
+        elif mode == "ethernet" and not line.tap:
+            out.append(
+                warning(
+                    f"{line.where}: PermitTunnel ethernet refuses plain 'ssh -w any' (tun): "
+                    "its clients must use -o Tunnel=ethernet; set PermitTunnel yes to "
+                    "serve both"
+                )
+            )
     return out
 
 
@@ -573,26 +321,27 @@ def findings(
     state_dir: str | None,
     sshd: str | None = None,
 ) -> Iterator[Finding]:
-    from tunhelper.admin import openssh
-
-    sshd = sshd or shutil.which("sshd", path=SSHD_PATH)
-    settings: dict[str, list[str]] = {}
+    sshd = sshd or openssh.find_sshd()
+    config = SshdConfig()
     version = None
     if sshd is None:
         yield error("sshd not found: install openssh-server")
     else:
         version, said = openssh.sshd_version(sshd)
         try:
-            settings = sshd_settings(sshd, sshd_config)
+            config = openssh.read_sshd_config(sshd, sshd_config)
+            unmatched = None
+            if not openssh.at_least(version, openssh.MATCH_CHANNEL_TIMEOUT):
+                unmatched = openssh.read_sshd_config(sshd, sshd_config, connection=None)
         except TunhelperError as e:
             yield error(str(e))
         else:
-            yield from check_sshd(settings)
-            yield from openssh.check(settings, version, said)
-    paths = [authorized_keys] if authorized_keys else authorized_keys_paths(settings)
+            yield from doctor_sshd.check_sshd(config)
+            yield from doctor_sshd.check_releases(config, version, said, unmatched)
+    paths = [authorized_keys] if authorized_keys else openssh.authorized_keys_paths(config)
     key_findings, lines = check_authorized_keys(paths, version)
     yield from key_findings
-    yield from openssh.check_tunnel_modes(settings, lines)
+    yield from check_tunnel_modes(config, lines)
     yield from check_tun()
     yield from check_persistent_devices()
     yield from check_source_filter()
