@@ -172,10 +172,10 @@ def _editing(path: str) -> Iterator[None]:
 
 
 def add(path: str, name: str, key: str, helper_args: list[str], prog: str | None) -> int:
-    from tunhelper.options import client_name
+    from tunhelper.options.types import identity_name
 
     try:
-        client_name(name)  # a name the helper's --client accepts too
+        identity_name(name)  # a name the helper's --client accepts too
     except argparse.ArgumentTypeError as e:
         raise UsageError(f"NAME: {e}") from None
     key_type, blob, fp = check_key(key)
