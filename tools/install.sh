@@ -9,8 +9,10 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
+# systemd only for systemd-analyze, which scores the units' hardening (a minimal
+# Debian has no systemd; nothing is booted or started)
 packages=(openssh-server openssh-client iproute2 iputils-ping python3-venv iperf3 man-db nftables
-    postgresql)
+    postgresql systemd)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
