@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tunhelper.admin import clients, renew
+from tunhelper.admin import openssh, renew
 from tunhelper.store import MIN_LIFETIME, POSTGRESQL, StoreConfig, renew_period
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEnU3Vb4cOzLWUzCmhD0VHqRjQHVEPOnZy6xTjtJ8U0Q"
@@ -32,7 +32,7 @@ def test_every_store_the_keys_lines_reach_is_renewed(tmp_path) -> None:
     key_type, blob = KEY.split()
     keys.write_bytes(
         b"".join(
-            clients.key_line(f"c{i}", key_type, blob, ["/usr/bin/tunhelper", *args])
+            openssh.key_line(["/usr/bin/tunhelper", *args], key_type, blob, f"c{i}").encode()
             for i, args in enumerate(lines)
         )
     )

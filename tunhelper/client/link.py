@@ -182,6 +182,7 @@ def configure_link(
     up = Up(found, ann, warnings=verdict.warnings())
     for warning in up.warnings:
         log.error(f"warning: {warning}")  # the user's to see: stderr and syslog
+    journal.update(device=found.device.name)  # before its networks appear: _host_view
     try:  # the device's own configuration vanishes with it: no record
         configure.apply_local(found.device, ann)
         if ann.address6 is not None:
@@ -215,15 +216,27 @@ def _host_view(peers: list[str], device: str, journal: Journal) -> trust.HostVie
     connects here (a second link to one gateway is not the LAN)."""
     from tunhelper.client import journal as journal_
 
-    tunnels = [device]
-    for _, data in journal_.read_all(os.path.dirname(journal.path)):
-        other = data.get("status", {}).get("device")
-        if other and data["pid"] != journal.pid and journal_.alive(data):
-            tunnels.append(other)
-    try:
-        connected, routes = platform.routes_view.local_networks(tunnels)
-    except OSError as e:
-        raise Failed(f"cannot read this host's networks to check the gateway's: {e}") from None
+    def tunnels() -> list[str]:
+        found = [device]
+        for _, data in journal_.read_all(os.path.dirname(journal.path)):
+            other = data.get("status", {}).get("device")
+            if other and data["pid"] != journal.pid and journal_.alive(data):
+                found.append(other)
+        return sorted(set(found))
+
+    # Each connect records its device before it configures it (configure_link), so a
+    # tunnel whose networks were read here is in the journals read after: read them
+    # again until they agree, or a connect starting beside us is taken for the LAN.
+    left_out = tunnels()
+    for _ in range(5):
+        try:
+            connected, routes = platform.routes_view.local_networks(left_out)
+        except OSError as e:
+            raise Failed(f"cannot read this host's networks to check the gateway's: {e}") from None
+        again = tunnels()
+        if again == left_out:
+            break
+        left_out = again
     return trust.HostView(tuple(connected), tuple(routes), tuple(sorted(set(peers))))
 
 
