@@ -89,8 +89,11 @@ class Fleet:
         assert lab.sshd is not None
         log = open(lab.dir / "renew.log", "wb")  # noqa: SIM115 - the process keeps it
         return subprocess.Popen(
-            ["nsenter", "--mount", "--net", "--uts", "--target", str(lab.sshd.pid),
-             tunhelper_command(), *argv[1:], "--authorized-keys", str(lab.dir / "authorized_keys"),
+            # --root and --wd: the target's root, as lab.in_server_mounts does (CI's
+            # Debian 13 runs in a chroot, whose paths the mount namespace alone lacks)
+            ["nsenter", "--mount", "--net", "--uts", "--root", "--wd",
+             "--target", str(lab.sshd.pid), tunhelper_command(), *argv[1:],
+             "--authorized-keys", str(lab.dir / "authorized_keys"),
              "--state-dir", lab.state_dir],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
