@@ -44,7 +44,10 @@ def test_a_burst_of_takeovers_leaves_no_chain(make_lab, mode) -> None:
         assert wait_until(lambda: chains(lab) == [], 10), chains(lab)
         assert pins(lab) == []
         sizes.append(table_size(lab))
-    assert len(set(sizes)) == 1, sizes  # no growth from round to round
+    # No growth from round to round. A round whose sessions were all ended before any
+    # reached its guard leaves no table at all (size 0): that is no growth either.
+    present = [size for size in sizes if size]
+    assert present == present[:1] * len(present), sizes
 
 
 def test_the_check_sees_a_leaked_chain(make_lab) -> None:

@@ -3,7 +3,7 @@
 # install it with apt ON THIS MACHINE, then run the whole test suite with Debian's
 # python3 and libraries (python3-pyroute2, -psutil, -netaddr), the end-to-end tests
 # driving the installed /usr/bin/tunhelper. Meant for CI's fresh Debian 12 or 13, or a
-# throwaway machine: ../shared/tools/fresh-machine 'bash tools/test-deb.sh'.
+# throwaway machine (a fresh Debian with a clean clone).
 # Extra arguments go to pytest. With TUNHELPER_DEB=FILE (CI's Debian 13 run), that .deb,
 # built elsewhere, is checked and tested instead of one built here: one package, both
 # releases. `test-deb.sh --prepare` only installs what the run needs (CI's Debian 13 tree
